@@ -1,0 +1,5 @@
+"""python -m pipeline -> cli.main()."""
+
+from .cli import main
+
+main()

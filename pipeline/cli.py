@@ -1,0 +1,164 @@
+"""Parse flags -> load config -> configure logging -> asyncio.run(...); nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, logs, report
+from .config import load_config, load_credentials
+from .errors import PipelineError
+
+
+def _rate(value: str) -> float | str:
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of requests per second or 'auto', not {value!r}") from None
+
+
+def _probability(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, not {value!r}")
+    return p
+
+
+def _range_ms(value: str) -> tuple[float, float]:
+    try:
+        low, _, high = value.partition("-")
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be MIN-MAX milliseconds, like 5-50, not {value!r}") from None
+    if not 0 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"must be MIN-MAX milliseconds with 0 <= MIN <= MAX, not {value!r}")
+    return pair
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="si-ingest", description="Push planned CRM actions into Zyntro's addSIRequest API.")
+    parser.add_argument("--version", action="version", version=f"si-ingest {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def inputs_and_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".csv, .csv.gz or .parquet file, or a folder of them")
+        p.add_argument("--config", type=Path, help="TOML config (see configs/)")
+        p.add_argument("--results", type=Path, help="results file, .csv or .parquet (default si-results.csv)")
+        p.add_argument("--log-format", choices=("json", "console"), help="default: json unless stderr is a terminal")
+
+    run = sub.add_parser("run", help="load, validate and submit every row; write the results file")
+    inputs_and_config(run)
+    run.add_argument("--base-url", help="API prefix; requests go to URL/addSIRequest")
+    run.add_argument("--rate", type=_rate, help="requests per second over any 1-second window, or 'auto'")
+    run.add_argument("--concurrency", type=int, help="requests in flight at most")
+    run.add_argument("--max-attempts", type=int, help="tries per row for retryable failures")
+    run.add_argument("--resend-unknown", action="store_true", default=None, help="also send rows whose earlier outcome is unknown")
+    run.add_argument("--dry-run", action="store_true", default=None, help="validate only, send nothing")
+    run.add_argument("--no-fsync", dest="fsync", action="store_false", default=None,
+                     help="do not fsync the journal before sending (survives kill -9, not power loss)")
+    run.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
+    run.add_argument("--read-timeout", type=float, help="seconds to wait for an answer (default 30)")
+
+    validate = sub.add_parser("validate", help="load and validate only; send nothing, need no credentials")
+    inputs_and_config(validate)
+
+    demo = sub.add_parser("demo", help="run sample_data/ end to end against the built-in sandbox")
+    demo.add_argument("--output", type=Path, default=Path("si-demo"), help="folder for the demo's results (default si-demo)")
+    demo.add_argument("--log-format", choices=("json", "console"))
+
+    sandbox = sub.add_parser("sandbox", help="run the local Zyntro simulator in the foreground")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on start)")
+    sandbox.add_argument("--api-key", help="the key it accepts (default sandbox-api-key)")
+    sandbox.add_argument("--developer-secret", help="the secret it accepts (default zdk_sandbox_secret)")
+    sandbox.add_argument("--org-id", help="the account's org UUID")
+    sandbox.add_argument("--whitelist", nargs="+", help="client IPs allowed (default loopback)")
+    sandbox.add_argument("--contacts", type=Path, help="file of contact UUIDs the org has, one per line (default: all)")
+    sandbox.add_argument("--latency", type=_range_ms, default=(0.0, 0.0), metavar="MIN-MAX", help="milliseconds per request")
+    sandbox.add_argument("--rate-limit", type=int, help="requests per second before answering 429")
+    sandbox.add_argument("--retry-after", type=float, default=1.0, help="seconds sent in Retry-After (429, 503)")
+    sandbox.add_argument("--error-rate", type=_probability, default=0.0, help="probability of a 500/502/503 HTML answer")
+    sandbox.add_argument("--malformed-rate", type=_probability, default=0.0, help="probability of a 200 that is not JSON")
+    sandbox.add_argument("--drop-before", type=_probability, default=0.0, help="probability of dropping the connection before processing")
+    sandbox.add_argument("--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request")
+    sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
+    sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
+
+    rep = sub.add_parser("report", help="print the summary of a results file")
+    rep.add_argument("results", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except PipelineError as exc:
+        print(f"si-ingest: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("si-ingest: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("run", "validate"):
+        return _run(args)
+    if args.command == "report":
+        summary = report.summarize(args.results)
+        print(report.render_text(summary))
+        return 0
+    if args.command == "demo":
+        from .demo import demo
+
+        logs.configure(args.log_format)
+        return asyncio.run(demo(args.output))
+    from .sandbox.serve import serve, config_from_args
+
+    logs.configure("console" if sys.stderr.isatty() else "json")
+    return asyncio.run(serve(config_from_args(args), args.host, args.port))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import run
+
+    validate_only = args.command == "validate" or bool(getattr(args, "dry_run", False))
+    overrides: dict[str, Any] = {
+        "run.results": args.results,
+        "run.log_format": args.log_format,
+    }
+    if args.command == "run":
+        overrides.update({
+            "api.base_url": args.base_url,
+            "api.connect_timeout": args.connect_timeout,
+            "api.read_timeout": args.read_timeout,
+            "run.rate": args.rate,
+            "run.concurrency": args.concurrency,
+            "run.max_attempts": args.max_attempts,
+            "run.resend_unknown": args.resend_unknown,
+            "run.fsync": args.fsync,
+            "run.dry_run": args.dry_run,
+        })
+    config = load_config(args.config, overrides)
+    validate_only = validate_only or config.run.dry_run
+    credentials = None if validate_only else load_credentials(config)
+    logs.configure(config.run.log_format, credentials.values() if credentials else ())
+    result = asyncio.run(run(args.inputs, config, credentials))
+    print(report.render_text(result.summary))
+    if validate_only:
+        print(f"would send: {result.plan.to_send} rows (settled earlier: {result.plan.settled})")
+    if result.account_error is not None:
+        print(f"si-ingest: aborted: {result.account_error}", file=sys.stderr)
+    elif result.interrupted:
+        print("si-ingest: interrupted; rerun the same command to continue", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,284 @@
+"""TOML file + command-line flags + environment -> frozen config objects, checked on load.
+
+Precedence: a flag beats the config file, which beats the defaults below. Credentials come
+only from the environment (the config may rename the variables), never from flags or files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .models import API_FIELDS, OPTIONAL_FIELDS
+
+DEFAULT_BASE_URL = "https://app.zyntrohq.com/apis/v2/public/crm"
+DEFAULT_RESULTS = "si-results.csv"
+DEFAULT_RATE = 20.0
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_CAP = 20.0
+DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_SIR_STATUSES = ("Pending",)
+
+LogFormat = Literal["json", "console"]
+
+
+class Secret:
+    """A credential: its value leaves memory only through `reveal()`, never through repr or str."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    base_url: str = DEFAULT_BASE_URL
+    # API prefix; requests go to {base_url}/addSIRequest. http:// only for loopback hosts.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    # seconds to open a connection (a request that never connected is safe to retry)
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    # seconds to wait for the answer once the request is sent (a timeout here is `unknown`)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    results: Path = Path(DEFAULT_RESULTS)
+    # results file, .csv or .parquet; its journal lives beside it as <results>.journal
+    rate: float | Literal["auto"] = DEFAULT_RATE
+    # requests per second, a ceiling over every 1-second window; "auto" adapts to the server's 429s
+    concurrency: int = DEFAULT_CONCURRENCY
+    # requests in flight at most
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # tries per row for retryable failures (429, 5xx, connect errors, garbled answers)
+    resend_unknown: bool = False
+    # also send rows whose earlier outcome is `unknown` (may duplicate: see README)
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    # seconds; retry n waits uniform(0, min(backoff_cap, backoff_base * 2**n)) unless Retry-After says more
+    backoff_cap: float = DEFAULT_BACKOFF_CAP
+    # seconds; the longest backoff between two tries of a row
+    fsync: bool = True
+    # fsync the journal before any request leaves (survives power loss, not only kill -9)
+    log_format: LogFormat | None = None
+    # "json" or "console"; default: json unless stderr is a terminal
+    dry_run: bool = False
+    # validate only, send nothing (same as the `validate` command)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputConfig:
+    default_org_id: str | None = None
+    # org_id for rows without one; ZYNTRO_ORG_ID (or credentials.org_id_env) wins over it
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    # rows per batch read from a file; memory is bounded by this, not by the file
+    sir_statuses: tuple[str, ...] = DEFAULT_SIR_STATUSES
+    # allowed values of the optional sir_status column (the API documents only "Pending")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialsEnv:
+    api_key_env: str = "ZYNTRO_API_KEY"
+    # environment variable holding the API key
+    developer_secret_env: str = "ZYNTRO_DEVELOPER_SECRET"
+    # environment variable holding the developer secret (zdk_...)
+    org_id_env: str = "ZYNTRO_ORG_ID"
+    # environment variable holding the default org_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    api: ApiConfig = field(default_factory=ApiConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    credentials: CredentialsEnv = field(default_factory=CredentialsEnv)
+    columns: Mapping[str, str] = field(default_factory=dict)
+    # API field name -> the input's own column name
+    default_org_id: str | None = None
+    # resolved from the environment or [input].default_org_id
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    api_key: Secret
+    developer_secret: Secret
+
+    def values(self) -> tuple[str, ...]:
+        return (self.api_key.reveal(), self.developer_secret.reveal())
+
+
+_SECTIONS: dict[str, type] = {
+    "api": ApiConfig,
+    "run": RunConfig,
+    "input": InputConfig,
+    "credentials": CredentialsEnv,
+}
+COLUMN_KEYS: frozenset[str] = frozenset(API_FIELDS) | frozenset(OPTIONAL_FIELDS)
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read `path` (may be None), apply `overrides` ({"run.rate": 40, ...}), check everything."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    for name in raw:
+        if name not in _SECTIONS and name != "columns":
+            raise ConfigError(f"{where}: unknown section or key '{name}' (known: {', '.join([*_SECTIONS, 'columns'])})")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: '{name}' must be a table")
+        sections[name] = dict(table)
+        known = {f.name for f in fields(cls)}
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key '{name}.{key}' (known: {', '.join(sorted(known))})")
+    origin: dict[str, str] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        name, key = dotted.split(".", 1)
+        sections[name][key] = value
+        origin[dotted] = "--" + key.replace("_", "-")
+
+    def build(cls: type, name: str) -> Any:
+        return cls(**{k: _check(name, k, v, origin.get(f"{name}.{k}", where)) for k, v in sections[name].items()})
+
+    api, run, inp, creds = (build(cls, name) for name, cls in _SECTIONS.items())
+    columns = raw.get("columns", {})
+    if not isinstance(columns, dict):
+        raise ConfigError(f"{where}: 'columns' must be a table of api_field = \"input column\"")
+    for key, value in columns.items():
+        if key not in COLUMN_KEYS:
+            raise ConfigError(f"{where}: unknown key 'columns.{key}' (known: {', '.join(sorted(COLUMN_KEYS))})")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: 'columns.{key}' must be a non-empty string (the input's column name)")
+    _check_base_url(api.base_url)
+    default_org = (env.get(creds.org_id_env) or "").strip() or inp.default_org_id
+    return Config(api=api, run=run, input=inp, credentials=creds, columns=dict(columns), default_org_id=default_org)
+
+
+def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:
+    env = os.environ if env is None else env
+    names = config.credentials
+    missing = [n for n in (names.api_key_env, names.developer_secret_env) if not env.get(n, "").strip()]
+    if missing:
+        raise ConfigError(f"set {' and '.join(missing)} in the environment (credentials are never read from flags or files)")
+    return Credentials(
+        api_key=Secret(env[names.api_key_env].strip()),
+        developer_secret=Secret(env[names.developer_secret_env].strip()),
+    )
+
+
+def _check(section: str, key: str, value: Any, where: str) -> Any:
+    """Check one value against its field's type and bounds; return it normalised."""
+    name = f"{section}.{key}"
+    if key == "rate":
+        if value == "auto":
+            return "auto"
+        value = _number(name, value, where)
+        if not 0 < value <= 100_000:
+            raise ConfigError(f"{where}: '{name}' must be 'auto' or a number of requests per second in (0, 100000], not {value}")
+        return value
+    if key in ("concurrency", "max_attempts", "chunk_rows"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{name}' must be a whole number, not {value!r}")
+        upper = {"concurrency": 1000, "max_attempts": 100, "chunk_rows": 10_000_000}[key]
+        if not 1 <= value <= upper:
+            raise ConfigError(f"{where}: '{name}' must be between 1 and {upper}, not {value}")
+        return value
+    if key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_cap"):
+        value = _number(name, value, where)
+        if not 0 < value <= 3600:
+            raise ConfigError(f"{where}: '{name}' must be a number of seconds in (0, 3600], not {value}")
+        return value
+    if key in ("resend_unknown", "fsync", "dry_run"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
+        return value
+    if key == "log_format":
+        if value not in ("json", "console"):
+            raise ConfigError(f"{where}: '{name}' must be \"json\" or \"console\", not {value!r}")
+        return value
+    if key == "results":
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be a file path")
+        path = Path(value)
+        if not (path.name.endswith(".csv") or path.name.endswith(".parquet")):
+            raise ConfigError(f"{where}: '{name}' must end in .csv or .parquet, not {path.name!r}")
+        return path
+    if key == "sir_statuses":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: '{name}' must be a non-empty list of strings")
+        return tuple(value)
+    if key == "default_org_id" or key.endswith("_env") or key == "base_url":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: '{name}' must be a non-empty string")
+        return value.strip().rstrip("/") if key == "base_url" else value.strip()
+    raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
+
+
+def _number(name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: '{name}' must be a number, not {value!r}")
+    return float(value)
+
+
+def _check_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} must be an http(s):// URL with a host")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"base URL {url!r} uses plain http:// for a non-loopback host; use https:// (credentials travel in the body)"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"base URL {url!r} must not carry a user, password, query or fragment")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,83 @@
+"""The exception tree; whether a failure is retried is decided by its class.
+
+    PipelineError                  anything that stops the run
+    ├── ConfigError                bad flag, config key or environment      -> exit 2
+    ├── InputError                 unreadable file, missing column          -> exit 2
+    ├── LedgerError                results/journal cannot be written        -> exit 2
+    │   └── LockError              another run holds the results file       -> exit 2
+    └── AccountError               the API refuses the account              -> exit 3
+
+    RequestError                   one request failed (client.py raises, submit.py decides)
+    ├── TransientError             not processed by the API: retry with backoff  -> failed
+    ├── PermanentHTTPError         an HTTP answer retrying cannot change (404...) -> failed
+    └── AmbiguousError             maybe processed: never retried by default     -> unknown
+
+Every message says what to do next. None of them ever contains a credential.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of the errors that stop a run. `exit_code` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class ConfigError(PipelineError):
+    """A flag, a config key or an environment variable is missing or wrong."""
+
+
+class InputError(PipelineError):
+    """An input file cannot be read, or lacks a required column."""
+
+
+class LedgerError(PipelineError):
+    """The results file or its journal cannot be written: nothing more may be sent."""
+
+
+class LockError(LedgerError):
+    """Another live run holds the results file."""
+
+
+class AccountError(PipelineError):
+    """The API refused the credentials or the caller's IP: every request would fail."""
+
+    exit_code = 3
+
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+class RequestError(Exception):
+    """One request did not produce an API answer for the row."""
+
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+class TransientError(RequestError):
+    """The API did not process the request (429, 5xx, connect failure, garbled answer): safe to retry."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(code, message, http_status)
+        self.retry_after = retry_after
+
+
+class PermanentHTTPError(RequestError):
+    """An HTTP status that retrying in this run cannot change (3xx, 400, 404, ...): failed, sent next run."""
+
+
+class AmbiguousError(RequestError):
+    """The request may have reached the API (connection lost or read timeout after sending)."""

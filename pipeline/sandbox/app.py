@@ -1,0 +1,272 @@
+"""The local Zyntro simulator (aiohttp.web): the documented endpoint, faithfully, plus faults.
+
+What it implements from `shared/api/addSIRequest.md`: HTTP 200 for success and error alike,
+the documented messages (with the extra detail the flag/channel ones carry), auth by
+api_key + developer_secret, an IP whitelist, contacts per org, increasing `sir_id`s.
+
+What production gateways do that it can inject, each with a probability per request and a
+`seed` for repeatable runs:
+- latency (uniform in a range), before anything else;
+- a rate limit: more than N requests in the last second -> 429 with `Retry-After`;
+- 500/502/503 with HTML bodies (503 with `Retry-After`), before processing;
+- a 200 whose body is not JSON (a proxy's page or a truncated answer), before processing;
+- the connection dropped before processing, or after the SI request was created.
+Faults that come "before processing" create nothing, so a client that retries them creates
+no duplicate; a drop after processing did create one, and a client must treat it as unknown.
+
+Every created SI request is kept (and appended to `record` as JSON lines, flushed at once)
+so tests can count duplicates; GET /_sandbox/requests and /_sandbox/stats expose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+from aiohttp import web
+
+BASE_PATH = "/apis/v2/public/crm"
+DEFAULT_API_KEY = "sandbox-api-key"
+DEFAULT_DEVELOPER_SECRET = "zdk_sandbox_secret"
+DEFAULT_ORG_ID = "5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"
+FLAGS = ("keep_warm", "form_action_email", "form_action_sms", "form_action_call", "engagement_signal")
+CHANNELS = ("email", "sms", "phone", "social-media", "other")
+
+MSG_MISSING_API_KEY = "Missing API Key"
+MSG_INVALID_API_KEY = "Invalid API Key"
+MSG_NOT_WHITELISTED = "IP address not whitelisted"
+MSG_INVALID_SECRET = "Invalid developer_secret"
+MSG_MISSING_SECRET = "Missing developer_secret"
+MSG_MISSING_FIELDS = "Missing org_id / contact_id / sir_context / sir_planned_dt"
+MSG_INVALID_FLAG = "Missing or invalid sir_flag. Allowed: " + ", ".join(FLAGS)
+MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CHANNELS)
+MSG_NOT_FOUND = "Contact not found in this organization"
+
+_HTML_5XX = {
+    500: b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>",
+    502: b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+    503: b"<html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+}
+_MALFORMED = (b'{"data": {"sir_id": 4', b"<html><body>Please wait...</body></html>", b"", b"OK")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxConfig:
+    api_key: str = DEFAULT_API_KEY
+    developer_secret: str = DEFAULT_DEVELOPER_SECRET
+    org_id: str = DEFAULT_ORG_ID
+    whitelist: tuple[str, ...] = ("127.0.0.1", "::1")
+    contacts: frozenset[str] | None = None  # None: every contact of the org exists
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    rate_limit: int | None = None  # requests per second before 429
+    retry_after: float = 1.0  # seconds, sent with 429 and 503
+    error_rate: float = 0.0  # probability of a 500/502/503 before processing
+    malformed_rate: float = 0.0  # probability of a 200 with a body that is not JSON
+    drop_before_rate: float = 0.0  # probability of closing the connection before processing
+    drop_after_rate: float = 0.0  # probability of closing it after creating the SI request
+    seed: int | None = None
+    record: Path | None = None
+    first_sir_id: int = 1000
+
+
+@dataclass
+class _State:
+    created: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    window: deque[float] = field(default_factory=deque)
+    answers: dict[str, int] = field(default_factory=dict)
+
+
+class Sandbox:
+    """The simulator: `await start(host, port)`, then `url`; `await stop()`."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self._rng = random.Random(self.config.seed)
+        self._state = _State()
+        self._next_id = self.config.first_sir_id
+        self._runner: web.AppRunner | None = None
+        self._record: BinaryIO | None = None
+        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20, middlewares=[_drop_middleware])
+        app.router.add_post(f"{BASE_PATH}/addSIRequest", self._add_si_request)
+        app.router.add_get("/_sandbox/requests", self._requests)
+        app.router.add_get("/_sandbox/stats", self._stats)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self.config.record is not None:
+            self._record = open(self.config.record, "ab")
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        self.url = f"http://{shown}:{bound[1]}{BASE_PATH}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    @property
+    def created(self) -> list[dict[str, Any]]:
+        return list(self._state.created)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": len(self._state.arrivals),
+            "created": len(self._state.created),
+            "peak_1s": peak_per_second(self._state.arrivals),
+            "answers": dict(self._state.answers),
+        }
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self._state.created, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _add_si_request(self, request: web.Request) -> web.StreamResponse:
+        cfg, rng, state = self.config, self._rng, self._state
+        now = time.monotonic()
+        state.arrivals.append(now)
+        low, high = cfg.latency_ms
+        if high > 0:
+            await asyncio.sleep(rng.uniform(low, high) / 1000)
+        if cfg.rate_limit is not None:
+            window = state.window
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= cfg.rate_limit:
+                return self._answer(429, b'{"message": "Too Many Requests"}', "application/json",
+                                    {"Retry-After": _seconds(cfg.retry_after)})
+            window.append(now)
+        body = await request.read()
+        roll = rng.random()
+        if roll < cfg.drop_before_rate:
+            return self._drop("drop_before")
+        roll -= cfg.drop_before_rate
+        if roll < cfg.error_rate:
+            status = rng.choice((500, 502, 503))
+            headers = {"Retry-After": _seconds(cfg.retry_after)} if status == 503 else {}
+            return self._answer(status, _HTML_5XX[status], "text/html", headers)
+        roll -= cfg.error_rate
+        if roll < cfg.malformed_rate:
+            return self._answer(200, rng.choice(_MALFORMED), "text/html", {})
+        roll -= cfg.malformed_rate
+        answer = self._process(request, body)
+        if roll < cfg.drop_after_rate:
+            return self._drop("drop_after")
+        return answer
+
+    def _process(self, request: web.Request, body: bytes) -> web.Response:
+        cfg = self.config
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            return self._error("Invalid JSON body")
+        field_ = _text(payload, "api_key")
+        if not field_:
+            return self._error(MSG_MISSING_API_KEY)
+        if field_ != cfg.api_key:
+            return self._error(MSG_INVALID_API_KEY)
+        if request.remote not in cfg.whitelist:
+            return self._error(MSG_NOT_WHITELISTED)
+        secret = _text(payload, "developer_secret")
+        if not secret:
+            return self._error(MSG_MISSING_SECRET)
+        if secret != cfg.developer_secret:
+            return self._error(MSG_INVALID_SECRET)
+        values = {k: _text(payload, k) for k in ("org_id", "contact_id", "sir_context", "sir_planned_dt")}
+        missing = [k for k, v in values.items() if not v]
+        if missing:
+            return self._error(f"{MSG_MISSING_FIELDS}: {', '.join(missing)}")
+        flag, channel = _text(payload, "sir_flag"), _text(payload, "sir_channel")
+        if flag not in FLAGS:
+            return self._error(MSG_INVALID_FLAG)
+        if channel not in CHANNELS:
+            return self._error(MSG_INVALID_CHANNEL)
+        contact = values["contact_id"]
+        if values["org_id"] != cfg.org_id or (cfg.contacts is not None and contact.lower() not in cfg.contacts):
+            return self._error(MSG_NOT_FOUND)
+        sir_id, self._next_id = self._next_id, self._next_id + 1
+        record = {
+            "sir_id": sir_id,
+            "org_id": values["org_id"],
+            "contact_id": contact,
+            "sir_flag": flag,
+            "sir_context": values["sir_context"],
+            "sir_planned_dt": values["sir_planned_dt"],
+            "sir_channel": channel,
+            "sir_status": _text(payload, "sir_status") or "Pending",
+        }
+        self._state.created.append(record)
+        if self._record is not None:
+            self._record.write(orjson.dumps(record) + b"\n")
+            self._record.flush()
+        data = {k: record[k] for k in ("sir_id", "sir_flag", "contact_id", "sir_channel", "sir_planned_dt")}
+        return self._answer(200, orjson.dumps({"data": data, "status": "success"}), "application/json", {})
+
+    def _error(self, message: str) -> web.Response:
+        return self._answer(200, orjson.dumps({"data": [message], "status": "error"}), "application/json", {}, kind="error")
+
+    def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str], kind: str | None = None) -> web.Response:
+        label = kind or ("success" if status == 200 and content_type == "application/json" else str(status))
+        if status == 200 and content_type != "application/json":
+            label = "malformed"
+        self._state.answers[label] = self._state.answers.get(label, 0) + 1
+        return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+
+    def _drop(self, label: str) -> web.StreamResponse:
+        self._state.answers[label] = self._state.answers.get(label, 0) + 1
+        raise _Dropped()
+
+
+class _Dropped(Exception):
+    pass
+
+
+@web.middleware
+async def _drop_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except _Dropped:
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError() from None
+
+
+def _text(payload: dict[str, Any], key: str) -> str:
+    value = payload.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _seconds(value: float) -> str:
+    return str(max(0, round(value)))
+
+
+def peak_per_second(arrivals: list[float]) -> int:
+    """The most arrivals in any window [t, t + 1s) (two pointers over sorted times)."""
+    times = sorted(arrivals)
+    best = start = 0
+    for end, t in enumerate(times):
+        while times[start] <= t - 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -1,0 +1,71 @@
+"""`si-ingest sandbox`: run the simulator in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+import structlog
+
+from ..errors import ConfigError
+from .app import Sandbox, SandboxConfig
+
+log = structlog.get_logger("si_ingest.sandbox")
+
+
+def read_contacts(path: Path) -> frozenset[str]:
+    """Contact UUIDs, one per line (a header line or blank lines are ignored)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"contacts file {path} cannot be read: {exc.strerror}") from None
+    return frozenset(line.strip().lower() for line in lines if line.strip() and "-" in line)
+
+
+def config_from_args(args: argparse.Namespace) -> SandboxConfig:
+    values: dict[str, object] = {
+        "latency_ms": args.latency,
+        "rate_limit": args.rate_limit,
+        "retry_after": args.retry_after,
+        "error_rate": args.error_rate,
+        "malformed_rate": args.malformed_rate,
+        "drop_before_rate": args.drop_before,
+        "drop_after_rate": args.drop_after,
+        "seed": args.seed,
+        "record": args.record,
+    }
+    if args.api_key:
+        values["api_key"] = args.api_key
+    if args.developer_secret:
+        values["developer_secret"] = args.developer_secret
+    if args.org_id:
+        values["org_id"] = args.org_id
+    if args.whitelist:
+        values["whitelist"] = tuple(args.whitelist)
+    if args.contacts:
+        values["contacts"] = read_contacts(args.contacts)
+    return SandboxConfig(**values)  # type: ignore[arg-type]
+
+
+async def serve(config: SandboxConfig, host: str, port: int) -> int:
+    sandbox = Sandbox(config)
+    try:
+        url = await sandbox.start(host, port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    print(f"sandbox listening on {url}", flush=True)
+    log.info("sandbox.start", url=url, rate_limit=config.rate_limit, error_rate=config.error_rate,
+             drop_before=config.drop_before_rate, drop_after=config.drop_after_rate, seed=config.seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        stats = sandbox.stats()
+        await sandbox.stop()
+        log.info("sandbox.stop", **stats)
+    return 0

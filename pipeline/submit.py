@@ -1,0 +1,213 @@
+"""Bounded queue + N workers + retries + shutdown: rows in, one journal outcome per row out.
+
+    rows (plan files) -> producer -> asyncio.Queue(maxsize) -> N workers -> journal
+Each worker, per try: take the rate limiter, write the row's intent (group commit), send,
+record the outcome. The queue bound gives backpressure, so memory does not grow with the
+input. Retries (429, 5xx, connect errors, garbled answers) back off with full jitter,
+`uniform(0, min(cap, base * 2**n))`, and never less than a server's Retry-After, which
+also pauses every worker. `stop` (first signal, or an account-level error) ends the run
+after the requests in flight; cancelling the task (second signal) ends it at once, and
+the rows in flight are recorded as `unknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from .client import ZyntroClient
+from .errors import AccountError, AmbiguousError, PermanentHTTPError, TransientError
+from .ledger import Journal, now_iso
+from .limiter import RateLimiter
+from .models import ErrorCode, Outcome, Row, Status
+
+log = structlog.get_logger("si_ingest.submit")
+PROGRESS_EVERY = 5.0  # seconds between progress log lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    max_attempts: int
+    base: float
+    cap: float
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait after try number `attempt` (1-based) failed."""
+        jitter = rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        return max(jitter, retry_after or 0.0)
+
+
+@dataclass
+class SubmitStats:
+    requests: int = 0
+    retries: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    account_error: AccountError | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+class Submitter:
+    def __init__(
+        self,
+        client: ZyntroClient,
+        limiter: RateLimiter,
+        journal: Journal,
+        *,
+        concurrency: int,
+        retry: RetryPolicy,
+        stop: asyncio.Event,
+        seed: int | None = None,
+    ) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._journal = journal
+        self._concurrency = concurrency
+        self._retry = retry
+        self._stop = stop
+        self._rng = random.Random(seed)
+        self.stats = SubmitStats()
+        self.in_flight = 0
+
+    async def run(self, rows: Iterable[Row], total: int) -> SubmitStats:
+        queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=self._concurrency * 4)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._produce(rows, queue))
+                for _ in range(self._concurrency):
+                    group.create_task(self._work(queue))
+                progress = group.create_task(self._progress(total))
+                await queue.join()
+                progress.cancel()
+        finally:
+            self.stats.finished = time.monotonic()
+            self._journal.flush()
+        return self.stats
+
+    async def _produce(self, rows: Iterable[Row], queue: asyncio.Queue[Row | None]) -> None:
+        for row in rows:
+            if self._stop.is_set():
+                break
+            await queue.put(row)
+        for _ in range(self._concurrency):
+            await queue.put(None)
+
+    async def _work(self, queue: asyncio.Queue[Row | None]) -> None:
+        while True:
+            row = await queue.get()
+            try:
+                if row is None:
+                    return
+                if not self._stop.is_set():
+                    await self._process(row)
+            finally:
+                queue.task_done()
+
+    async def _process(self, row: Row) -> None:
+        last: TransientError | None = None
+        for attempt in range(1, self._retry.max_attempts + 1):
+            total = row.attempts + attempt
+            await self._limiter.acquire()
+            if self._stop.is_set():
+                break
+            await self._journal.intent(row.row_key)
+            if self._stop.is_set():
+                self._record(_not_sent(row, total - 1, last))
+                return
+            self.in_flight += 1
+            self.stats.requests += 1
+            try:
+                outcome = await self._client.send(row, total)
+            except TransientError as exc:
+                last = exc
+                if exc.http_status == 429:
+                    self._limiter.throttled()
+                else:
+                    self._limiter.succeeded()
+                if exc.retry_after:
+                    self._limiter.pause(exc.retry_after)
+                self._record(_outcome(row, Status.FAILED, exc, total))
+                if attempt == self._retry.max_attempts:
+                    return
+                self.stats.retries += 1
+                await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng))
+                continue
+            except PermanentHTTPError as exc:
+                self._record(_outcome(row, Status.FAILED, exc, total))
+                return
+            except AmbiguousError as exc:
+                self._record(_outcome(row, Status.UNKNOWN, exc, total))
+                return
+            except AccountError as exc:
+                self._record(_outcome(row, Status.PENDING, exc, total - 1))
+                if self.stats.account_error is None:
+                    self.stats.account_error = exc
+                    log.error("run.abort", code=exc.code, reason=str(exc))
+                self._stop.set()
+                return
+            except asyncio.CancelledError:
+                self._record(
+                    Outcome(row.row_key, Status.UNKNOWN, error_code=ErrorCode.INTERRUPTED,
+                            error_message="stopped at once while the request was in flight; it may have reached the API",
+                            attempts=total, updated_at=now_iso())
+                )
+                raise
+            finally:
+                self.in_flight -= 1
+            self._limiter.succeeded()
+            self._record(outcome)
+            return
+        # stopped before the next try: the row keeps its last `failed` record, or none (pending)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off, waking early if the run is told to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+
+    def _record(self, outcome: Outcome) -> None:
+        self._journal.outcome(outcome)
+        self.stats.outcomes[outcome.status.value] += 1
+
+    async def _progress(self, total: int) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            done = sum(self.stats.outcomes[s] for s in (Status.CREATED, Status.REJECTED, Status.UNKNOWN))
+            log.info(
+                "run.progress",
+                requests=self.stats.requests,
+                settled=done,
+                to_send=total,
+                requests_per_s=round(self.stats.per_second, 1),
+                rate_limit=round(self._limiter.rate, 1),
+                in_flight=self.in_flight,
+            )
+
+
+def _outcome(row: Row, status: Status, exc: TransientError | PermanentHTTPError | AmbiguousError | AccountError, attempts: int) -> Outcome:
+    code = exc.code
+    message = exc.message if hasattr(exc, "message") else str(exc)
+    return Outcome(row.row_key, status, error_code=str(code), error_message=message,
+                   attempts=attempts, http_status=exc.http_status, updated_at=now_iso())
+
+
+def _not_sent(row: Row, attempts: int, last: TransientError | None) -> Outcome:
+    if last is not None:
+        return _outcome(row, Status.FAILED, last, attempts)
+    return Outcome(row.row_key, Status.PENDING, error_code=ErrorCode.INTERRUPTED,
+                   error_message="the run stopped before this row was sent", attempts=attempts, updated_at=now_iso())

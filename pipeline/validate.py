@@ -1,0 +1,135 @@
+"""Batch -> the same batch with `row_key`, `status` and `error_code`/`error_message` (polars expressions).
+
+Validation is vectorised: no per-row Python loop decides anything. The one per-row Python step
+is the row_key hash (blake2b through hashlib): polars' own `hash()` is documented as unstable
+across polars versions, and row keys live in the journal for years of nightly runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import polars as pl
+
+from .models import SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# The payload fields hashed into a row_key when the row has no request_key (CONTRACT "Row identity").
+KEY_FIELDS: tuple[str, ...] = (
+    "org_id",
+    "contact_id",
+    "sir_flag",
+    "sir_context",
+    "sir_planned_dt",
+    "sir_channel",
+    "sir_status",
+)
+_TEXT_FIELDS = (*KEY_FIELDS, "request_key")
+_MAX_SHOWN = 60  # characters of a bad value quoted in an error message
+
+
+def validate(batch: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.DataFrame:
+    """Trim every field, compute row_key, and mark invalid rows with their code and message."""
+    trimmed = batch.with_columns(_clean(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
+    statuses = list(sir_statuses)
+    code, message = _verdict(statuses)
+    checked = trimmed.with_columns(
+        row_key=_row_keys(trimmed),
+        error_code=code,
+        error_message=message,
+    )
+    return checked.with_columns(
+        status=pl.when(pl.col("error_code").is_not_null()).then(pl.lit(Status.INVALID.value)).otherwise(None)
+    )
+
+
+def _clean(expr: pl.Expr) -> pl.Expr:
+    text = expr.cast(pl.String).str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text)
+
+
+def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """The first failing check, in the API's own order, as (code, message) expressions."""
+    missing = [f for f in ("org_id", "contact_id", "sir_context", "sir_planned_dt")]
+    missing_names = pl.concat_str(
+        [pl.when(pl.col(f).is_null()).then(pl.lit(f)) for f in missing], separator=", ", ignore_nulls=True
+    )
+    any_missing = pl.any_horizontal(pl.col(f).is_null() for f in missing)
+    dt = pl.col("sir_planned_dt")
+    dt_ok = dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+    org_ok = pl.col("org_id").str.contains(UUID_PATTERN)
+    contact_ok = pl.col("contact_id").str.contains(UUID_PATTERN)
+    status = pl.col("sir_status")
+    status_ok = status.is_null() | status.is_in(sir_statuses)
+
+    checks: list[tuple[pl.Expr, ErrorCode, pl.Expr]] = [
+        (any_missing, ErrorCode.MISSING_FIELDS, pl.lit("missing ") + missing_names),
+        (~pl.col("sir_flag").is_in(SIR_FLAGS) | pl.col("sir_flag").is_null(), ErrorCode.INVALID_FLAG,
+         _bad("sir_flag", f"is not one of {', '.join(SIR_FLAGS)}")),
+        (~pl.col("sir_channel").is_in(SIR_CHANNELS) | pl.col("sir_channel").is_null(), ErrorCode.INVALID_CHANNEL,
+         _bad("sir_channel", f"is not one of {', '.join(SIR_CHANNELS)}")),
+        (~dt_ok, ErrorCode.INVALID_DATETIME,
+         _bad("sir_planned_dt", "is not a real date and time in the form YYYY-MM-DD HH:MM:SS")),
+        (~org_ok, ErrorCode.INVALID_UUID, _bad("org_id", "is not a UUID (8-4-4-4-12 hex digits)")),
+        (~contact_ok, ErrorCode.INVALID_UUID, _bad("contact_id", "is not a UUID (8-4-4-4-12 hex digits)")),
+        (~status_ok, ErrorCode.INVALID_STATUS, _bad("sir_status", f"is not one of {', '.join(sir_statuses)}")),
+    ]
+    code: pl.Expr | pl.When | pl.Then | None = None
+    message: pl.Expr | pl.When | pl.Then | None = None
+    for failed, err, text in checks:
+        code = pl.when(failed).then(pl.lit(err.value)) if code is None else code.when(failed).then(pl.lit(err.value))
+        message = pl.when(failed).then(text) if message is None else message.when(failed).then(text)
+    assert code is not None and message is not None
+    return code.otherwise(None).alias("error_code"), message.otherwise(None).alias("error_message")
+
+
+def _bad(name: str, why: str) -> pl.Expr:
+    value = pl.col(name)
+    shown = pl.when(value.str.len_chars() > _MAX_SHOWN).then(value.str.slice(0, _MAX_SHOWN) + "...").otherwise(value)
+    return (
+        pl.when(value.is_null())
+        .then(pl.lit(f"missing {name}"))
+        .otherwise(pl.lit(f"{name} '") + shown + pl.lit(f"' {why}"))
+    )
+
+
+def _row_keys(batch: pl.DataFrame) -> pl.Series:
+    joined = batch.select(
+        pl.concat_str([pl.col(f).fill_null("") for f in KEY_FIELDS], separator="\x1f")
+    ).to_series()
+    hashed = pl.Series(
+        [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined],
+        dtype=pl.String,
+    )
+    return batch["request_key"].fill_null(hashed) if batch.height else hashed
+
+
+class KeyTracker:
+    """Remembers the row_keys seen so far in this run: a repeat of a valid row is a `duplicate`."""
+
+    def __init__(self) -> None:
+        self._seen: list[pl.Series] = []
+
+    def mark(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """Mark valid rows whose row_key came earlier (in this batch or an earlier one) as duplicate."""
+        valid = pl.col("status").is_null()
+        keys = batch.filter(valid)["row_key"]
+        earlier = pl.concat(self._seen) if self._seen else pl.Series(dtype=pl.String)
+        repeat = valid & (
+            pl.col("row_key").is_in(earlier.implode())
+            | ~pl.col("row_key").is_first_distinct().over(valid)
+        )
+        marked = batch.with_columns(
+            status=pl.when(repeat).then(pl.lit(Status.DUPLICATE.value)).otherwise(pl.col("status")),
+            error_code=pl.when(repeat).then(pl.lit(ErrorCode.DUPLICATE_KEY.value)).otherwise(pl.col("error_code")),
+            error_message=pl.when(repeat)
+            .then(pl.lit("same row_key as an earlier row of this run"))
+            .otherwise(pl.col("error_message")),
+        )
+        self._seen.append(keys.unique())
+        if len(self._seen) > 16:
+            self._seen = [pl.concat(self._seen).unique()]
+        return marked
