@@ -1,0 +1,160 @@
+"""Shared fixtures: the sandbox as a real process on a free port, input files, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import structlog
+
+from pipeline.sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID
+
+CREDENTIAL_ENV = {
+    "ZYNTRO_API_KEY": DEFAULT_API_KEY,
+    "ZYNTRO_DEVELOPER_SECRET": DEFAULT_DEVELOPER_SECRET,
+    "ZYNTRO_ORG_ID": DEFAULT_ORG_ID,
+}
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+@dataclass
+class SandboxProcess:
+    url: str
+    process: subprocess.Popen[str]
+    record: Path
+    log: Path
+
+    @property
+    def root(self) -> str:
+        return self.url.split("/apis/")[0]
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.root + path, timeout=10) as resp:
+            return json.load(resp)
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/_sandbox/stats")
+
+    def created(self) -> list[dict[str, Any]]:
+        return self._get("/_sandbox/requests")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
+    """Factory: start `si-ingest sandbox --port 0 ARGS...`; every one started is stopped after the test."""
+    started: list[SandboxProcess] = []
+
+    def start(*args: str) -> SandboxProcess:
+        n = len(started)
+        record, log = tmp_path / f"sandbox{n}.jsonl", tmp_path / f"sandbox{n}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--record", str(record), *args],
+            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("sandbox listening on "):
+            process.kill()
+            raise RuntimeError(f"sandbox did not start: {line!r} {log.read_text()}")
+        box = SandboxProcess(line.split()[-1], process, record, log)
+        started.append(box)
+        return box
+
+    yield start
+    for box in started:
+        box.stop()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(self, name: str) -> dict[str, Any]:
+        return next(e for e in self.events if e.get("event") == name)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120) -> CliResult:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")}
+    full_env.update(CREDENTIAL_ENV if env is None else env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+    )
+    events = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, events)
+
+
+@pytest.fixture
+def cli() -> Callable[..., CliResult]:
+    return run_cli
+
+
+def make_rows(n: int, seed: int = 1, prefix: str = "row") -> dict[str, list[str]]:
+    """n valid rows for the default org, each with a unique sir_context (so server records map back)."""
+    rng = random.Random(seed)
+    return {
+        "contact_id": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)],
+        "sir_flag": [rng.choice(["keep_warm", "form_action_email", "engagement_signal"]) for _ in range(n)],
+        "sir_channel": ["email"] * n,
+        "sir_context": [f"{prefix} {i}" for i in range(n)],
+        "sir_planned_dt": [f"2026-12-{1 + i % 28:02d} {8 + i % 10:02d}:00:00" for i in range(n)],
+    }
+
+
+@pytest.fixture
+def write_input(tmp_path: Path) -> Callable[..., Path]:
+    def write(name: str, rows: dict[str, list[Any]] | pl.DataFrame) -> Path:
+        frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows)
+        path = tmp_path / name
+        if name.endswith(".parquet"):
+            frame.write_parquet(path)
+        else:
+            frame.write_csv(path)
+        return path
+
+    return write
+
+
+def server_contexts(box: SandboxProcess) -> list[str]:
+    return [r["sir_context"] for r in box.created()]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)

@@ -1,0 +1,106 @@
+import hashlib
+
+import polars as pl
+import pytest
+
+from pipeline.validate import KeyTracker, validate
+
+GOOD = {
+    "source": "in.csv",
+    "source_row": 1,
+    "org_id": "5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a",
+    "contact_id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+    "sir_flag": "keep_warm",
+    "sir_context": "Check in about the enterprise plan",
+    "sir_planned_dt": "2026-04-05 09:00:00",
+    "sir_channel": "email",
+    "sir_status": None,
+    "request_key": None,
+}
+
+
+def frame(*changes: dict) -> pl.DataFrame:
+    rows = [{**GOOD, "source_row": i + 1, **c} for i, c in enumerate(changes)]
+    return pl.DataFrame(rows, schema={k: (pl.Int64 if k == "source_row" else pl.String) for k in GOOD})
+
+
+def verdicts(*changes: dict) -> list[tuple]:
+    out = validate(frame(*changes), ["Pending"])
+    return list(out.select("status", "error_code").iter_rows())
+
+
+def test_good_row_passes():
+    assert verdicts({}) == [(None, None)]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"contact_id": None}, "MISSING_FIELDS"),
+        ({"org_id": "  "}, "MISSING_FIELDS"),
+        ({"sir_context": ""}, "MISSING_FIELDS"),
+        ({"sir_planned_dt": None}, "MISSING_FIELDS"),
+        ({"sir_flag": "keepwarm"}, "INVALID_FLAG"),
+        ({"sir_flag": "Keep_Warm"}, "INVALID_FLAG"),
+        ({"sir_flag": None}, "INVALID_FLAG"),
+        ({"sir_channel": "fax"}, "INVALID_CHANNEL"),
+        ({"sir_channel": None}, "INVALID_CHANNEL"),
+        ({"sir_planned_dt": "2026-02-30 09:00:00"}, "INVALID_DATETIME"),
+        ({"sir_planned_dt": "2026-04-05 25:00:00"}, "INVALID_DATETIME"),
+        ({"sir_planned_dt": "2026-4-5 09:00:00"}, "INVALID_DATETIME"),
+        ({"sir_planned_dt": "2026-04-05T09:00:00"}, "INVALID_DATETIME"),
+        ({"sir_planned_dt": "2026-04-05 09:00"}, "INVALID_DATETIME"),
+        ({"sir_planned_dt": "2026-04-05 09:00:00.5"}, "INVALID_DATETIME"),
+        ({"contact_id": "12345"}, "INVALID_UUID"),
+        ({"contact_id": "a1b2c3d4-e5f6-7890-abcd-ef12345678"}, "INVALID_UUID"),
+        ({"contact_id": "g1b2c3d4-e5f6-7890-abcd-ef1234567890"}, "INVALID_UUID"),
+        ({"org_id": "not-an-org"}, "INVALID_UUID"),
+        ({"sir_status": "Done"}, "INVALID_STATUS"),
+    ],
+)
+def test_each_code(change, code):
+    assert verdicts(change) == [("invalid", code)]
+
+
+def test_leap_day_and_uppercase_uuid_are_valid():
+    assert verdicts({"sir_planned_dt": "2028-02-29 23:59:59", "contact_id": "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"}) == [(None, None)]
+
+
+def test_whitespace_is_trimmed_and_allowed_status_passes():
+    out = validate(frame({"sir_flag": " keep_warm ", "contact_id": " a1b2c3d4-e5f6-7890-abcd-ef1234567890\t", "sir_status": "Pending"}), ["Pending"])
+    assert out["error_code"].to_list() == [None]
+    assert out["sir_flag"].to_list() == ["keep_warm"]
+
+
+def test_first_failing_check_wins_and_message_is_precise():
+    out = validate(frame({"contact_id": None, "sir_context": None, "sir_flag": "bad"}), ["Pending"])
+    assert out["error_code"].to_list() == ["MISSING_FIELDS"]
+    assert out["error_message"].to_list() == ["missing contact_id, sir_context"]
+    out = validate(frame({"sir_flag": "x" * 100}), ["Pending"])
+    message = out["error_message"][0]
+    assert message.startswith("sir_flag '" + "x" * 60 + "...'") and "keep_warm" in message
+
+
+def test_row_key_is_stable_and_ignores_whitespace():
+    a = validate(frame({}), ["Pending"])["row_key"][0]
+    b = validate(frame({"sir_context": "  Check in about the enterprise plan "}), ["Pending"])["row_key"][0]
+    c = validate(frame({"sir_context": "other"}), ["Pending"])["row_key"][0]
+    assert a == b != c
+    # pinned: a change of hash would make every journal forget what it sent
+    text = "\x1f".join(GOOD[f] or "" for f in ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel", "sir_status"))
+    assert a == hashlib.blake2b(text.encode(), digest_size=16).hexdigest() == "6ec3137bc262747b296df08dabd76b2f"
+
+
+def test_request_key_is_the_row_key():
+    out = validate(frame({"request_key": " crm-42 "}, {}), ["Pending"])
+    assert out["row_key"][0] == "crm-42"
+    assert out["row_key"][1] != "crm-42"
+
+
+def test_duplicates_within_and_across_batches():
+    tracker = KeyTracker()
+    first = tracker.mark(validate(frame({}, {"sir_context": "b"}, {}), ["Pending"]))
+    assert first["status"].to_list() == [None, None, "duplicate"]
+    second = tracker.mark(validate(frame({"sir_context": "b"}, {"sir_context": "c"}, {"sir_flag": "bad"}), ["Pending"]))
+    assert second["status"].to_list() == ["duplicate", None, "invalid"]
+    assert second["error_code"].to_list()[0] == "DUPLICATE_KEY"

@@ -1,0 +1,34 @@
+"""An event loop whose clock jumps to the next timer instead of sleeping (cf. aiolimiter's MockLoopTime)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+        real_select = self._selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            if timeout is not None and timeout > 0:
+                self._now += timeout
+            return real_select(0)
+
+        self._selector.select = select  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self._now
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    loop = VirtualClockLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
