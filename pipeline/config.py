@@ -216,8 +216,8 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
         if value == "auto":
             return "auto"
         value = _number(name, value, where)
-        if not 0 < value <= 100_000:
-            raise ConfigError(f"{where}: '{name}' must be 'auto' or a number of requests per second in (0, 100000], not {value}")
+        if not 1 <= value <= 100_000:
+            raise ConfigError(f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}")
         return value
     if key in ("concurrency", "max_attempts", "chunk_rows"):
         if isinstance(value, bool) or not isinstance(value, int):

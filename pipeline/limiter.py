@@ -15,11 +15,13 @@ so there is nothing to clean up when the run stops.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from aiolimiter import AsyncLimiter
 
 JITTER = 0.02  # seconds the network may bunch requests by on their way to the server
 SLACK = 0.05  # keeps b + s*(1 + JITTER) strictly below R + 1
+PAUSE_RESOLUTION = 0.001  # seconds; a pause shorter than this is over (timers round)
 AUTO_START = 10.0  # requests/s where --rate auto begins
 AUTO_MIN = 1.0
 AUTO_MAX = 10_000.0
@@ -31,7 +33,8 @@ AUTO_QUIET = 2.0  # seconds without a 429 before growing again
 def bucket(rate: float) -> AsyncLimiter:
     """An AsyncLimiter that never admits more than `rate` requests in any 1-second window."""
     size = min(10.0, max(1.0, 1.0 + rate * 0.01))
-    steady = (rate + 1.0 - size - SLACK) / (1.0 + JITTER)
+    # a window holds a whole number of requests: with rate 2.5 the ceiling is 2
+    steady = (max(1, math.floor(rate)) + 1.0 - size - SLACK) / (1.0 + JITTER)
     if steady <= 0:  # pragma: no cover - impossible for rate > 0 given size <= 1 + rate/100
         raise ValueError(f"rate {rate} too low")
     return AsyncLimiter(size, size / steady)
@@ -58,11 +61,11 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         while True:
             wait = self._paused_until - loop.time()
-            if wait > 0:
+            if wait > PAUSE_RESOLUTION:
                 await asyncio.sleep(wait)
                 continue
             await self._limiter.acquire()
-            if loop.time() >= self._paused_until:
+            if self._paused_until - loop.time() <= PAUSE_RESOLUTION:
                 return
 
     def pause(self, seconds: float) -> None:

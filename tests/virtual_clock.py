@@ -16,8 +16,9 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         real_select = self._selector.select
 
         def select(timeout: float | None = None) -> Any:
-            if timeout is not None and timeout > 0:
-                self._now += timeout
+            # like a real clock, every loop iteration takes a little time (1 us); without it a
+            # timer that float rounding leaves a hair short would spin forever
+            self._now += max(timeout or 0.0, 1e-6)
             return real_select(0)
 
         self._selector.select = select  # type: ignore[method-assign]

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Secret, load_config, load_credentials
+from pipeline.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def test_examples_load():
+    for name in ("example.toml", "sandbox.toml"):
+        config = load_config(Path("configs") / name, env={})
+        assert config.run.concurrency >= 1
+
+
+def test_flag_beats_file(tmp_path):
+    config = load_config(write(tmp_path, "[run]\nrate = 5\n"), {"run.rate": 40.0}, env={})
+    assert config.run.rate == 40.0
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[run]\nrat = 5\n", "run.rat"),
+        ("[runn]\n", "runn"),
+        ("[run]\nconcurrency = 'x'\n", "run.concurrency"),
+        ("[run]\nrate = 0\n", "run.rate"),
+        ("[run]\nresults = 'out.txt'\n", "run.results"),
+        ("[columns]\ncontact = 'Contact'\n", "columns.contact"),
+        ("[api]\nbase_url = 'http://example.com/crm'\n", "http://"),
+        ("[run\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert needle in str(info.value)
+
+
+def test_http_allowed_for_loopback(tmp_path):
+    config = load_config(None, {"api.base_url": "http://127.0.0.1:8080/crm/"}, env={})
+    assert config.api.base_url == "http://127.0.0.1:8080/crm"
+
+
+def test_credentials_only_from_env():
+    config = load_config(None, env={})
+    with pytest.raises(ConfigError) as info:
+        load_credentials(config, env={"ZYNTRO_API_KEY": "k"})
+    assert "ZYNTRO_DEVELOPER_SECRET" in str(info.value)
+    creds = load_credentials(config, env={"ZYNTRO_API_KEY": "k", "ZYNTRO_DEVELOPER_SECRET": "zdk_s"})
+    assert creds.api_key.reveal() == "k"
+    assert "zdk_s" not in repr(creds)
+
+
+def test_renamed_env_vars_and_default_org(tmp_path):
+    path = write(tmp_path, '[credentials]\napi_key_env = "MY_KEY"\ndeveloper_secret_env = "MY_SECRET"\norg_id_env = "MY_ORG"\n')
+    config = load_config(path, env={"MY_ORG": "org-1"})
+    assert config.default_org_id == "org-1"
+    assert load_credentials(config, env={"MY_KEY": "a", "MY_SECRET": "b"}).developer_secret.reveal() == "b"
+
+
+def test_secret_never_prints():
+    s = Secret("hunter2")
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s) and "hunter2" not in f"{s}"
