@@ -65,6 +65,8 @@ class SandboxProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 @pytest.fixture
@@ -75,10 +77,11 @@ def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
     def start(*args: str) -> SandboxProcess:
         n = len(started)
         record, log = tmp_path / f"sandbox{n}.jsonl", tmp_path / f"sandbox{n}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--record", str(record), *args],
-            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
-        )
+        with open(log, "w") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--record", str(record), *args],
+                stdout=subprocess.PIPE, stderr=log_file, text=True,
+            )
         assert process.stdout is not None
         line = process.stdout.readline()
         if not line.startswith("sandbox listening on "):

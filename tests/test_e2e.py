@@ -1,0 +1,203 @@
+"""End to end: the real CLI in a subprocess against the real sandbox process on loopback."""
+
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import results as results_mod
+from pipeline.sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID
+
+from .conftest import CREDENTIAL_ENV, make_rows, run_cli, server_contexts
+
+
+def ingest(box, inputs, results: Path, *extra: str, env=None):
+    return run_cli("run", *map(str, inputs), "--base-url", box.url, "--results", str(results),
+                   "--rate", "500", "--concurrency", "16", *extra, env=env)
+
+
+def bad_rows() -> dict:
+    rows = make_rows(12, seed=3, prefix="mixed")
+    rows["sir_flag"][1] = "keepwarm"
+    rows["sir_channel"][2] = "fax"
+    rows["sir_planned_dt"][3] = "2026-02-30 09:00:00"
+    rows["contact_id"][4] = "12345"
+    rows["sir_context"][5] = ""
+    for column in rows:
+        rows[column][7] = rows[column][6]  # an exact repeat of row 7
+    return rows
+
+
+def test_happy_path_with_bad_rows_csv_and_parquet(sandbox, write_input, tmp_path):
+    box = sandbox("--latency", "1-5")
+    csv = write_input("a.csv", bad_rows())
+    parquet = write_input("b.parquet", make_rows(20, seed=4, prefix="parquet"))
+    out = tmp_path / "res.csv"
+    result = ingest(box, [csv, parquet], out)
+    assert result.code == 1, result.stderr
+    frame = results_mod.read(out)
+    assert frame.columns[:15] == list(results_mod.RESULT_COLUMNS)
+    assert frame.height == 32
+    assert frame["source"].to_list() == ["a.csv"] * 12 + ["b.parquet"] * 20
+    assert frame["source_row"].to_list() == list(range(1, 13)) + list(range(1, 21))
+    by_row = dict(zip(frame["source_row"][:12], frame["error_code"][:12], strict=True))
+    assert [by_row[i] for i in (2, 3, 4, 5, 6, 8)] == ["INVALID_FLAG", "INVALID_CHANNEL", "INVALID_DATETIME", "INVALID_UUID", "MISSING_FIELDS", "DUPLICATE_KEY"]
+    assert Counter(frame["status"]) == {"created": 26, "invalid": 5, "duplicate": 1}
+    # invalid rows never reach the server; created ones match its record
+    created = box.created()
+    assert len(created) == 26
+    server_ids = {r["sir_id"] for r in created}
+    assert set(frame.filter(pl.col("status") == "created")["sir_id"].to_list()) == server_ids
+    assert "mixed 1" not in server_contexts(box)  # the bad-flag row
+    # a rerun sends nothing
+    again = ingest(box, [csv, parquet], out)
+    assert again.code == 1 and box.stats()["requests"] == 26
+    assert results_mod.read(out)["sir_id"].to_list() == frame["sir_id"].to_list()
+    # report reads it back
+    rep = run_cli("report", str(out))
+    assert rep.code == 0 and "created" in rep.stdout and "INVALID_FLAG" in rep.stdout
+
+
+def test_parquet_results_and_exit_zero(sandbox, write_input, tmp_path):
+    box = sandbox()
+    out = tmp_path / "res.parquet"
+    result = ingest(box, [write_input("a.csv", make_rows(10))], out)
+    assert result.code == 0, result.stderr
+    frame = pl.read_parquet(out)
+    assert frame["status"].to_list() == ["created"] * 10 and frame["sir_id"].dtype == pl.Int64
+
+
+def test_429_and_5xx_are_retried_to_success(sandbox, write_input, tmp_path):
+    box = sandbox("--rate-limit", "40", "--retry-after", "1", "--error-rate", "0.2", "--malformed-rate", "0.05", "--seed", "5")
+    out = tmp_path / "res.csv"
+    result = ingest(box, [write_input("a.csv", make_rows(80))], out, "--max-attempts", "12",
+                    "--read-timeout", "5")
+    assert result.code == 0, result.stderr
+    answers = box.stats()["answers"]
+    assert answers.get("429", 0) > 0 and any(answers.get(s, 0) for s in ("500", "502", "503"))
+    contexts = server_contexts(box)
+    assert len(contexts) == 80 == len(set(contexts))
+    assert results_mod.read(out)["attempts"].max() > 1
+    assert result.event("run.summary")["retries"] > 0
+
+
+def test_retries_exhausted_become_failed_and_are_sent_next_run(sandbox, write_input, tmp_path):
+    failing = sandbox("--error-rate", "1.0")
+    rows = write_input("a.csv", make_rows(5))
+    out = tmp_path / "res.csv"
+    first = run_cli("run", str(rows), "--base-url", failing.url, "--results", str(out), "--max-attempts", "2", "--rate", "100")
+    assert first.code == 1
+    frame = results_mod.read(out)
+    assert set(frame["status"]) == {"failed"} and frame["error_code"][0].startswith("HTTP_5")
+    assert frame["attempts"].to_list() == [2] * 5
+    healthy = sandbox()
+    second = ingest(healthy, [rows], out)
+    assert second.code == 0 and len(healthy.created()) == 5
+    assert results_mod.read(out)["attempts"].to_list() == [3] * 5
+
+
+def test_bad_credentials_abort_with_3_then_good_ones_complete(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(50))
+    out = tmp_path / "res.csv"
+    bad = {**CREDENTIAL_ENV, "ZYNTRO_DEVELOPER_SECRET": "zdk_wrong_secret"}
+    result = ingest(box, [rows], out, "--rate", "20", "--concurrency", "2", env=bad)
+    assert result.code == 3
+    assert "INVALID_DEVELOPER_SECRET" in result.stderr and "revoke and reissue" in result.stderr
+    assert box.stats()["requests"] <= 4 and box.created() == []
+    assert set(results_mod.read(out)["status"]) == {"pending"}
+    good = ingest(box, [rows], out)
+    assert good.code == 0 and len(box.created()) == 50
+
+
+def test_ip_not_whitelisted_aborts(sandbox, write_input, tmp_path):
+    box = sandbox("--whitelist", "10.9.9.9")
+    result = ingest(box, [write_input("a.csv", make_rows(5))], tmp_path / "r.csv", "--concurrency", "1")
+    assert result.code == 3 and "whitelist" in result.stderr
+
+
+def put(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+HEADER = "contact_id,sir_flag,sir_context,sir_planned_dt,sir_channel\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda d: d / "missing.csv", "does not exist"),
+        (lambda d: put(d / "x.txt", "a"), "not .csv"),
+        (lambda d: put(d / "nocol.csv", "contact_id,sir_flag\n1,keep_warm\n"), "sir_context"),
+        (lambda d: put(d / "empty.csv", ""), "empty"),
+        (lambda d: put(d / "ragged.csv", HEADER + "a,b,c,d,e\n" * 3 + "a,b,c,d,e,f,g\n"), "ragged.csv"),
+        (lambda d: put(d / "bad.parquet", b"PAR1 not really"), "bad.parquet"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox, tmp_path, make, needle):
+    box = sandbox()
+    path = make(tmp_path)
+    result = ingest(box, [path], tmp_path / "r.csv")
+    assert result.code == 2, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.startswith("si-ingest: error:")]
+    assert len(lines) == 1 and needle in lines[0]
+    assert "Traceback" not in result.stderr
+    assert box.stats()["requests"] == 0
+
+
+def test_missing_credentials_and_bad_flags_exit_2(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(3))
+    result = ingest(box, [rows], tmp_path / "r.csv", env={})
+    assert result.code == 2 and "ZYNTRO_API_KEY" in result.stderr
+    result = ingest(box, [rows], tmp_path / "r.csv", "--rate", "fast")
+    assert result.code == 2
+    assert box.stats()["requests"] == 0
+
+
+def test_column_mapping_and_default_org_from_config(sandbox, tmp_path):
+    box = sandbox()
+    rows = make_rows(4)
+    export = pl.DataFrame({"Contact UUID": rows["contact_id"], "Action": rows["sir_flag"], "Channel": rows["sir_channel"],
+                           "Notes": rows["sir_context"], "When": rows["sir_planned_dt"], "Owner": ["x"] * 4})
+    export.write_csv(tmp_path / "export.csv")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[input]\ndefault_org_id = "{DEFAULT_ORG_ID}"\n[columns]\ncontact_id = "Contact UUID"\nsir_flag = "Action"\n'
+                      'sir_channel = "Channel"\nsir_context = "Notes"\nsir_planned_dt = "When"\n')
+    env = {"ZYNTRO_API_KEY": DEFAULT_API_KEY, "ZYNTRO_DEVELOPER_SECRET": DEFAULT_DEVELOPER_SECRET}
+    result = ingest(box, [tmp_path / "export.csv"], tmp_path / "r.csv", "--config", str(config), env=env)
+    assert result.code == 0, result.stderr
+    assert all("Owner" not in r and r["org_id"] == DEFAULT_ORG_ID for r in box.created())
+
+
+def test_validate_sends_nothing_and_needs_no_credentials(sandbox, write_input, tmp_path):
+    rows = write_input("a.csv", bad_rows())
+    out = tmp_path / "v.csv"
+    result = run_cli("validate", str(rows), "--results", str(out), env={"ZYNTRO_ORG_ID": DEFAULT_ORG_ID})
+    assert result.code == 1, result.stderr
+    assert "would send: 6 rows" in result.stdout
+    assert Counter(results_mod.read(out)["status"]) == {"pending": 6, "invalid": 5, "duplicate": 1}
+
+
+def test_no_credential_in_any_output(sandbox, write_input, tmp_path):
+    secret_key, secret = "key-SUPERSECRET-1", "zdk_SUPERSECRET_2"
+    box = sandbox("--api-key", secret_key, "--developer-secret", secret, "--drop-after", "0.1", "--error-rate", "0.1", "--seed", "2")
+    env = {"ZYNTRO_API_KEY": secret_key, "ZYNTRO_DEVELOPER_SECRET": secret, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}
+    out = tmp_path / "r.csv"
+    result = ingest(box, [write_input("a.csv", make_rows(40))], out, "--log-format", "json", env=env)
+    wrong = ingest(box, [write_input("b.csv", make_rows(5, seed=9))], tmp_path / "w.csv", env={**env, "ZYNTRO_DEVELOPER_SECRET": "zdk_OTHER_SECRET"})
+    assert wrong.code == 3
+    texts = [result.stdout, result.stderr, wrong.stdout, wrong.stderr]
+    texts += [p.read_text(errors="replace") for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith("sandbox")]
+    for text in texts:
+        assert secret_key not in text and secret not in text and "zdk_OTHER_SECRET" not in text
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_cli("demo", "--output", str(tmp_path / "demo"), env={})
+    assert result.code == 0, result.stderr
+    assert "created" in result.stdout and "NOT_FOUND" in result.stdout
+    frame = results_mod.read(tmp_path / "demo" / "si-results.csv")
+    assert frame.height == 310 and (frame["status"] == "created").sum() > 250
