@@ -114,7 +114,7 @@ def build_plan(files: list[loader.InputFile], state: pl.DataFrame, config: Confi
             try:
                 out.select(PLAN_COLUMNS).write_ipc(path)
             except OSError as exc:
-                raise LedgerError(f"cannot write work file {path}: {exc.strerror}") from exc
+                raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
             plan.files.append(path)
     return plan
 
