@@ -1,0 +1,112 @@
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import AccountError, AmbiguousError, TransientError
+from pipeline.ledger import Journal, replay
+from pipeline.limiter import RateLimiter
+from pipeline.models import Outcome, Row, Status
+from pipeline.submit import RetryPolicy, Submitter
+
+
+def test_backoff_is_full_jitter_capped_and_honours_retry_after():
+    policy = RetryPolicy(max_attempts=5, base=0.5, cap=4.0)
+    rng = random.Random(1)
+    for attempt in range(1, 8):
+        delays = [policy.delay(attempt, None, rng) for _ in range(200)]
+        assert 0 <= min(delays) and max(delays) <= min(4.0, 0.5 * 2 ** (attempt - 1))
+    assert all(policy.delay(1, 3.0, rng) >= 3.0 for _ in range(50))
+
+
+class FakeClient:
+    """Answers from a script per row key; records the peak number of requests in flight."""
+
+    def __init__(self, script: dict[str, list]) -> None:
+        self.script = script
+        self.calls: list[str] = []
+        self.in_flight = self.peak = 0
+
+    async def send(self, row: Row, attempts: int) -> Outcome:
+        self.calls.append(row.row_key)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            answers = self.script.get(row.row_key, [])
+            answer = answers.pop(0) if answers else "ok"
+            if isinstance(answer, Exception):
+                raise answer
+            return Outcome(row.row_key, Status.CREATED, sir_id=len(self.calls), attempts=attempts, http_status=200)
+        finally:
+            self.in_flight -= 1
+
+
+async def submit(tmp_path: Path, script: dict, keys: list[str], concurrency: int = 4, max_attempts: int = 3):
+    journal = Journal(tmp_path / "j", fsync=False)
+    journal.open(0)
+    client = FakeClient(script)
+    stop = asyncio.Event()
+    submitter = Submitter(client, RateLimiter(10_000), journal, concurrency=concurrency,  # type: ignore[arg-type]
+                          retry=RetryPolicy(max_attempts=max_attempts, base=0.001, cap=0.01), stop=stop, seed=1)
+    stats = await submitter.run((Row(k, "in.csv", i + 1, b'{"x":1}') for i, k in enumerate(keys)), len(keys))
+    journal.close()
+    state, in_flight, _ = replay(tmp_path / "j")
+    return client, stats, {r["row_key"]: r for r in state.iter_rows(named=True)}, in_flight, stop
+
+
+async def test_transient_errors_are_retried_to_success(tmp_path):
+    script = {"a": [TransientError("HTTP_503", "x", 503), TransientError("HTTP_429", "x", 429, 0.0)]}
+    client, stats, state, in_flight, _ = await submit(tmp_path, script, ["a", "b"])
+    assert client.calls.count("a") == 3 and stats.retries == 2
+    assert state["a"]["status"] == "created" and state["a"]["attempts"] == 3
+    assert in_flight == []
+
+
+async def test_retries_are_bounded_then_failed(tmp_path):
+    script = {"a": [TransientError("HTTP_502", "bad gateway", 502)] * 5}
+    client, _, state, _, _ = await submit(tmp_path, script, ["a"], max_attempts=3)
+    assert client.calls.count("a") == 3
+    assert (state["a"]["status"], state["a"]["error_code"], state["a"]["attempts"]) == ("failed", "HTTP_502", 3)
+
+
+async def test_ambiguous_is_unknown_and_never_retried(tmp_path):
+    client, _, state, _, _ = await submit(tmp_path, {"a": [AmbiguousError("CONNECTION_LOST", "gone")]}, ["a"])
+    assert client.calls == ["a"] and state["a"]["status"] == "unknown"
+
+
+async def test_account_error_stops_everything(tmp_path):
+    keys = [f"k{i}" for i in range(50)]
+    script = {"k0": [AccountError("INVALID_API_KEY", "bad key")]}
+    client, stats, state, in_flight, stop = await submit(tmp_path, script, keys, concurrency=1)
+    assert stop.is_set() and stats.account_error is not None
+    assert client.calls == ["k0"]
+    assert state["k0"]["status"] == "pending" and state["k0"]["attempts"] == 0
+    assert in_flight == [] and len(state) == 1
+
+
+async def test_concurrency_is_bounded(tmp_path):
+    client, _, state, _, _ = await submit(tmp_path, {}, [f"k{i}" for i in range(60)], concurrency=5)
+    assert client.peak == 5 and len(state) == 60
+
+
+async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
+    journal = Journal(tmp_path / "j", fsync=False)
+    journal.open(0)
+
+    class Slow(FakeClient):
+        async def send(self, row, attempts):
+            await asyncio.sleep(10)
+
+    submitter = Submitter(Slow({}), RateLimiter(10_000), journal, concurrency=3,  # type: ignore[arg-type]
+                          retry=RetryPolicy(max_attempts=1, base=0.1, cap=1), stop=asyncio.Event())
+    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(10)), 10))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal.close()
+    state, in_flight, _ = replay(tmp_path / "j")
+    assert in_flight == [] and state["status"].to_list() == ["unknown"] * 3
+    assert set(state["error_code"]) == {"INTERRUPTED"}
