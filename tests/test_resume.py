@@ -206,3 +206,24 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
         assert after.select("row_key", "status", "sir_id").equals(before.select("row_key", "status", "sir_id"))
     compact(path, before)
     assert replay(path)[0].height == 150_000
+
+
+def test_second_signal_stops_at_once_with_a_consistent_journal(sandbox, write_input, tmp_path):
+    n = 300
+    box = sandbox("--latency", "1000-1500")
+    rows = write_input("a.csv", make_rows(n, seed=6))
+    out = tmp_path / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--rate", "200", "--concurrency", "16"))
+    wait_for(lambda: box.stats()["requests"] >= 16, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    _, in_flight, _ = replay(journal_path(out))
+    assert in_flight == []
+    frame = results_mod.read(out)
+    unknown = frame.filter(pl.col("status") == "unknown")
+    assert 0 < unknown.height <= 16 and set(unknown["error_code"]) == {"INTERRUPTED"}
+    time.sleep(1.6)  # let the sandbox finish the requests it was sent
+    check_against_server(box, out, n)
