@@ -17,6 +17,7 @@ import polars as pl
 
 from .errors import InputError
 from .models import API_FIELDS
+from .validate import blank_to_null
 
 REQUIRED_FIELDS: tuple[str, ...] = ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel")
 LOADED_FIELDS: tuple[str, ...] = (*API_FIELDS, "request_key")
@@ -110,14 +111,9 @@ def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> 
         else:
             expr = pl.col(column).cast(pl.String)
         if api_field == "org_id" and default_org_id:
-            expr = pl.coalesce(_blank_to_null(expr), pl.lit(default_org_id))
+            expr = pl.coalesce(blank_to_null(expr), pl.lit(default_org_id))
         exprs.append(expr.alias(api_field))
     return chunk.select(exprs)
-
-
-def _blank_to_null(expr: pl.Expr) -> pl.Expr:
-    trimmed = expr.str.strip_chars()
-    return pl.when(trimmed == "").then(None).otherwise(trimmed)
 
 
 def _header(path: Path) -> list[str]:

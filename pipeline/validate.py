@@ -33,7 +33,7 @@ _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
 
 def validate(batch: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.DataFrame:
     """Trim every field, compute row_key, and mark invalid rows with their code and message."""
-    trimmed = batch.with_columns(_clean(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
+    trimmed = batch.with_columns(blank_to_null(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
     statuses = list(sir_statuses)
     code, message = _verdict(statuses)
     checked = trimmed.with_columns(
@@ -46,7 +46,8 @@ def validate(batch: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.DataFrame:
     )
 
 
-def _clean(expr: pl.Expr) -> pl.Expr:
+def blank_to_null(expr: pl.Expr) -> pl.Expr:
+    """Trimmed text; empty or all-blank cells become null."""
     text = expr.cast(pl.String).str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text)
 

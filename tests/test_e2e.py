@@ -211,3 +211,13 @@ def test_rate_ceiling_holds_at_the_server(sandbox, write_input, tmp_path):
     result = ingest(box, [write_input("a.csv", make_rows(120))], tmp_path / "r.csv", "--rate", "40", "--concurrency", "8")
     assert result.code == 0, result.stderr
     assert box.stats()["peak_1s"] <= 44
+
+
+def test_rate_auto_finds_the_server_limit(sandbox, write_input, tmp_path):
+    box = sandbox("--rate-limit", "15", "--retry-after", "1")
+    out = tmp_path / "r.csv"
+    result = ingest(box, [write_input("a.csv", make_rows(90))], out, "--rate", "auto", "--max-attempts", "10")
+    assert result.code == 0, result.stderr
+    contexts = server_contexts(box)
+    assert len(contexts) == 90 == len(set(contexts))
+    assert box.stats()["answers"].get("429", 0) > 0
