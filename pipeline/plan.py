@@ -19,18 +19,12 @@ import polars as pl
 from . import loader
 from .config import Config
 from .errors import LedgerError
-from .models import API_FIELDS, Row, Status
+from .models import API_FIELDS, RESULT_COLUMNS, Row, Status
 from .validate import KeyTracker, validate
 
+# the results file's identity columns, then the local verdict and what the second pass needs
 PLAN_COLUMNS: tuple[str, ...] = (
-    "row_key",
-    "source",
-    "source_row",
-    "org_id",
-    "contact_id",
-    "sir_flag",
-    "sir_channel",
-    "sir_planned_dt",
+    *RESULT_COLUMNS[:8],
     "status",
     "error_code",
     "error_message",

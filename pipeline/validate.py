@@ -12,21 +12,13 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from .models import SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
+from .models import API_FIELDS, SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # The payload fields hashed into a row_key when the row has no request_key (CONTRACT "Row identity").
-KEY_FIELDS: tuple[str, ...] = (
-    "org_id",
-    "contact_id",
-    "sir_flag",
-    "sir_context",
-    "sir_planned_dt",
-    "sir_channel",
-    "sir_status",
-)
+KEY_FIELDS: tuple[str, ...] = API_FIELDS
 _TEXT_FIELDS = (*KEY_FIELDS, "request_key")
 _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
 

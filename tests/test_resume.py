@@ -98,6 +98,18 @@ def test_dropped_connections_never_duplicate(sandbox, write_input, tmp_path):
     assert (frame["status"] == "unknown").sum() < counts["unknown"]
 
 
+def terminate(proc: subprocess.Popen, out: Path, signals: int) -> None:
+    """SIGTERM `signals` times; the run must exit 130 leaving no row in flight in its journal."""
+    for i in range(signals):
+        if i:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    _, in_flight, _ = replay(journal_path(out))
+    assert in_flight == []
+
+
 def test_sigterm_finishes_in_flight_and_exits_130(sandbox, write_input, tmp_path):
     n = 400
     box = sandbox("--latency", "50-150")
@@ -105,11 +117,7 @@ def test_sigterm_finishes_in_flight_and_exits_130(sandbox, write_input, tmp_path
     out = tmp_path / "r.csv"
     proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "16"))
     wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130, stderr
-    _, in_flight, _ = replay(journal_path(out))
-    assert in_flight == []
+    terminate(proc, out, signals=1)
     counts = check_against_server(box, out, n)
     assert counts["unknown"] == 0 and counts["pending"] > 0
     assert counts["created"] == len(box.created())
@@ -202,7 +210,7 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
         proc.kill()
         proc.wait()
         after, in_flight, _ = replay(path)
-        assert in_flight == [] or len(in_flight) == 0
+        assert in_flight == []
         assert after.select("row_key", "status", "sir_id").equals(before.select("row_key", "status", "sir_id"))
     compact(path, before)
     assert replay(path)[0].height == 150_000
@@ -215,13 +223,7 @@ def test_second_signal_stops_at_once_with_a_consistent_journal(sandbox, write_in
     out = tmp_path / "r.csv"
     proc = cli_process(*run_args(box, [rows], out, "--rate", "200", "--concurrency", "16"))
     wait_for(lambda: box.stats()["requests"] >= 16, timeout=30)
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130, stderr
-    _, in_flight, _ = replay(journal_path(out))
-    assert in_flight == []
+    terminate(proc, out, signals=2)
     frame = results_mod.read(out)
     unknown = frame.filter(pl.col("status") == "unknown")
     assert 0 < unknown.height <= 16 and set(unknown["error_code"]) == {"INTERRUPTED"}
