@@ -38,8 +38,9 @@ def render(plan: Plan, state: pl.DataFrame, dest: Path) -> None:
         updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
     )
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a run killed mid-render; we hold the lock
+        stale.unlink(missing_ok=True)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.name.endswith(".parquet"):
             frame.sink_parquet(tmp)
         else:

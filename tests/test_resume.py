@@ -229,3 +229,14 @@ def test_second_signal_stops_at_once_with_a_consistent_journal(sandbox, write_in
     assert 0 < unknown.height <= 16 and set(unknown["error_code"]) == {"INTERRUPTED"}
     time.sleep(1.6)  # let the sandbox finish the requests it was sent
     check_against_server(box, out, n)
+
+
+def test_temp_files_of_a_killed_run_are_cleaned(sandbox, write_input, tmp_path):
+    box = sandbox()
+    out = tmp_path / "r.csv"
+    (tmp_path / ".r.csv.99999.tmp").write_text("half a results file")
+    (tmp_path / "r.csv.work").mkdir()
+    (tmp_path / "r.csv.work" / "plan-000000.arrow").write_text("stale")
+    result = run_cli(*run_args(box, [write_input("a.csv", make_rows(3))], out))
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.csv", ".r.csv"))) == ["r.csv", "r.csv.journal", "r.csv.lock"]
