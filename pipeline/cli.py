@@ -157,8 +157,8 @@ def _run(args: argparse.Namespace) -> int:
     print(report.render_text(result.summary))
     if validate_only:
         print(f"would send: {result.plan.to_send} rows (settled earlier: {result.plan.settled})")
-    if result.account_error is not None:
-        print(f"si-ingest: aborted: {result.account_error}", file=sys.stderr)
+    if result.abort is not None:
+        print(f"si-ingest: aborted: {result.abort}", file=sys.stderr)
     elif result.interrupted:
         print("si-ingest: interrupted; rerun the same command to continue", file=sys.stderr)
     return result.exit_code

@@ -6,6 +6,8 @@ Classification, and why (the API has no idempotency key, so a resend is a second
   AccountError (the run stops), the rest are `rejected`; an unknown message is API_ERROR
 - HTTP 429, 408, 5xx, a connect failure or timeout, a body that is not JSON
                                                          -> TransientError (not processed; retry)
+- HTTP 404/405: the base URL has no such endpoint (the API answers its own errors with 200)
+                                                         -> EndpointError (the run stops, exit 2)
 - other HTTP statuses (3xx: redirects are never followed, since they would carry the
   credentials elsewhere; 400, 404...)                    -> PermanentHTTPError (failed, no retry)
 - the connection lost or the read timed out after the request went out, or a JSON answer
@@ -27,7 +29,7 @@ import aiohttp
 import orjson
 
 from .config import Credentials
-from .errors import AccountError, AmbiguousError, PermanentHTTPError, TransientError
+from .errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, TransientError
 from .models import ACCOUNT_CODES, ErrorCode, Outcome, Row, Status
 
 RETRY_AFTER_CAP = 6 * 3600.0  # seconds; urllib3's cap on a server's Retry-After
@@ -100,6 +102,12 @@ class Classifier:
             if code not in ACCOUNT_CODES:
                 code = ErrorCode.HTTP_401 if http_status == 401 else ErrorCode.HTTP_403
             raise AccountError(code, f"{code}: {_ACCOUNT_HINTS[code]}", http_status)
+        if http_status in (404, 405):
+            raise EndpointError(
+                f"HTTP_{http_status}",
+                f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL; check --base-url / api.base_url",
+                http_status,
+            )
         if payload is None:
             if 200 <= http_status < 300:
                 raise TransientError(ErrorCode.BAD_RESPONSE, f"HTTP {http_status} with a body that is not JSON: {self._snippet(body)}", http_status)

@@ -5,7 +5,9 @@
     ├── InputError                 unreadable file, missing column          -> exit 2
     ├── LedgerError                results/journal cannot be written        -> exit 2
     │   └── LockError              another run holds the results file       -> exit 2
-    └── AccountError               the API refuses the account              -> exit 3
+    └── AbortError                 an answer that every further request would get too
+        ├── AccountError           the API refuses the account              -> exit 3
+        └── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
 
     RequestError                   one request failed (client.py raises, submit.py decides)
     ├── TransientError             not processed by the API: retry with backoff  -> failed
@@ -40,15 +42,26 @@ class LockError(LedgerError):
     """Another live run holds the results file."""
 
 
-class AccountError(PipelineError):
-    """The API refused the credentials or the caller's IP: every request would fail."""
-
-    exit_code = 3
+class AbortError(PipelineError):
+    """Every request would get this answer: stop the run at once; the rows stay `pending`."""
 
     def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
         self.http_status = http_status
+
+
+class AccountError(AbortError):
+    """The API refused the credentials or the caller's IP: every request would fail."""
+
+    exit_code = 3
+
+
+class EndpointError(AbortError):
+    """The base URL has no addSIRequest endpoint (HTTP 404/405): a config error."""
+
+    exit_code = 2
 
 
 class RequestError(Exception):

@@ -22,7 +22,7 @@ import structlog
 from . import loader, report, results
 from .client import ZyntroClient
 from .config import Config, Credentials
-from .errors import AccountError, LedgerError
+from .errors import AbortError, LedgerError
 from .ledger import Journal, RunLock, compact, dangling_outcomes, journal_path, replay
 from .limiter import RateLimiter
 from .plan import Plan, build_plan, make_workdir
@@ -30,7 +30,7 @@ from .submit import RetryPolicy, Submitter, SubmitStats
 
 log = structlog.get_logger("si_ingest.run")
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_ACCOUNT, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunResult:
     plan: Plan
     stats: SubmitStats | None
     exit_code: int
-    account_error: AccountError | None = None
+    abort: AbortError | None = None
     interrupted: bool = False
 
 
@@ -86,8 +86,8 @@ async def run(inputs: list[Path], config: Config, credentials: Credentials | Non
             journal.close()
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.summarize(dest)
-    account = stats.account_error if stats else None
-    code = EXIT_ACCOUNT if account else EXIT_INTERRUPTED if interrupted else summary.exit_code
+    abort = stats.abort if stats else None
+    code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
     log.info(
         "run.summary",
         results=str(dest),
@@ -99,7 +99,7 @@ async def run(inputs: list[Path], config: Config, credentials: Credentials | Non
         requests_per_s=round(stats.per_second, 1) if stats else 0.0,
         exit_code=code,
     )
-    return RunResult(summary, plan, stats, code, account, interrupted)
+    return RunResult(summary, plan, stats, code, abort, interrupted)
 
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:

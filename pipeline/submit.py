@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from .client import ZyntroClient
-from .errors import AccountError, AmbiguousError, PermanentHTTPError, TransientError
+from .errors import AbortError, AmbiguousError, PermanentHTTPError, TransientError
 from .ledger import Journal, now_iso
 from .limiter import RateLimiter
 from .models import ErrorCode, Outcome, Row, Status
@@ -49,7 +49,7 @@ class SubmitStats:
     requests: int = 0
     retries: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    account_error: AccountError | None = None
+    abort: AbortError | None = None  # the answer that stopped the run (account or endpoint)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -153,10 +153,10 @@ class Submitter:
             except AmbiguousError as exc:
                 self._record(_outcome(row, Status.UNKNOWN, exc, total))
                 return
-            except AccountError as exc:
+            except AbortError as exc:
                 self._record(_outcome(row, Status.PENDING, exc, total - 1))
-                if self.stats.account_error is None:
-                    self.stats.account_error = exc
+                if self.stats.abort is None:
+                    self.stats.abort = exc
                     log.error("run.abort", code=exc.code, reason=str(exc))
                 self._stop.set()
                 return
@@ -199,10 +199,8 @@ class Submitter:
             )
 
 
-def _outcome(row: Row, status: Status, exc: TransientError | PermanentHTTPError | AmbiguousError | AccountError, attempts: int) -> Outcome:
-    code = exc.code
-    message = exc.message if hasattr(exc, "message") else str(exc)
-    return Outcome(row.row_key, status, error_code=str(code), error_message=message,
+def _outcome(row: Row, status: Status, exc: TransientError | PermanentHTTPError | AmbiguousError | AbortError, attempts: int) -> Outcome:
+    return Outcome(row.row_key, status, error_code=str(exc.code), error_message=exc.message,
                    attempts=attempts, http_status=exc.http_status, updated_at=now_iso())
 
 

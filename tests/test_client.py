@@ -10,7 +10,7 @@ from aioresponses import aioresponses
 
 from pipeline.client import ZyntroClient, code_for_message, parse_retry_after
 from pipeline.config import Credentials, Secret
-from pipeline.errors import AccountError, AmbiguousError, PermanentHTTPError, TransientError
+from pipeline.errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, TransientError
 from pipeline.models import Row, Status
 
 BASE = "https://api.test/crm"
@@ -125,7 +125,14 @@ async def test_json_of_unknown_shape_is_ambiguous(payload):
     assert info.value.code == "UNEXPECTED_RESPONSE"
 
 
-@pytest.mark.parametrize("status", [301, 307, 400, 404])
+@pytest.mark.parametrize("status", [404, 405])
+async def test_no_endpoint_at_the_base_url_stops_the_run(status):
+    with pytest.raises(EndpointError) as info:
+        await send({"status": status, "body": "<html>Not Found</html>"})
+    assert info.value.code == f"HTTP_{status}" and info.value.exit_code == 2 and "--base-url" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 307, 400, 410])
 async def test_other_statuses_fail_without_retry(status):
     with pytest.raises(PermanentHTTPError) as info:
         await send({"status": status, "headers": {"Location": "https://elsewhere.test/"}, "body": "no"})

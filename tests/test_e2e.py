@@ -221,3 +221,14 @@ def test_rate_auto_finds_the_server_limit(sandbox, write_input, tmp_path):
     contexts = server_contexts(box)
     assert len(contexts) == 90 == len(set(contexts))
     assert box.stats()["answers"].get("429", 0) > 0
+
+
+def test_wrong_base_url_stops_at_once_with_exit_2(sandbox, write_input, tmp_path):
+    box = sandbox()
+    out = tmp_path / "r.csv"
+    wrong = box.url.replace("/crm", "/crn")
+    result = run_cli("run", str(write_input("a.csv", make_rows(40))), "--base-url", wrong, "--results", str(out),
+                     "--rate", "20", "--concurrency", "2")
+    assert result.code == 2 and "no addSIRequest endpoint" in result.stderr
+    assert set(results_mod.read(out)["status"]) == {"pending"}
+    assert box.stats()["requests"] == 0 and box.created() == []  # the endpoint itself never saw them

@@ -80,7 +80,7 @@ async def test_account_error_stops_everything(tmp_path):
     keys = [f"k{i}" for i in range(50)]
     script = {"k0": [AccountError("INVALID_API_KEY", "bad key")]}
     client, stats, state, in_flight, stop = await submit(tmp_path, script, keys, concurrency=1)
-    assert stop.is_set() and stats.account_error is not None
+    assert stop.is_set() and stats.abort is not None
     assert client.calls == ["k0"]
     assert state["k0"]["status"] == "pending" and state["k0"]["attempts"] == 0
     assert in_flight == [] and len(state) == 1
