@@ -216,9 +216,6 @@ class ZyntroClient:
             await self._session.close()
             self._session = None
 
-    def scrub(self, text: str) -> str:
-        return self._classifier.scrub(text)
-
     async def send(self, row: Row, attempts: int) -> Outcome:
         """One POST for `row`; returns created/rejected or raises a RequestError / AccountError."""
         assert self._session is not None, "use ZyntroClient as an async context manager"

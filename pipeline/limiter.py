@@ -73,10 +73,6 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         self._paused_until = max(self._paused_until, loop.time() + seconds)
 
-    @property
-    def paused_for(self) -> float:
-        return max(0.0, self._paused_until - asyncio.get_running_loop().time())
-
     def throttled(self) -> None:
         """A 429 came back. In auto mode, cut the rate (at most once per second of answers)."""
         if not self.auto:

@@ -68,7 +68,3 @@ def configure(log_format: str | None, secrets: Iterable[str] = ()) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-
-
-def add_secrets(secrets: Iterable[str]) -> None:
-    REDACTOR.secrets = tuple({*REDACTOR.secrets, *(s for s in secrets if s)})

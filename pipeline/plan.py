@@ -19,7 +19,7 @@ import polars as pl
 from . import loader
 from .config import Config
 from .errors import LedgerError
-from .models import API_FIELDS, RESULT_COLUMNS, Row, Status
+from .models import API_FIELDS, RESULT_COLUMNS, SETTLED, Row, Status
 from .validate import KeyTracker, validate
 
 # the results file's identity columns, then the local verdict and what the second pass needs
@@ -75,7 +75,7 @@ def make_workdir(results: Path) -> Path:
 def build_plan(files: list[loader.InputFile], state: pl.DataFrame, config: Config, workdir: Path) -> Plan:
     """First pass: validate every row and decide which ones to send (see module docstring)."""
     plan = Plan(workdir=workdir)
-    skip = {Status.CREATED.value, Status.REJECTED.value}
+    skip = {status.value for status in SETTLED}
     if not config.run.resend_unknown:
         skip.add(Status.UNKNOWN.value)
     prior = state.select(

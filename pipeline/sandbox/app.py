@@ -122,10 +122,6 @@ class Sandbox:
             self._record.close()
             self._record = None
 
-    @property
-    def created(self) -> list[dict[str, Any]]:
-        return list(self._state.created)
-
     def stats(self) -> dict[str, Any]:
         return {
             "requests": len(self._state.arrivals),
