@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from . import __version__, logs, report
 from .config import load_config, load_credentials
-from .errors import PipelineError
+from .errors import LedgerError, PipelineError
 
 
 def _rate(value: str) -> float | str:
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="TOML config (see configs/)")
         p.add_argument("--results", type=Path, help="results file, .csv or .parquet (default si-results.csv)")
         p.add_argument("--log-format", choices=("json", "console"), help="default: json unless stderr is a terminal")
+        p.add_argument("--new-ledger", action="store_true",
+                       help="start a new ledger although the results file records rows sent (they may be sent again)")
 
     run = sub.add_parser("run", help="load, validate and submit every row; write the results file")
     inputs_and_config(run)
@@ -95,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the summary of a results file")
     rep.add_argument("results", type=Path)
+
+    ledger = sub.add_parser("ledger", help="check or repair the ledger beside a results file")
+    actions = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("check", "list damaged ledger records and the rows they concern (exit 1 when there are any)"),
+        ("repair", "rewrite the ledger from its sound records; rows that may have been sent become unknown"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("results", type=Path, help="the results file whose ledger to look at")
     return parser
 
 
@@ -114,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "validate"):
         return _run(args)
+    if args.command == "ledger":
+        return _ledger(args.ledger_command, args.results)
     if args.command == "report":
         summary = report.summarize(args.results)
         print(report.render_text(summary))
@@ -127,6 +141,29 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     logs.configure("console" if sys.stderr.isatty() else "json")
     return asyncio.run(serve(config_from_args(args), args.host, args.port))
+
+
+def _ledger(action: str, results: Path) -> int:
+    from .ledger import LedgerPaths, RunLock
+    from .ledger.check import check, repair
+
+    if not results.parent.is_dir():
+        raise LedgerError(f"the folder of the results file {results} does not exist")
+    paths = LedgerPaths(results)
+    with RunLock(results):
+        workdir = paths.make_workdir()
+        try:
+            if action == "check":
+                report = check(results, workdir)
+                print(report.render())
+                return 1 if report.findings else 0
+            report, marked = repair(results, workdir)
+            print(report.render())
+            print(f"repaired: {paths.snapshot.name} and {paths.journal.name} rewritten from their sound records; "
+                  f"{marked} rows are now `unknown` (send them only after checking in Zyntro, with --resend-unknown)")
+            return 0
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -153,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     validate_only = validate_only or config.run.dry_run
     credentials = None if validate_only else load_credentials(config)
     logs.configure(config.run.log_format, credentials.values() if credentials else ())
-    result = asyncio.run(run(args.inputs, config, credentials))
+    result = asyncio.run(run(args.inputs, config, credentials, new_ledger=args.new_ledger))
     print(report.render_text(result.summary))
     if validate_only:
         print(f"would send: {result.plan.to_send} rows (settled earlier: {result.plan.settled})")

@@ -9,6 +9,7 @@ import structlog
 
 from . import report
 from .config import Config, Credentials, InputConfig, RunConfig, Secret, ApiConfig
+from .ledger import LedgerPaths
 from .runner import run
 from .sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID, Sandbox, SandboxConfig
 from .sandbox.samples import CSV_NAME, PARQUET_NAME, demo_contacts, generate
@@ -28,7 +29,8 @@ def find_samples(output: Path) -> list[Path]:
 async def demo(output: Path) -> int:
     output.mkdir(parents=True, exist_ok=True)
     results = output / "si-results.csv"
-    for stale in (results, results.with_name(results.name + ".journal")):
+    ledger = LedgerPaths(results)
+    for stale in (results, ledger.journal, ledger.snapshot):
         stale.unlink(missing_ok=True)
     shutil.rmtree(results.with_name(results.name + ".work"), ignore_errors=True)
     files = find_samples(output)

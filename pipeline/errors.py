@@ -3,8 +3,10 @@
     PipelineError                  anything that stops the run
     ├── ConfigError                bad flag, config key or environment      -> exit 2
     ├── InputError                 unreadable file, missing column          -> exit 2
-    ├── LedgerError                results/journal cannot be written        -> exit 2
+    ├── LedgerError                results/ledger cannot be written or read -> exit 2
+    │   ├── LedgerDamaged          a ledger record fails its checks         -> exit 2
     │   └── LockError              another run holds the results file       -> exit 2
+    ├── Interrupted                SIGINT/SIGTERM before any request       -> exit 130
     └── AbortError                 an answer that every further request would get too
         ├── AccountError           the API refuses the account              -> exit 3
         └── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
@@ -18,6 +20,8 @@ Every message says what to do next. None of them ever contains a credential.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -38,8 +42,36 @@ class LedgerError(PipelineError):
     """The results file or its journal cannot be written: nothing more may be sent."""
 
 
+class LedgerDamaged(LedgerError):
+    """A ledger file fails its checks: nothing may be sent until it is looked at and repaired."""
+
+    def __init__(self, path: Path, position: int | None, reason: str, row_key: str | None = None) -> None:
+        self.path = path
+        self.position = position
+        self.reason = reason
+        self.row_key = row_key
+        self.results: Path | None = None  # set by the store: names the commands to run next
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        where = f" at record {self.position + 1}" if self.position is not None else ""
+        text = f"ledger file {self.path} is damaged{where}: {self.reason}; nothing was sent"
+        if self.results is not None:
+            text += (
+                f". List what it concerns with `si-ingest ledger check {self.results}`, then"
+                f" `si-ingest ledger repair {self.results}` (rows that may have been sent become unknown)"
+            )
+        return text
+
+
 class LockError(LedgerError):
     """Another live run holds the results file."""
+
+
+class Interrupted(PipelineError):
+    """A signal arrived while the run was planning: nothing was sent, the work folder is removed."""
+
+    exit_code = 130
 
 
 class AbortError(PipelineError):

@@ -90,6 +90,7 @@ class ErrorCode(enum.StrEnum):
     READ_TIMEOUT = "READ_TIMEOUT"
     UNEXPECTED_RESPONSE = "UNEXPECTED_RESPONSE"
     NO_ANSWER_RECORDED = "NO_ANSWER_RECORDED"
+    LEDGER_DAMAGED = "LEDGER_DAMAGED"  # the ledger's record of the row was damaged: it may have been sent
     # stop before an answer: the run was interrupted or aborted
     INTERRUPTED = "INTERRUPTED"
 

@@ -1,15 +1,18 @@
-"""The plan + the journal's state -> the results file, written whole or not at all."""
+"""The plan + the ledger's state -> the results file, written whole or not at all."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from .errors import InputError, LedgerError
-from .ledger import fsync_dir, now_iso
-from .models import RESULT_COLUMNS, Status
+from .ledger.fold import Fold
+from .ledger.snapshot import fsync_dir, fsync_file
+from .models import RESULT_COLUMNS
 from .plan import Plan
 
 RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
@@ -21,22 +24,22 @@ RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
 }
 
 
-def render(plan: Plan, state: pl.DataFrame, dest: Path) -> None:
-    """One row per input row, in input order: the local verdict, else the journal's, else pending."""
-    stamp = now_iso()
-    joined = plan.frame().join(state.lazy(), on="row_key", how="left", maintain_order="left", suffix="_j")
-    local = pl.col("status").is_not_null()
-    known = ~local & pl.col("status_j").is_not_null()
-    frame = joined.select(
-        *RESULT_COLUMNS[:8],
-        status=pl.when(local).then(pl.col("status")).when(known).then(pl.col("status_j")).otherwise(pl.lit(Status.PENDING.value)),
-        sir_id=pl.when(known).then(pl.col("sir_id")),
-        error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
-        error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),
-        attempts=pl.when(known).then(pl.col("attempts")).otherwise(pl.col("prior_attempts")).fill_null(0),
-        http_status=pl.when(known).then(pl.col("http_status")),
-        updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
-    )
+def render(plan: Plan, view: Fold, dest: Path) -> None:
+    """One row per input row, in input order: the local verdict, else the ledger's, else pending.
+
+    Streamed batch by batch (a polars IO source into a sink) to a temp file, fsynced and
+    renamed over the old one, so the file is always whole and memory stays one batch.
+    """
+    schema = pl.Schema(RESULT_SCHEMA)
+    batches = plan.results(view)
+
+    def source(
+        with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
+    ) -> Iterator[pl.DataFrame]:
+        for frame in batches:
+            yield frame.cast(RESULT_SCHEMA)  # type: ignore[arg-type]  # a dict of dtypes is accepted
+
+    frame = register_io_source(source, schema=schema)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a run killed mid-render; we hold the lock
         stale.unlink(missing_ok=True)
@@ -45,12 +48,13 @@ def render(plan: Plan, state: pl.DataFrame, dest: Path) -> None:
             frame.sink_parquet(tmp)
         else:
             frame.sink_csv(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fsync_file(tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
     except (OSError, pl.exceptions.PolarsError) as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):
+            raise exc.__cause__ from None
         reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
         raise LedgerError(f"cannot write results file {dest}: {reason}") from exc
 

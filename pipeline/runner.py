@@ -1,31 +1,33 @@
-"""One run, stage by stage: inputs -> plan -> submit -> journal -> results.
+"""One run, stage by stage: inputs -> plan -> submit -> ledger -> results.
 
     discover + inspect inputs    (exit 2 before any request on a bad file or column)
     lock the results file        (exit 2 if another live run holds it)
-    replay the journal           (rows left in flight by a killed run become `unknown`)
-    plan: validate every row     (first pass, spilled to <results>.work/)
-    submit the rows to send      (second pass; signals stop it, account errors abort it)
-    render results, compact the journal
+    open the ledger              (exit 2 if damaged or missing; a killed run's rows in flight become `unknown`)
+    plan: validate every row     (passes over the input, spilled to <results>.work/)
+    submit the rows to send      (signals stop it, account errors abort it)
+    fold the journal, render the results
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-import polars as pl
 import structlog
 
 from . import loader, report, results
 from .client import ZyntroClient
 from .config import Config, Credentials
-from .errors import AbortError, LedgerError
-from .ledger import Journal, RunLock, compact, dangling_outcomes, journal_path, replay
+from .errors import AbortError, Interrupted, LedgerError
+from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter
-from .plan import Plan, build_plan, make_workdir
+from .plan import Plan, build_plan
 from .submit import RetryPolicy, Submitter, SubmitStats
 
 log = structlog.get_logger("si_ingest.run")
@@ -43,47 +45,40 @@ class RunResult:
     interrupted: bool = False
 
 
-async def run(inputs: list[Path], config: Config, credentials: Credentials | None) -> RunResult:
+async def run(
+    inputs: list[Path], config: Config, credentials: Credentials | None, *, new_ledger: bool = False
+) -> RunResult:
     """Run the pipeline once. `credentials` None means a dry run (validate only)."""
     dry_run = credentials is None or config.run.dry_run
     files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id)
     dest = config.run.results
     if not dest.parent.exists():
         raise LedgerError(f"the folder of the results file {dest} does not exist")
+    stats: SubmitStats | None = None
+    interrupted = False
     with RunLock(dest):
-        jpath = journal_path(dest)
-        state, in_flight, valid = replay(jpath)
-        journal = Journal(jpath, fsync=config.run.fsync)
-        if in_flight:
-            log.warning("journal.unanswered", rows=len(in_flight),
-                        detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them")
-        dangling = dangling_outcomes(in_flight)
-        if not dry_run:
-            journal.open(valid)
-            for outcome in dangling:
-                journal.outcome(outcome)
-            journal.flush()
-        state = _with(state, dangling)
-        workdir = make_workdir(dest)
+        workdir = LedgerPaths(dest).make_workdir()
         try:
-            plan = build_plan(files, state, config, workdir)
-            log.info("plan.ready", rows=plan.rows, invalid=plan.invalid, duplicate=plan.duplicate,
-                     settled_earlier=plan.settled, to_send=plan.to_send, files=len(files))
-            stats: SubmitStats | None = None
-            interrupted = False
-            if not dry_run and plan.to_send:
+            with _signals_interrupt():
+                ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
+                if ledger.upgraded:
+                    log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
+                plan = build_plan(files, ledger.view, config, workdir)
+            if ledger.unanswered:
+                log.warning(
+                    "journal.unanswered",
+                    rows=ledger.unanswered,
+                    detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them",
+                )
+            log.info(
+                "plan.ready", rows=plan.rows, invalid=plan.invalid, duplicate=plan.duplicate,
+                settled_earlier=plan.settled, to_send=plan.to_send, files=len(files),
+            )
+            if not dry_run:
                 assert credentials is not None
-                stats, interrupted = await _submit(plan, config, credentials, journal)
-            if not dry_run:
-                journal.close()
-                if journal.error is not None:
-                    raise journal.error
-                state, _, _ = replay(jpath)
-            results.render(plan, state, dest)
-            if not dry_run:
-                compact(jpath, state)
+                stats, interrupted = await _send(plan, config, credentials, ledger, dest)
+            results.render(plan, ledger.view, dest)
         finally:
-            journal.close()
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.summarize(dest)
     abort = stats.abort if stats else None
@@ -100,6 +95,47 @@ async def run(inputs: list[Path], config: Config, credentials: Credentials | Non
         exit_code=code,
     )
     return RunResult(summary, plan, stats, code, abort, interrupted)
+
+
+async def _send(
+    plan: Plan, config: Config, credentials: Credentials, ledger: Ledger, dest: Path
+) -> tuple[SubmitStats | None, bool]:
+    """Submit with the ledger's journal, then fold it; a lost journal still gets its results."""
+    journal = ledger.journal(fsync=config.run.fsync)
+    stats: SubmitStats | None = None
+    interrupted = False
+    failure: LedgerError | None = None
+    try:
+        if plan.to_send:
+            stats, interrupted = await _submit(plan, config, credentials, journal)
+    except LedgerError as exc:
+        failure = exc
+    recovered = ledger.finish(journal)
+    if recovered is not None:
+        results.render(plan, ledger.view, dest)
+        raise LedgerError(
+            f"{failure or 'the journal was lost'}. This run's records were saved to {recovered} and the results "
+            f"file shows every row sent; before the next run, `si-ingest ledger repair {dest}` rebuilds the "
+            "ledger from them"
+        )
+    if failure is not None:
+        raise failure
+    return stats, interrupted
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While planning (synchronous work), SIGINT/SIGTERM raise Interrupted so the work folder is removed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} before any request was sent")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
@@ -158,23 +194,3 @@ def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseExceptio
         elif isinstance(exc, kind):
             return exc
     return None
-
-
-def _with(state: pl.DataFrame, outcomes: list) -> pl.DataFrame:
-    """The state with `outcomes` applied on top (the last record of a key wins)."""
-    if not outcomes:
-        return state
-    extra = pl.DataFrame(
-        {
-            "row_key": [o.row_key for o in outcomes],
-            "status": [o.status.value for o in outcomes],
-            "sir_id": [o.sir_id for o in outcomes],
-            "error_code": [o.error_code for o in outcomes],
-            "error_message": [o.error_message for o in outcomes],
-            "attempts": [o.attempts for o in outcomes],
-            "http_status": [o.http_status for o in outcomes],
-            "updated_at": [o.updated_at for o in outcomes],
-        },
-        schema=state.schema,
-    )
-    return pl.concat([state, extra]).unique("row_key", keep="last", maintain_order=True)

@@ -125,7 +125,7 @@ class Submitter:
             await self._limiter.acquire()
             if self._stop.is_set():
                 break
-            await self._journal.intent(row.row_key)
+            await self._journal.intent(row.row_key, total)
             if self._stop.is_set():
                 self._record(_not_sent(row, total - 1, last))
                 return

@@ -1,13 +1,11 @@
-"""Batch -> the same batch with `row_key`, `status` and `error_code`/`error_message` (polars expressions).
+"""Batch -> the same batch trimmed, with `status` and `error_code`/`error_message` (polars expressions).
 
-Validation is vectorised: no per-row Python loop decides anything. The one per-row Python step
-is the row_key hash (blake2b through hashlib): polars' own `hash()` is documented as unstable
-across polars versions, and row keys live in the journal for years of nightly runs.
+Validation is vectorised: no per-row Python loop decides anything. Row keys are `keys.py`'s;
+repeats within a run are found per key partition by the planner (`plan.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import polars as pl
@@ -17,22 +15,16 @@ from .models import API_FIELDS, SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-# The payload fields hashed into a row_key when the row has no request_key (CONTRACT "Row identity").
-KEY_FIELDS: tuple[str, ...] = API_FIELDS
-_TEXT_FIELDS = (*KEY_FIELDS, "request_key")
+_TEXT_FIELDS = (*API_FIELDS, "request_key")
 _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
 
 
 def validate(batch: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.DataFrame:
-    """Trim every field, compute row_key, and mark invalid rows with their code and message."""
+    """Trim every field and mark invalid rows with their code and message."""
     trimmed = batch.with_columns(blank_to_null(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
     statuses = list(sir_statuses)
     code, message = _verdict(statuses)
-    checked = trimmed.with_columns(
-        row_key=_row_keys(trimmed),
-        error_code=code,
-        error_message=message,
-    )
+    checked = trimmed.with_columns(error_code=code, error_message=message)
     return checked.with_columns(
         status=pl.when(pl.col("error_code").is_not_null()).then(pl.lit(Status.INVALID.value)).otherwise(None)
     )
@@ -87,42 +79,3 @@ def _bad(name: str, why: str) -> pl.Expr:
         .then(pl.lit(f"missing {name}"))
         .otherwise(pl.lit(f"{name} '") + shown + pl.lit(f"' {why}"))
     )
-
-
-def _row_keys(batch: pl.DataFrame) -> pl.Series:
-    joined = batch.select(
-        pl.concat_str([pl.col(f).fill_null("") for f in KEY_FIELDS], separator="\x1f")
-    ).to_series()
-    hashed = pl.Series(
-        [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined],
-        dtype=pl.String,
-    )
-    return batch["request_key"].fill_null(hashed) if batch.height else hashed
-
-
-class KeyTracker:
-    """Remembers the row_keys seen so far in this run: a repeat of a valid row is a `duplicate`."""
-
-    def __init__(self) -> None:
-        self._seen: list[pl.Series] = []
-
-    def mark(self, batch: pl.DataFrame) -> pl.DataFrame:
-        """Mark valid rows whose row_key came earlier (in this batch or an earlier one) as duplicate."""
-        valid = pl.col("status").is_null()
-        keys = batch.filter(valid)["row_key"]
-        earlier = pl.concat(self._seen) if self._seen else pl.Series(dtype=pl.String)
-        repeat = valid & (
-            pl.col("row_key").is_in(earlier.implode())
-            | ~pl.col("row_key").is_first_distinct().over(valid)
-        )
-        marked = batch.with_columns(
-            status=pl.when(repeat).then(pl.lit(Status.DUPLICATE.value)).otherwise(pl.col("status")),
-            error_code=pl.when(repeat).then(pl.lit(ErrorCode.DUPLICATE_KEY.value)).otherwise(pl.col("error_code")),
-            error_message=pl.when(repeat)
-            .then(pl.lit("same row_key as an earlier row of this run"))
-            .otherwise(pl.col("error_message")),
-        )
-        self._seen.append(keys.unique())
-        if len(self._seen) > 16:
-            self._seen = [pl.concat(self._seen).unique()]
-        return marked

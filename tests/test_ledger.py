@@ -1,67 +1,230 @@
+"""The ledger package: journal writer, checks, fold, compaction forms, pairing, lock."""
+
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-from pipeline.errors import LedgerError, LockError
-from pipeline.ledger import Journal, RunLock, compact, replay
+from pipeline.errors import ConfigError, LedgerDamaged, LedgerError, LockError
+from pipeline.ledger import Ledger, LedgerPaths, RunLock, compact, replay
+from pipeline.ledger import store as store_mod
+from pipeline.ledger.records import check_line, header, intent, outcome
 from pipeline.models import Outcome, Status
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "ledger_v1"
+
+
+def open_ledger(tmp_path: Path, **kw) -> Ledger:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return Ledger.open(tmp_path / "r.csv", work, writable=kw.pop("writable", True), **kw)
+
+
+def created(key: str, sir_id: int, attempts: int = 1) -> Outcome:
+    return Outcome(key, Status.CREATED, sir_id=sir_id, attempts=attempts, http_status=200)
 
 
 async def test_group_commit_writes_many_intents_at_once(tmp_path: Path):
-    path = tmp_path / "r.csv.journal"
-    journal = Journal(path, fsync=True)
-    journal.open(0)
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=True)
     before = journal.writes
-    await asyncio.gather(*(journal.intent(f"k{i}") for i in range(50)))
+    await asyncio.gather(*(journal.intent(f"k{i}", 1) for i in range(50)))
     assert journal.writes == before + 1
-    journal.outcome(Outcome("k1", Status.CREATED, sir_id=7, attempts=1, http_status=200))
+    journal.outcome(created("k1", 7))
     journal.close()
-    state, in_flight, _ = replay(path)
+    state, in_flight, _ = replay(ledger.paths.journal)
     assert len(in_flight) == 49 and "k1" not in in_flight
     assert state.row(0, named=True)["sir_id"] == 7
 
 
+async def test_rows_left_in_flight_become_unknown_with_their_try_counted(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    journal.outcome(Outcome("a", Status.FAILED, error_code="HTTP_503", attempts=2))
+    await journal.intent("a", 3)
+    await journal.intent("b", 1)
+    journal.close()  # killed: no outcome for either
+    view = open_ledger(tmp_path, writable=False).view
+    rows = {r["row_key"]: r for r in view.partition(0, 2**64 - 1).iter_rows(named=True)}
+    assert rows["a"]["status"] == "unknown" and rows["a"]["attempts"] == 3
+    assert rows["b"]["error_code"] == "NO_ANSWER_RECORDED" and rows["b"]["attempts"] == 1
+
+
 def test_torn_last_line_is_ignored_and_cut(tmp_path: Path):
-    path = tmp_path / "j"
-    path.write_bytes(b'{"journal":"si-ingest","version":1}\n{"k":"a","s":"created","n":1,"id":5}\n{"i":"b"}\n{"k":"b","s":"cre')
-    state, in_flight, valid = replay(path)
-    assert state["row_key"].to_list() == ["a"] and in_flight == ["b"]
-    journal = Journal(path, fsync=False)
-    journal.open(valid)
-    journal.close()
-    assert path.read_bytes().endswith(b'{"i":"b"}\n')
+    paths = LedgerPaths(tmp_path / "r.csv")
+    data = header(0, "L", None) + outcome(1, created("a", 5)) + intent(2, "b", 1)
+    paths.journal.write_bytes(data + outcome(3, created("b", 6))[:20])
+    state, in_flight, valid = replay(paths.journal)
+    assert state["row_key"].to_list() == ["a"] and in_flight == ["b"] and valid == len(data)
+    ledger = open_ledger(tmp_path)
+    ledger.journal(fsync=False).close()
+    assert paths.journal.read_bytes() == data
 
 
 def test_last_record_wins(tmp_path: Path):
-    path = tmp_path / "j"
-    path.write_bytes(b'{"i":"a"}\n{"k":"a","s":"failed","n":1,"c":"HTTP_503"}\n{"i":"a"}\n{"k":"a","s":"created","n":2,"id":9}\n')
-    state, in_flight, _ = replay(path)
+    paths = LedgerPaths(tmp_path / "r.csv")
+    fail = Outcome("a", Status.FAILED, error_code="HTTP_503", attempts=1)
+    lines = [header(0, "L", None), intent(1, "a", 1), outcome(2, fail), intent(3, "a", 2), outcome(4, created("a", 9, 2))]
+    paths.journal.write_bytes(b"".join(lines))
+    state, in_flight, _ = replay(paths.journal)
     assert in_flight == [] and state.row(0, named=True)["status"] == "created"
 
 
+def damaged_journal(tmp_path: Path, edit) -> LedgerPaths:
+    paths = LedgerPaths(tmp_path / "r.csv")
+    lines = [header(0, "L", None)] + [outcome(i, created(f"k{i}", i)) for i in range(1, 6)]
+    lines = edit(lines)
+    paths.journal.write_bytes(b"".join(lines))
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("edit", "position", "needle"),
+    [
+        (lambda ls: [*ls[:2], ls[2][:10] + b"\x00" + ls[2][11:], *ls[3:]], 2, "checksum"),
+        (lambda ls: [*ls[:3], ls[3].replace(b'"created"', b'"Created"'), *ls[4:]], 3, "checksum"),
+        (lambda ls: [*ls[:3], ls[3].replace(b'"id":3', b'"id":"3"'), *ls[4:]], 3, "checksum"),
+        (lambda ls: [*ls[:2], *ls[3:]], 2, "sequence"),  # a record deleted
+        (lambda ls: [*ls[:2], b"\n", *ls[2:]], 2, "checksum"),  # a blank line added
+        (lambda ls: [ls[0].replace(b'"v":2', b'"v":9'), *ls[1:]], 0, "header"),
+    ],
+)
+def test_damage_before_the_tail_is_refused_with_its_position(tmp_path: Path, edit, position, needle):
+    damaged_journal(tmp_path, edit)
+    with pytest.raises(LedgerDamaged) as info:
+        open_ledger(tmp_path)
+    assert info.value.position == position and needle in str(info.value)
+    assert "si-ingest ledger check" in str(info.value)
+
+
+def test_per_line_check_agrees_on_sound_and_damaged_lines():
+    line = outcome(4, created("k", 1)).rstrip(b"\n")
+    assert check_line(line, 4).record is not None
+    assert check_line(line, 5).problem.startswith("out of sequence")
+    assert check_line(line.replace(b"created", b"createX"), 4).problem.startswith("checksum")
+    assert check_line(line.replace(b"created", b"createX"), 4).row_key == "k"
+
+
+async def test_journal_deleted_mid_run_stops_sending_and_keeps_its_records(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    await journal.intent("a", 1)
+    journal.outcome(created("a", 1))
+    os.unlink(ledger.paths.journal)
+    with pytest.raises(LedgerError, match="deleted, replaced or moved"):
+        await journal.intent("b", 1)
+    assert journal.lost
+    saved = ledger.finish(journal)
+    assert saved is not None and b'"k":"a"' in saved.read_bytes()
+    rows = ledger.view.partition(0, 2**64 - 1)
+    assert dict(zip(rows["row_key"], rows["status"], strict=True)) == {"a": "created", "b": "unknown"}
+
+
+async def test_journal_replaced_mid_run_is_noticed(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    shutil.copy(ledger.paths.journal, tmp_path / "copy")
+    os.replace(tmp_path / "copy", ledger.paths.journal)
+    with pytest.raises(LedgerError):
+        await journal.intent("a", 1)
+
+
 async def test_unwritable_journal_stops_sending(tmp_path: Path):
-    path = tmp_path / "j"
-    journal = Journal(path, fsync=False)
-    journal.open(0)
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
     os.close(journal._fd)
     journal._fd = os.open(os.devnull, os.O_RDONLY)  # every write now fails (EBADF)
     with pytest.raises(LedgerError):
-        await journal.intent("k")
+        await journal.intent("k", 1)
     with pytest.raises(LedgerError):
-        await journal.intent("k2")
+        await journal.intent("k2", 1)
 
 
-def test_compact_keeps_one_record_per_key(tmp_path: Path):
-    path = tmp_path / "j"
-    lines = [b'{"i":"a"}\n', b'{"k":"a","s":"failed","n":1}\n'] * 10 + [b'{"k":"a","s":"created","n":11,"id":3,"t":"2026-01-01T00:00:00Z"}\n']
-    path.write_bytes(b"".join(lines))
-    state, _, _ = replay(path)
-    compact(path, state)
-    after, in_flight, _ = replay(path)
-    assert after.to_dicts() == state.to_dicts() and not in_flight
-    assert len(path.read_bytes().splitlines()) == 2
+async def test_small_ledger_compacts_into_one_outcome_per_key(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    for attempt in (1, 2, 3):
+        await journal.intent("a", attempt)
+        journal.outcome(Outcome("a", Status.FAILED, error_code="HTTP_503", attempts=attempt))
+    await journal.intent("a", 4)
+    journal.outcome(created("a", 3, 4))
+    journal.flush()
+    before = replay(ledger.paths.journal)[0]
+    ledger.finish(journal)
+    after, in_flight, _ = replay(ledger.paths.journal)
+    assert after.equals(before) and not in_flight
+    assert len(ledger.paths.journal.read_bytes().splitlines()) == 2
+    assert not ledger.paths.snapshot.exists()
+
+
+async def test_large_ledger_moves_into_a_snapshot(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 10)
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    for i in range(30):
+        journal.outcome(created(f"k{i}", i))
+    await journal.intent("x", 1)
+    ledger.finish(journal)
+    assert ledger.paths.snapshot.exists() and len(ledger.paths.journal.read_bytes().splitlines()) == 1
+    state, _, _ = replay(ledger.paths.journal)
+    assert state.height == 31 and state.filter(pl.col("row_key") == "x")["status"][0] == "unknown"
+    # a journal beside the snapshot, then a fold killed before the journal was reset
+    second = open_ledger(tmp_path)
+    journal = second.journal(fsync=False)
+    for i in range(10):
+        journal.outcome(created(f"y{i}", 100 + i))
+    journal.close()
+    saved = second.paths.journal.read_bytes()
+    monkeypatch.setattr(store_mod, "JOURNAL_ROWS", 0)
+    second.compact()  # 11 journal lines > a quarter of the snapshot's 31 rows: a new snapshot
+    assert len(second.paths.journal.read_bytes().splitlines()) == 1
+    second.paths.journal.write_bytes(saved)  # as if killed between the snapshot's rename and the reset
+    state, _, _ = replay(second.paths.journal)
+    assert state.height == 41
+    third = open_ledger(tmp_path)
+    assert len(third.paths.journal.read_bytes().splitlines()) == 1  # recognised as folded, reset
+
+
+def test_missing_or_foreign_halves_are_refused(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 1)
+    paths = LedgerPaths(tmp_path / "r.csv")
+    paths.journal.write_bytes(header(0, "L", None) + outcome(1, created("a", 1)) + outcome(2, created("b", 2)))
+    compact(paths.journal)
+    assert paths.snapshot.exists()
+    journal = paths.journal.read_bytes()
+    paths.journal.unlink()
+    with pytest.raises(LedgerDamaged, match="missing"):
+        open_ledger(tmp_path)
+    paths.journal.write_bytes(header(0, "another", None))
+    with pytest.raises(LedgerDamaged, match="another ledger"):
+        open_ledger(tmp_path)
+    paths.journal.write_bytes(journal)
+    paths.snapshot.unlink()
+    with pytest.raises(LedgerDamaged, match="missing"):
+        open_ledger(tmp_path)
+
+
+def test_results_with_sent_rows_but_no_ledger_are_refused_unless_new_ledger(tmp_path: Path):
+    (tmp_path / "r.csv").write_text("row_key,status\nk1,created\n")
+    with pytest.raises(LedgerError, match="missing"):
+        open_ledger(tmp_path)
+    open_ledger(tmp_path, new_ledger=True)
+    with pytest.raises(ConfigError, match="--new-ledger"):
+        open_ledger(tmp_path, new_ledger=True)
+
+
+def test_format_1_fixture_upgrades_and_is_kept(tmp_path: Path):
+    for name in ("si-results.csv", "si-results.csv.journal"):
+        shutil.copy(FIXTURE_V1 / name, tmp_path / name)
+    before, _, _ = replay(tmp_path / "si-results.csv.journal")
+    assert before.height == 10 and before["legacy"].all()
+    ledger = Ledger.open(tmp_path / "si-results.csv", tmp_path, writable=True)
+    assert ledger.upgraded and (tmp_path / "si-results.csv.journal.v1").exists()
+    after, _, _ = replay(tmp_path / "si-results.csv.journal")
+    assert after.equals(before)
 
 
 def test_lock_is_exclusive_and_names_the_holder(tmp_path: Path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import AccountError, AmbiguousError, TransientError
-from pipeline.ledger import Journal, replay
+from pipeline.ledger import Ledger, replay
 from pipeline.limiter import RateLimiter
 from pipeline.models import Outcome, Row, Status
 from pipeline.submit import RetryPolicy, Submitter
@@ -44,15 +44,15 @@ class FakeClient:
 
 
 async def submit(tmp_path: Path, script: dict, keys: list[str], concurrency: int = 4, max_attempts: int = 3):
-    journal = Journal(tmp_path / "j", fsync=False)
-    journal.open(0)
+    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=False)
     client = FakeClient(script)
     stop = asyncio.Event()
     submitter = Submitter(client, RateLimiter(10_000), journal, concurrency=concurrency,  # type: ignore[arg-type]
                           retry=RetryPolicy(max_attempts=max_attempts, base=0.001, cap=0.01), stop=stop, seed=1)
     stats = await submitter.run((Row(k, "in.csv", i + 1, b'{"x":1}') for i, k in enumerate(keys)), len(keys))
     journal.close()
-    state, in_flight, _ = replay(tmp_path / "j")
+    state, in_flight, _ = replay(ledger.paths.journal)
     return client, stats, {r["row_key"]: r for r in state.iter_rows(named=True)}, in_flight, stop
 
 
@@ -92,8 +92,8 @@ async def test_concurrency_is_bounded(tmp_path):
 
 
 async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
-    journal = Journal(tmp_path / "j", fsync=False)
-    journal.open(0)
+    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=False)
 
     class Slow(FakeClient):
         async def send(self, row, attempts):
@@ -107,6 +107,6 @@ async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     journal.close()
-    state, in_flight, _ = replay(tmp_path / "j")
+    state, in_flight, _ = replay(ledger.paths.journal)
     assert in_flight == [] and state["status"].to_list() == ["unknown"] * 3
     assert set(state["error_code"]) == {"INTERRUPTED"}

@@ -1,9 +1,7 @@
-import hashlib
-
 import polars as pl
 import pytest
 
-from pipeline.validate import KeyTracker, validate
+from pipeline.validate import validate
 
 GOOD = {
     "source": "in.csv",
@@ -79,28 +77,3 @@ def test_first_failing_check_wins_and_message_is_precise():
     out = validate(frame({"sir_flag": "x" * 100}), ["Pending"])
     message = out["error_message"][0]
     assert message.startswith("sir_flag '" + "x" * 60 + "...'") and "keep_warm" in message
-
-
-def test_row_key_is_stable_and_ignores_whitespace():
-    a = validate(frame({}), ["Pending"])["row_key"][0]
-    b = validate(frame({"sir_context": "  Check in about the enterprise plan "}), ["Pending"])["row_key"][0]
-    c = validate(frame({"sir_context": "other"}), ["Pending"])["row_key"][0]
-    assert a == b != c
-    # pinned: a change of hash would make every journal forget what it sent
-    text = "\x1f".join(GOOD[f] or "" for f in ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel", "sir_status"))
-    assert a == hashlib.blake2b(text.encode(), digest_size=16).hexdigest() == "6ec3137bc262747b296df08dabd76b2f"
-
-
-def test_request_key_is_the_row_key():
-    out = validate(frame({"request_key": " crm-42 "}, {}), ["Pending"])
-    assert out["row_key"][0] == "crm-42"
-    assert out["row_key"][1] != "crm-42"
-
-
-def test_duplicates_within_and_across_batches():
-    tracker = KeyTracker()
-    first = tracker.mark(validate(frame({}, {"sir_context": "b"}, {}), ["Pending"]))
-    assert first["status"].to_list() == [None, None, "duplicate"]
-    second = tracker.mark(validate(frame({"sir_context": "b"}, {"sir_context": "c"}, {"sir_flag": "bad"}), ["Pending"]))
-    assert second["status"].to_list() == ["duplicate", None, "invalid"]
-    assert second["error_code"].to_list()[0] == "DUPLICATE_KEY"
