@@ -51,7 +51,9 @@ def main() -> None:
         per_row = Counter(r["sir_context"] for r in created)
         statuses = Counter(frame["status"])
         print(f"rows {args.rows}, kills {args.kills}, seed {args.seed}, final exit {final.returncode}")
-        print(f"server: {len(created)} SI requests, {sum(1 for c in per_row.values() if c > 1)} rows created twice (duplicates)")
+        print(
+            f"server: {len(created)} SI requests, {sum(1 for c in per_row.values() if c > 1)} rows created twice (duplicates)"
+        )
         print(f"results: {dict(statuses)}")
         print(f"requests received / rows: {stats['requests'] / args.rows:.3f}")
 

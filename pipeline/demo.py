@@ -32,9 +32,15 @@ async def demo(output: Path) -> int:
         stale.unlink(missing_ok=True)
     shutil.rmtree(results.with_name(results.name + ".work"), ignore_errors=True)
     files = find_samples(output)
-    sandbox = Sandbox(SandboxConfig(
-        contacts=demo_contacts(files), latency_ms=(2.0, 25.0), error_rate=0.03, retry_after=0, seed=7,
-    ))
+    sandbox = Sandbox(
+        SandboxConfig(
+            contacts=demo_contacts(files),
+            latency_ms=(2.0, 25.0),
+            error_rate=0.03,
+            retry_after=0,
+            seed=7,
+        )
+    )
     url = await sandbox.start("127.0.0.1", 0)
     print(f"sandbox: {url}")
     config = Config(
@@ -51,8 +57,10 @@ async def demo(output: Path) -> int:
         await sandbox.stop()
     print(report.render_text(result.summary))
     if result.stats:
-        print(f"requests: {result.stats.requests} ({result.stats.retries} retries) in {result.stats.seconds:.1f}s, "
-              f"{result.stats.per_second:.0f}/s; sandbox created {stats['created']} SI requests")
+        print(
+            f"requests: {result.stats.requests} ({result.stats.retries} retries) in {result.stats.seconds:.1f}s, "
+            f"{result.stats.per_second:.0f}/s; sandbox created {stats['created']} SI requests"
+        )
     print(f"inputs: {', '.join(str(f) for f in files)}")
     print(f"results: {results.resolve()}  (si-ingest report {results})")
     print(f"a real run would exit {result.exit_code} (1: some rows invalid, duplicate or rejected, as planted)")

@@ -208,8 +208,14 @@ def compact(path: Path, state: pl.DataFrame) -> None:
                 fh.write(
                     encode_outcome(
                         Outcome(
-                            r["row_key"], Status(r["status"]), r["sir_id"], r["error_code"], r["error_message"],
-                            r["attempts"] or 0, r["http_status"], r["updated_at"],
+                            r["row_key"],
+                            Status(r["status"]),
+                            r["sir_id"],
+                            r["error_code"],
+                            r["error_message"],
+                            r["attempts"] or 0,
+                            r["http_status"],
+                            r["updated_at"],
                         )
                     )
                 )
@@ -235,7 +241,9 @@ def dangling_outcomes(in_flight: list[str]) -> list[Outcome]:
     stamp = now_iso()
     return [
         Outcome(
-            key, Status.UNKNOWN, error_code=ErrorCode.NO_ANSWER_RECORDED,
+            key,
+            Status.UNKNOWN,
+            error_code=ErrorCode.NO_ANSWER_RECORDED,
             error_message="the request may have reached the API, but the run stopped before its answer was recorded",
             updated_at=stamp,
         )
@@ -263,7 +271,9 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown process"
             os.close(fd)
-            raise LockError(f"another si-ingest run ({holder}) is using {self.path.name[:-5]}; wait for it to finish") from None
+            raise LockError(
+                f"another si-ingest run ({holder}) is using {self.path.name[:-5]}; wait for it to finish"
+            ) from None
         os.ftruncate(fd, 0)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}".encode())
@@ -280,4 +290,3 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-

@@ -57,7 +57,9 @@ class Plan:
     def frame(self) -> pl.LazyFrame:
         if not self.files:
             return pl.LazyFrame(schema={c: pl.String for c in PLAN_COLUMNS}).with_columns(
-                pl.col("source_row").cast(pl.Int64), pl.col("send").cast(pl.Boolean), pl.col("prior_attempts").cast(pl.Int64)
+                pl.col("source_row").cast(pl.Int64),
+                pl.col("send").cast(pl.Boolean),
+                pl.col("prior_attempts").cast(pl.Int64),
             )
         return pl.scan_ipc(self.files)
 

@@ -29,7 +29,11 @@ def render(plan: Plan, state: pl.DataFrame, dest: Path) -> None:
     known = ~local & pl.col("status_j").is_not_null()
     frame = joined.select(
         *RESULT_COLUMNS[:8],
-        status=pl.when(local).then(pl.col("status")).when(known).then(pl.col("status_j")).otherwise(pl.lit(Status.PENDING.value)),
+        status=pl.when(local)
+        .then(pl.col("status"))
+        .when(known)
+        .then(pl.col("status_j"))
+        .otherwise(pl.lit(Status.PENDING.value)),
         sir_id=pl.when(known).then(pl.col("sir_id")),
         error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
         error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),

@@ -1,11 +1,11 @@
 """One run, stage by stage: inputs -> plan -> submit -> journal -> results.
 
-    discover + inspect inputs    (exit 2 before any request on a bad file or column)
-    lock the results file        (exit 2 if another live run holds it)
-    replay the journal           (rows left in flight by a killed run become `unknown`)
-    plan: validate every row     (first pass, spilled to <results>.work/)
-    submit the rows to send      (second pass; signals stop it, account errors abort it)
-    render results, compact the journal
+discover + inspect inputs    (exit 2 before any request on a bad file or column)
+lock the results file        (exit 2 if another live run holds it)
+replay the journal           (rows left in flight by a killed run become `unknown`)
+plan: validate every row     (first pass, spilled to <results>.work/)
+submit the rows to send      (second pass; signals stop it, account errors abort it)
+render results, compact the journal
 """
 
 from __future__ import annotations
@@ -55,8 +55,11 @@ async def run(inputs: list[Path], config: Config, credentials: Credentials | Non
         state, in_flight, valid = replay(jpath)
         journal = Journal(jpath, fsync=config.run.fsync)
         if in_flight:
-            log.warning("journal.unanswered", rows=len(in_flight),
-                        detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them")
+            log.warning(
+                "journal.unanswered",
+                rows=len(in_flight),
+                detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them",
+            )
         dangling = dangling_outcomes(in_flight)
         if not dry_run:
             journal.open(valid)
@@ -67,8 +70,15 @@ async def run(inputs: list[Path], config: Config, credentials: Credentials | Non
         workdir = make_workdir(dest)
         try:
             plan = build_plan(files, state, config, workdir)
-            log.info("plan.ready", rows=plan.rows, invalid=plan.invalid, duplicate=plan.duplicate,
-                     settled_earlier=plan.settled, to_send=plan.to_send, files=len(files))
+            log.info(
+                "plan.ready",
+                rows=plan.rows,
+                invalid=plan.invalid,
+                duplicate=plan.duplicate,
+                settled_earlier=plan.settled,
+                to_send=plan.to_send,
+                files=len(files),
+            )
             stats: SubmitStats | None = None
             interrupted = False
             if not dry_run and plan.to_send:
@@ -114,8 +124,11 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
         nonlocal signals
         signals += 1
         if signals == 1:
-            log.warning("run.stopping", signal=signal.Signals(signum).name,
-                        detail="finishing the requests in flight; signal again to stop at once")
+            log.warning(
+                "run.stopping",
+                signal=signal.Signals(signum).name,
+                detail="finishing the requests in flight; signal again to stop at once",
+            )
             stop.set()
         elif task is not None:
             log.warning("run.stopping_now", signal=signal.Signals(signum).name)
@@ -125,12 +138,20 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with ZyntroClient(
-            config.api.base_url, credentials, concurrency=config.run.concurrency,
-            connect_timeout=config.api.connect_timeout, read_timeout=config.api.read_timeout,
+            config.api.base_url,
+            credentials,
+            concurrency=config.run.concurrency,
+            connect_timeout=config.api.connect_timeout,
+            read_timeout=config.api.read_timeout,
         ) as client:
             submitter = Submitter(client, limiter, journal, concurrency=config.run.concurrency, retry=retry, stop=stop)
-            log.info("submit.start", url=client.url, rows=plan.to_send, rate=config.run.rate,
-                     concurrency=config.run.concurrency)
+            log.info(
+                "submit.start",
+                url=client.url,
+                rows=plan.to_send,
+                rate=config.run.rate,
+                concurrency=config.run.concurrency,
+            )
             task = asyncio.ensure_future(submitter.run(plan.rows_to_send(), plan.to_send))
             try:
                 stats = await task

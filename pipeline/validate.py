@@ -52,7 +52,9 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
     )
     any_missing = pl.any_horizontal(pl.col(f).is_null() for f in missing)
     dt = pl.col("sir_planned_dt")
-    dt_ok = dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+    dt_ok = (
+        dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+    )
     org_ok = pl.col("org_id").str.contains(UUID_PATTERN)
     contact_ok = pl.col("contact_id").str.contains(UUID_PATTERN)
     status = pl.col("sir_status")
@@ -60,12 +62,21 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
 
     checks: list[tuple[pl.Expr, ErrorCode, pl.Expr]] = [
         (any_missing, ErrorCode.MISSING_FIELDS, pl.lit("missing ") + missing_names),
-        (~pl.col("sir_flag").is_in(SIR_FLAGS) | pl.col("sir_flag").is_null(), ErrorCode.INVALID_FLAG,
-         _bad("sir_flag", f"is not one of {', '.join(SIR_FLAGS)}")),
-        (~pl.col("sir_channel").is_in(SIR_CHANNELS) | pl.col("sir_channel").is_null(), ErrorCode.INVALID_CHANNEL,
-         _bad("sir_channel", f"is not one of {', '.join(SIR_CHANNELS)}")),
-        (~dt_ok, ErrorCode.INVALID_DATETIME,
-         _bad("sir_planned_dt", "is not a real date and time in the form YYYY-MM-DD HH:MM:SS")),
+        (
+            ~pl.col("sir_flag").is_in(SIR_FLAGS) | pl.col("sir_flag").is_null(),
+            ErrorCode.INVALID_FLAG,
+            _bad("sir_flag", f"is not one of {', '.join(SIR_FLAGS)}"),
+        ),
+        (
+            ~pl.col("sir_channel").is_in(SIR_CHANNELS) | pl.col("sir_channel").is_null(),
+            ErrorCode.INVALID_CHANNEL,
+            _bad("sir_channel", f"is not one of {', '.join(SIR_CHANNELS)}"),
+        ),
+        (
+            ~dt_ok,
+            ErrorCode.INVALID_DATETIME,
+            _bad("sir_planned_dt", "is not a real date and time in the form YYYY-MM-DD HH:MM:SS"),
+        ),
         (~org_ok, ErrorCode.INVALID_UUID, _bad("org_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~contact_ok, ErrorCode.INVALID_UUID, _bad("contact_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~status_ok, ErrorCode.INVALID_STATUS, _bad("sir_status", f"is not one of {', '.join(sir_statuses)}")),
@@ -90,9 +101,7 @@ def _bad(name: str, why: str) -> pl.Expr:
 
 
 def _row_keys(batch: pl.DataFrame) -> pl.Series:
-    joined = batch.select(
-        pl.concat_str([pl.col(f).fill_null("") for f in KEY_FIELDS], separator="\x1f")
-    ).to_series()
+    joined = batch.select(pl.concat_str([pl.col(f).fill_null("") for f in KEY_FIELDS], separator="\x1f")).to_series()
     hashed = pl.Series(
         [hashlib.blake2b(text.encode(), digest_size=16).hexdigest() for text in joined],
         dtype=pl.String,
@@ -112,8 +121,7 @@ class KeyTracker:
         keys = batch.filter(valid)["row_key"]
         earlier = pl.concat(self._seen) if self._seen else pl.Series(dtype=pl.String)
         repeat = valid & (
-            pl.col("row_key").is_in(earlier.implode())
-            | ~pl.col("row_key").is_first_distinct().over(valid)
+            pl.col("row_key").is_in(earlier.implode()) | ~pl.col("row_key").is_first_distinct().over(valid)
         )
         marked = batch.with_columns(
             status=pl.when(repeat).then(pl.lit(Status.DUPLICATE.value)).otherwise(pl.col("status")),

@@ -25,7 +25,9 @@ async def test_group_commit_writes_many_intents_at_once(tmp_path: Path):
 
 def test_torn_last_line_is_ignored_and_cut(tmp_path: Path):
     path = tmp_path / "j"
-    path.write_bytes(b'{"journal":"si-ingest","version":1}\n{"k":"a","s":"created","n":1,"id":5}\n{"i":"b"}\n{"k":"b","s":"cre')
+    path.write_bytes(
+        b'{"journal":"si-ingest","version":1}\n{"k":"a","s":"created","n":1,"id":5}\n{"i":"b"}\n{"k":"b","s":"cre'
+    )
     state, in_flight, valid = replay(path)
     assert state["row_key"].to_list() == ["a"] and in_flight == ["b"]
     journal = Journal(path, fsync=False)
@@ -36,7 +38,9 @@ def test_torn_last_line_is_ignored_and_cut(tmp_path: Path):
 
 def test_last_record_wins(tmp_path: Path):
     path = tmp_path / "j"
-    path.write_bytes(b'{"i":"a"}\n{"k":"a","s":"failed","n":1,"c":"HTTP_503"}\n{"i":"a"}\n{"k":"a","s":"created","n":2,"id":9}\n')
+    path.write_bytes(
+        b'{"i":"a"}\n{"k":"a","s":"failed","n":1,"c":"HTTP_503"}\n{"i":"a"}\n{"k":"a","s":"created","n":2,"id":9}\n'
+    )
     state, in_flight, _ = replay(path)
     assert in_flight == [] and state.row(0, named=True)["status"] == "created"
 
@@ -55,7 +59,9 @@ async def test_unwritable_journal_stops_sending(tmp_path: Path):
 
 def test_compact_keeps_one_record_per_key(tmp_path: Path):
     path = tmp_path / "j"
-    lines = [b'{"i":"a"}\n', b'{"k":"a","s":"failed","n":1}\n'] * 10 + [b'{"k":"a","s":"created","n":11,"id":3,"t":"2026-01-01T00:00:00Z"}\n']
+    lines = [b'{"i":"a"}\n', b'{"k":"a","s":"failed","n":1}\n'] * 10 + [
+        b'{"k":"a","s":"created","n":11,"id":3,"t":"2026-01-01T00:00:00Z"}\n'
+    ]
     path.write_bytes(b"".join(lines))
     state, _, _ = replay(path)
     compact(path, state)

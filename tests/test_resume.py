@@ -22,8 +22,14 @@ from .conftest import CREDENTIAL_ENV, make_rows, run_cli, wait_for
 
 def cli_process(*args: str, **kwargs) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def run_args(box, inputs: list[Path], out: Path, *extra: str) -> list[str]:
@@ -70,13 +76,17 @@ def test_kill_9_at_random_moments_then_resume(sandbox, write_input, tmp_path):
     assert counts["created"] + counts["unknown"] == n
     assert counts["unknown"] <= kills * concurrency
     again = run_cli(*args)
-    assert again.code == final.code and len(box.created()) == counts["created"] + counts["unknown"] - _unknown_not_created(box, out)
+    assert again.code == final.code and len(box.created()) == counts["created"] + counts[
+        "unknown"
+    ] - _unknown_not_created(box, out)
 
 
 def _unknown_not_created(box, out: Path) -> int:
     frame = results_mod.read(out)
     server = {r["contact_id"] for r in box.created()}
-    return sum(1 for c, s in zip(frame["contact_id"], frame["status"], strict=True) if s == "unknown" and c not in server)
+    return sum(
+        1 for c, s in zip(frame["contact_id"], frame["status"], strict=True) if s == "unknown" and c not in server
+    )
 
 
 def test_dropped_connections_never_duplicate(sandbox, write_input, tmp_path):
@@ -239,4 +249,8 @@ def test_temp_files_of_a_killed_run_are_cleaned(sandbox, write_input, tmp_path):
     (tmp_path / "r.csv.work" / "plan-000000.arrow").write_text("stale")
     result = run_cli(*run_args(box, [write_input("a.csv", make_rows(3))], out))
     assert result.code == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.csv", ".r.csv"))) == ["r.csv", "r.csv.journal", "r.csv.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.csv", ".r.csv"))) == [
+        "r.csv",
+        "r.csv.journal",
+        "r.csv.lock",
+    ]

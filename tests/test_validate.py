@@ -63,11 +63,22 @@ def test_each_code(change, code):
 
 
 def test_leap_day_and_uppercase_uuid_are_valid():
-    assert verdicts({"sir_planned_dt": "2028-02-29 23:59:59", "contact_id": "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"}) == [(None, None)]
+    assert verdicts(
+        {"sir_planned_dt": "2028-02-29 23:59:59", "contact_id": "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"}
+    ) == [(None, None)]
 
 
 def test_whitespace_is_trimmed_and_allowed_status_passes():
-    out = validate(frame({"sir_flag": " keep_warm ", "contact_id": " a1b2c3d4-e5f6-7890-abcd-ef1234567890\t", "sir_status": "Pending"}), ["Pending"])
+    out = validate(
+        frame(
+            {
+                "sir_flag": " keep_warm ",
+                "contact_id": " a1b2c3d4-e5f6-7890-abcd-ef1234567890\t",
+                "sir_status": "Pending",
+            }
+        ),
+        ["Pending"],
+    )
     assert out["error_code"].to_list() == [None]
     assert out["sir_flag"].to_list() == ["keep_warm"]
 
@@ -87,7 +98,10 @@ def test_row_key_is_stable_and_ignores_whitespace():
     c = validate(frame({"sir_context": "other"}), ["Pending"])["row_key"][0]
     assert a == b != c
     # pinned: a change of hash would make every journal forget what it sent
-    text = "\x1f".join(GOOD[f] or "" for f in ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel", "sir_status"))
+    text = "\x1f".join(
+        GOOD[f] or ""
+        for f in ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel", "sir_status")
+    )
     assert a == hashlib.blake2b(text.encode(), digest_size=16).hexdigest() == "6ec3137bc262747b296df08dabd76b2f"
 
 

@@ -148,8 +148,12 @@ class Sandbox:
             while window and window[0] <= now - 1.0:
                 window.popleft()
             if len(window) >= cfg.rate_limit:
-                return self._answer(429, b'{"message": "Too Many Requests"}', "application/json",
-                                    {"Retry-After": _seconds(cfg.retry_after)})
+                return self._answer(
+                    429,
+                    b'{"message": "Too Many Requests"}',
+                    "application/json",
+                    {"Retry-After": _seconds(cfg.retry_after)},
+                )
             window.append(now)
         body = await request.read()
         roll = rng.random()
@@ -220,9 +224,13 @@ class Sandbox:
         return self._answer(200, orjson.dumps({"data": data, "status": "success"}), "application/json", {})
 
     def _error(self, message: str) -> web.Response:
-        return self._answer(200, orjson.dumps({"data": [message], "status": "error"}), "application/json", {}, kind="error")
+        return self._answer(
+            200, orjson.dumps({"data": [message], "status": "error"}), "application/json", {}, kind="error"
+        )
 
-    def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str], kind: str | None = None) -> web.Response:
+    def _answer(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str], kind: str | None = None
+    ) -> web.Response:
         label = kind or ("success" if status == 200 and content_type == "application/json" else str(status))
         if status == 200 and content_type != "application/json":
             label = "malformed"

@@ -56,8 +56,15 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     print(f"sandbox listening on {url}", flush=True)
-    log.info("sandbox.start", url=url, rate_limit=config.rate_limit, error_rate=config.error_rate,
-             drop_before=config.drop_before_rate, drop_after=config.drop_after_rate, seed=config.seed)
+    log.info(
+        "sandbox.start",
+        url=url,
+        rate_limit=config.rate_limit,
+        error_rate=config.error_rate,
+        drop_before=config.drop_before_rate,
+        drop_after=config.drop_after_rate,
+        seed=config.seed,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
