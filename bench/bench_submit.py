@@ -22,7 +22,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import ENV, SandboxProc, cli, write_rows  # noqa: E402
+from bench._harness import ENV, SandboxProc, cli, write_rows
 
 
 async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -82,9 +82,8 @@ def main() -> None:
                 box.close()
         base = timings["baseline"]
         for label, seconds in timings.items():
-            print(
-                f"{label:<14} {args.rows / seconds:>8.0f} rows/s   {seconds:6.2f}s   ratio to baseline {base / seconds:.2f}"
-            )
+            rate = args.rows / seconds
+            print(f"{label:<14} {rate:>8.0f} rows/s   {seconds:6.2f}s   ratio to baseline {base / seconds:.2f}")
 
 
 if __name__ == "__main__":

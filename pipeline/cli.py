@@ -146,7 +146,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         logs.configure(args.log_format)
         return asyncio.run(demo(args.output))
-    from .sandbox.serve import serve, config_from_args
+    from .sandbox.serve import config_from_args, serve
 
     logs.configure("console" if sys.stderr.isatty() else "json")
     return asyncio.run(serve(config_from_args(args), args.host, args.port))

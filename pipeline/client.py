@@ -16,7 +16,6 @@ Classification, and why (the API has no idempotency key, so a resend is a second
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -51,8 +50,12 @@ _ACCOUNT_HINTS = {
     ErrorCode.MISSING_API_KEY: "set ZYNTRO_API_KEY (or the variable named by credentials.api_key_env)",
     ErrorCode.INVALID_API_KEY: "check the API key in ZYNTRO_API_KEY: no active user has it",
     ErrorCode.IP_NOT_WHITELISTED: "ask the client to add this machine's IP to the developer key's whitelist",
-    ErrorCode.INVALID_DEVELOPER_SECRET: "check ZYNTRO_DEVELOPER_SECRET; if it is lost, have the client revoke and reissue the key",
-    ErrorCode.MISSING_DEVELOPER_SECRET: "set ZYNTRO_DEVELOPER_SECRET (or the variable named by credentials.developer_secret_env)",
+    ErrorCode.INVALID_DEVELOPER_SECRET: (
+        "check ZYNTRO_DEVELOPER_SECRET; if it is lost, have the client revoke and reissue the key"
+    ),
+    ErrorCode.MISSING_DEVELOPER_SECRET: (
+        "set ZYNTRO_DEVELOPER_SECRET (or the variable named by credentials.developer_secret_env)"
+    ),
     ErrorCode.HTTP_401: "the API answered 401 Unauthorized: check the credentials",
     ErrorCode.HTTP_403: "the API answered 403 Forbidden: check the credentials and the IP whitelist",
 }
@@ -107,7 +110,8 @@ class Classifier:
         if http_status in (404, 405):
             raise EndpointError(
                 f"HTTP_{http_status}",
-                f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL; check --base-url / api.base_url",
+                f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL;"
+                " check --base-url / api.base_url",
                 http_status,
             )
         if payload is None:
@@ -184,7 +188,7 @@ def map_aiohttp_errors() -> Iterator[None]:
         raise AmbiguousError(
             ErrorCode.READ_TIMEOUT, "timed out waiting for the answer after the request was sent"
         ) from exc
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise AmbiguousError(ErrorCode.READ_TIMEOUT, "timed out after the request was sent") from exc
     except aiohttp.ClientError as exc:
         raise AmbiguousError(

@@ -273,7 +273,8 @@ def _check_base_url(url: str) -> None:
         raise ConfigError(f"base URL {url!r} must be an http(s):// URL with a host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
-            f"base URL {url!r} uses plain http:// for a non-loopback host; use https:// (credentials travel in the body)"
+            f"base URL {url!r} uses plain http:// for a non-loopback host;"
+            " use https:// (credentials travel in the body)"
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ConfigError(f"base URL {url!r} must not carry a user, password, query or fragment")

@@ -8,7 +8,7 @@ from pathlib import Path
 import structlog
 
 from . import report
-from .config import Config, Credentials, InputConfig, RunConfig, Secret, ApiConfig
+from .config import ApiConfig, Config, Credentials, InputConfig, RunConfig, Secret
 from .runner import run
 from .sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID, Sandbox, SandboxConfig
 from .sandbox.samples import CSV_NAME, PARQUET_NAME, demo_contacts, generate
@@ -26,7 +26,7 @@ def find_samples(output: Path) -> list[Path]:
 
 
 async def demo(output: Path) -> int:
-    output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - setup before the loop runs any other task
     results = output / "si-results.csv"
     for stale in (results, results.with_name(results.name + ".journal")):
         stale.unlink(missing_ok=True)

@@ -56,7 +56,7 @@ class Plan:
 
     def frame(self) -> pl.LazyFrame:
         if not self.files:
-            return pl.LazyFrame(schema={c: pl.String for c in PLAN_COLUMNS}).with_columns(
+            return pl.LazyFrame(schema=dict.fromkeys(PLAN_COLUMNS, pl.String)).with_columns(
                 pl.col("source_row").cast(pl.Int64),
                 pl.col("send").cast(pl.Boolean),
                 pl.col("prior_attempts").cast(pl.Int64),

@@ -26,7 +26,7 @@ from .errors import AbortError, LedgerError
 from .ledger import Journal, RunLock, compact, dangling_outcomes, journal_path, replay
 from .limiter import RateLimiter
 from .plan import Plan, build_plan, make_workdir
-from .submit import RetryPolicy, Submitter, SubmitStats
+from .submit import RetryPolicy, SubmitStats, Submitter
 
 log = structlog.get_logger("si_ingest.run")
 

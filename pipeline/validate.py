@@ -46,7 +46,7 @@ def blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
     """The first failing check, in the API's own order, as (code, message) expressions."""
-    missing = [f for f in ("org_id", "contact_id", "sir_context", "sir_planned_dt")]
+    missing = ["org_id", "contact_id", "sir_context", "sir_planned_dt"]
     missing_names = pl.concat_str(
         [pl.when(pl.col(f).is_null()).then(pl.lit(f)) for f in missing], separator=", ", ignore_nulls=True
     )

@@ -1,4 +1,3 @@
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -20,7 +19,8 @@ ROW = Row(
     "k1",
     "in.csv",
     1,
-    b'{"org_id":"o","contact_id":"c","sir_flag":"keep_warm","sir_context":"x","sir_planned_dt":"2026-04-05 09:00:00","sir_channel":"email"}',
+    b'{"org_id":"o","contact_id":"c","sir_flag":"keep_warm","sir_context":"x",'
+    b'"sir_planned_dt":"2026-04-05 09:00:00","sir_channel":"email"}',
 )
 
 
@@ -153,7 +153,7 @@ async def test_other_statuses_fail_without_retry(status):
         (aiohttp.ClientConnectorError(None, OSError(111, "Connection refused")), TransientError, "CONNECT_ERROR"),
         (aiohttp.ConnectionTimeoutError(), TransientError, "CONNECT_TIMEOUT"),
         (aiohttp.SocketTimeoutError(), AmbiguousError, "READ_TIMEOUT"),
-        (asyncio.TimeoutError(), AmbiguousError, "READ_TIMEOUT"),
+        (TimeoutError(), AmbiguousError, "READ_TIMEOUT"),
         (aiohttp.ServerDisconnectedError(), AmbiguousError, "CONNECTION_LOST"),
         (aiohttp.ClientOSError(104, "Connection reset by peer"), AmbiguousError, "CONNECTION_LOST"),
         (aiohttp.ClientPayloadError("truncated"), AmbiguousError, "CONNECTION_LOST"),

@@ -163,7 +163,7 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox, tmp_path, ma
     path = make(tmp_path)
     result = ingest(box, [path], tmp_path / "r.csv")
     assert result.code == 2, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.startswith("si-ingest: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("si-ingest: error:")]
     assert len(lines) == 1 and needle in lines[0]
     assert "Traceback" not in result.stderr
     assert box.stats()["requests"] == 0

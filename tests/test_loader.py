@@ -72,5 +72,5 @@ def test_mapping_default_org_and_missing_columns(tmp_path: Path):
 
 
 def test_empty_folder_is_an_input_error(tmp_path: Path):
-    with pytest.raises(InputError, match="no .csv"):
+    with pytest.raises(InputError, match=r"no .csv"):
         loader.discover([tmp_path])

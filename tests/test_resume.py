@@ -65,7 +65,9 @@ def test_kill_9_at_random_moments_then_resume(sandbox, write_input, tmp_path):
         before = box.stats()["created"]
         proc = cli_process(*args)
         # kill once requests are flowing (or the run ended), at a random moment after
-        wait_for(lambda: box.stats()["created"] > before or proc.poll() is not None, timeout=30)
+        wait_for(
+            lambda before=before, proc=proc: box.stats()["created"] > before or proc.poll() is not None, timeout=30
+        )
         time.sleep(rng.uniform(0.0, 0.4))
         proc.kill()
         proc.wait()
@@ -211,11 +213,16 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
         lines.append(b'{"i":"k%d"}\n{"k":"k%d","s":"created","n":1,"id":%d,"t":"2026-01-01T00:00:00Z"}\n' % (i, i, i))
     path.write_bytes(b"".join(lines))
     before, _, _ = replay(path)
-    script = f"from pathlib import Path; from pipeline.ledger import compact, replay; p = Path({str(path)!r}); compact(p, replay(p)[0])"
+    script = (
+        "from pathlib import Path; from pipeline.ledger import compact, replay;"
+        f" p = Path({str(path)!r}); compact(p, replay(p)[0])"
+    )
     rng = random.Random(7)
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        wait_for(lambda: path.with_name(path.name + ".compact").exists() or proc.poll() is not None, timeout=30)
+        wait_for(
+            lambda proc=proc: path.with_name(path.name + ".compact").exists() or proc.poll() is not None, timeout=30
+        )
         time.sleep(rng.uniform(0, 0.05))
         proc.kill()
         proc.wait()

@@ -49,9 +49,17 @@ MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CH
 MSG_NOT_FOUND = "Contact not found in this organization"
 
 _HTML_5XX = {
-    500: b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>",
-    502: b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
-    503: b"<html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+    500: (
+        b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>"
+    ),
+    502: (
+        b"<html><head><title>502 Bad Gateway</title></head>"
+        b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+    ),
+    503: (
+        b"<html><head><title>503 Service Temporarily Unavailable</title></head>"
+        b"<body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+    ),
 }
 _MALFORMED = (b'{"data": {"sir_id": 4', b"<html><body>Please wait...</body></html>", b"", b"OK")
 
@@ -104,7 +112,7 @@ class Sandbox:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self.config.record is not None:
-            self._record = open(self.config.record, "ab")
+            self._record = open(self.config.record, "ab")  # noqa: ASYNC230, SIM115 - once, before serving; kept until stop()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)

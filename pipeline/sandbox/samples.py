@@ -90,8 +90,8 @@ def generate(folder: Path, seed: int = 2026) -> list[Path]:
     parquet_rows[3]["sir_flag"] = "engagment_signal"
     parquet_rows[7]["org_id"] = "not-an-org"
     csv_path, parquet_path = folder / CSV_NAME, folder / PARQUET_NAME
-    pl.DataFrame(csv_rows, schema={k: pl.String for k in csv_rows[0]}).write_csv(csv_path)
-    pl.DataFrame(parquet_rows, schema={k: pl.String for k in parquet_rows[0]}).write_parquet(parquet_path)
+    pl.DataFrame(csv_rows, schema=dict.fromkeys(csv_rows[0], pl.String)).write_csv(csv_path)
+    pl.DataFrame(parquet_rows, schema=dict.fromkeys(parquet_rows[0], pl.String)).write_parquet(parquet_path)
     return [csv_path, parquet_path]
 
 
