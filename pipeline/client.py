@@ -81,8 +81,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when is None:
-            return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None

@@ -25,6 +25,7 @@ from .config import Config, Credentials
 from .errors import AbortError, LedgerError
 from .ledger import Journal, RunLock, compact, dangling_outcomes, journal_path, replay
 from .limiter import RateLimiter
+from .models import Outcome
 from .plan import Plan, build_plan, make_workdir
 from .submit import RetryPolicy, SubmitStats, Submitter
 
@@ -181,7 +182,7 @@ def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseExceptio
     return None
 
 
-def _with(state: pl.DataFrame, outcomes: list) -> pl.DataFrame:
+def _with(state: pl.DataFrame, outcomes: list[Outcome]) -> pl.DataFrame:
     """The state with `outcomes` applied on top (the last record of a key wins)."""
     if not outcomes:
         return state

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from .models import API_FIELDS, SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -81,8 +85,8 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
         (~contact_ok, ErrorCode.INVALID_UUID, _bad("contact_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~status_ok, ErrorCode.INVALID_STATUS, _bad("sir_status", f"is not one of {', '.join(sir_statuses)}")),
     ]
-    code: pl.Expr | pl.When | pl.Then | None = None
-    message: pl.Expr | pl.When | pl.Then | None = None
+    code: Then | ChainedThen | None = None
+    message: Then | ChainedThen | None = None
     for failed, err, text in checks:
         code = pl.when(failed).then(pl.lit(err.value)) if code is None else code.when(failed).then(pl.lit(err.value))
         message = pl.when(failed).then(text) if message is None else message.when(failed).then(text)

@@ -49,10 +49,10 @@ async def submit(tmp_path: Path, script: dict, keys: list[str], concurrency: int
     client = FakeClient(script)
     stop = asyncio.Event()
     submitter = Submitter(
-        client,
+        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
         RateLimiter(10_000),
         journal,
-        concurrency=concurrency,  # type: ignore[arg-type]
+        concurrency=concurrency,
         retry=RetryPolicy(max_attempts=max_attempts, base=0.001, cap=0.01),
         stop=stop,
         seed=1,
@@ -107,10 +107,10 @@ async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
             await asyncio.sleep(10)
 
     submitter = Submitter(
-        Slow({}),
+        Slow({}),  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
         RateLimiter(10_000),
         journal,
-        concurrency=3,  # type: ignore[arg-type]
+        concurrency=3,
         retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
         stop=asyncio.Event(),
     )

@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 BASE_PATH = "/apis/v2/public/crm"
 DEFAULT_API_KEY = "sandbox-api-key"
@@ -255,7 +256,7 @@ class _Dropped(Exception):
 
 
 @web.middleware
-async def _drop_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _drop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except _Dropped:

@@ -46,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         values["whitelist"] = tuple(args.whitelist)
     if args.contacts:
         values["contacts"] = read_contacts(args.contacts)
-    return SandboxConfig(**values)  # type: ignore[arg-type]
+    return SandboxConfig(**values)  # type: ignore[arg-type]  # argparse has typed each value; the dict cannot say so
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> int:
