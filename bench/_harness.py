@@ -25,8 +25,12 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | {
 
 class SandboxProc:
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline", "sandbox", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.url = self.proc.stdout.readline().split()[-1]
         self.root = self.url.split("/apis/")[0]
 
@@ -42,16 +46,23 @@ class SandboxProc:
 
 def write_rows(path: Path, n: int, seed: int = 1) -> Path:
     rng = random.Random(seed)
-    pl.DataFrame({
-        "contact_id": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)],
-        "sir_flag": ["keep_warm"] * n,
-        "sir_channel": ["email"] * n,
-        "sir_context": [f"bench row {i}" for i in range(n)],
-        "sir_planned_dt": ["2026-12-01 09:00:00"] * n,
-    }).write_csv(path)
+    pl.DataFrame(
+        {
+            "contact_id": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)],
+            "sir_flag": ["keep_warm"] * n,
+            "sir_channel": ["email"] * n,
+            "sir_context": [f"bench row {i}" for i in range(n)],
+            "sir_planned_dt": ["2026-12-01 09:00:00"] * n,
+        }
+    ).write_csv(path)
     return path
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **kwargs,
+    )

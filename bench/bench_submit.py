@@ -22,7 +22,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import ENV, SandboxProc, cli, write_rows  # noqa: E402
+from bench._harness import ENV, SandboxProc, cli, write_rows
 
 
 async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
@@ -33,7 +33,9 @@ async def baseline(url: str, bodies: list[bytes], concurrency: int) -> float:
     async def worker(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
             body = queue.get_nowait()
-            async with session.post(url + "/addSIRequest", data=body, headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(
+                url + "/addSIRequest", data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
                 await resp.read()
 
     start = time.perf_counter()
@@ -61,15 +63,27 @@ def main() -> None:
                     timings[label] = asyncio.run(baseline(box.url, bodies, args.concurrency))
                 else:
                     start = time.perf_counter()
-                    cli("run", str(rows), "--base-url", box.url, "--results", str(folder / f"{seed}-r.csv"),
-                        "--rate", "100000", "--concurrency", str(args.concurrency), *extra).wait()
+                    cli(
+                        "run",
+                        str(rows),
+                        "--base-url",
+                        box.url,
+                        "--results",
+                        str(folder / f"{seed}-r.csv"),
+                        "--rate",
+                        "100000",
+                        "--concurrency",
+                        str(args.concurrency),
+                        *extra,
+                    ).wait()
                     timings[label] = time.perf_counter() - start
                 assert box.get("/_sandbox/stats")["created"] == args.rows, label
             finally:
                 box.close()
         base = timings["baseline"]
         for label, seconds in timings.items():
-            print(f"{label:<14} {args.rows / seconds:>8.0f} rows/s   {seconds:6.2f}s   ratio to baseline {base / seconds:.2f}")
+            rate = args.rows / seconds
+            print(f"{label:<14} {rate:>8.0f} rows/s   {seconds:6.2f}s   ratio to baseline {base / seconds:.2f}")
 
 
 if __name__ == "__main__":

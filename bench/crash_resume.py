@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import SandboxProc, cli, write_rows  # noqa: E402
-from pipeline import results  # noqa: E402
+from bench._harness import SandboxProc, cli, write_rows
+from pipeline import results
 
 
 def main() -> None:
@@ -51,7 +51,8 @@ def main() -> None:
         per_row = Counter(r["sir_context"] for r in created)
         statuses = Counter(frame["status"])
         print(f"rows {args.rows}, kills {args.kills}, seed {args.seed}, final exit {final.returncode}")
-        print(f"server: {len(created)} SI requests, {sum(1 for c in per_row.values() if c > 1)} rows created twice (duplicates)")
+        twice = sum(1 for c in per_row.values() if c > 1)
+        print(f"server: {len(created)} SI requests, {twice} rows created twice (duplicates)")
         print(f"results: {dict(statuses)}")
         print(f"requests received / rows: {stats['requests'] / args.rows:.3f}")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Config, Credentials, load_config, load_credentials  # noqa: E402
-from .models import ErrorCode, Outcome, Row, Status  # noqa: E402
-from .runner import RunResult, run  # noqa: E402
+from .config import Config, Credentials, load_config, load_credentials
+from .models import ErrorCode, Outcome, Row, Status
+from .runner import RunResult, run
 
 __all__ = [
     "Config",

@@ -46,17 +46,24 @@ def _range_ms(value: str) -> tuple[float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="si-ingest", description="Push planned CRM actions into Zyntro's addSIRequest API.")
+    parser = argparse.ArgumentParser(
+        prog="si-ingest", description="Push planned CRM actions into Zyntro's addSIRequest API."
+    )
     parser.add_argument("--version", action="version", version=f"si-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def inputs_and_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help=".csv, .csv.gz or .parquet file, or a folder of them")
+        p.add_argument(
+            "inputs", nargs="+", type=Path, metavar="INPUT", help=".csv, .csv.gz or .parquet file, or a folder of them"
+        )
         p.add_argument("--config", type=Path, help="TOML config (see configs/)")
         p.add_argument("--results", type=Path, help="results file, .csv or .parquet (default si-results.csv)")
         p.add_argument("--log-format", choices=("json", "console"), help="default: json unless stderr is a terminal")
-        p.add_argument("--new-ledger", action="store_true",
-                       help="start a new ledger although the results file records rows sent (they may be sent again)")
+        p.add_argument(
+            "--new-ledger",
+            action="store_true",
+            help="start a new ledger although the results file records rows sent (they may be sent again)",
+        )
 
     run = sub.add_parser("run", help="load, validate and submit every row; write the results file")
     inputs_and_config(run)
@@ -64,10 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=_rate, help="requests per second over any 1-second window, or 'auto'")
     run.add_argument("--concurrency", type=int, help="requests in flight at most")
     run.add_argument("--max-attempts", type=int, help="tries per row for retryable failures")
-    run.add_argument("--resend-unknown", action="store_true", default=None, help="also send rows whose earlier outcome is unknown")
+    run.add_argument(
+        "--resend-unknown", action="store_true", default=None, help="also send rows whose earlier outcome is unknown"
+    )
     run.add_argument("--dry-run", action="store_true", default=None, help="validate only, send nothing")
-    run.add_argument("--no-fsync", dest="fsync", action="store_false", default=None,
-                     help="do not fsync the journal before sending (survives kill -9, not power loss)")
+    run.add_argument(
+        "--no-fsync",
+        dest="fsync",
+        action="store_false",
+        default=None,
+        help="do not fsync the journal before sending (survives kill -9, not power loss)",
+    )
     run.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
     run.add_argument("--read-timeout", type=float, help="seconds to wait for an answer (default 30)")
 
@@ -75,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     inputs_and_config(validate)
 
     demo = sub.add_parser("demo", help="run sample_data/ end to end against the built-in sandbox")
-    demo.add_argument("--output", type=Path, default=Path("si-demo"), help="folder for the demo's results (default si-demo)")
+    demo.add_argument(
+        "--output", type=Path, default=Path("si-demo"), help="folder for the demo's results (default si-demo)"
+    )
     demo.add_argument("--log-format", choices=("json", "console"))
 
     sandbox = sub.add_parser("sandbox", help="run the local Zyntro simulator in the foreground")
@@ -86,13 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--org-id", help="the account's org UUID")
     sandbox.add_argument("--whitelist", nargs="+", help="client IPs allowed (default loopback)")
     sandbox.add_argument("--contacts", type=Path, help="file of contact UUIDs the org has, one per line (default: all)")
-    sandbox.add_argument("--latency", type=_range_ms, default=(0.0, 0.0), metavar="MIN-MAX", help="milliseconds per request")
+    sandbox.add_argument(
+        "--latency", type=_range_ms, default=(0.0, 0.0), metavar="MIN-MAX", help="milliseconds per request"
+    )
     sandbox.add_argument("--rate-limit", type=int, help="requests per second before answering 429")
     sandbox.add_argument("--retry-after", type=float, default=1.0, help="seconds sent in Retry-After (429, 503)")
-    sandbox.add_argument("--error-rate", type=_probability, default=0.0, help="probability of a 500/502/503 HTML answer")
-    sandbox.add_argument("--malformed-rate", type=_probability, default=0.0, help="probability of a 200 that is not JSON")
-    sandbox.add_argument("--drop-before", type=_probability, default=0.0, help="probability of dropping the connection before processing")
-    sandbox.add_argument("--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request")
+    sandbox.add_argument(
+        "--error-rate", type=_probability, default=0.0, help="probability of a 500/502/503 HTML answer"
+    )
+    sandbox.add_argument(
+        "--malformed-rate", type=_probability, default=0.0, help="probability of a 200 that is not JSON"
+    )
+    sandbox.add_argument(
+        "--drop-before", type=_probability, default=0.0, help="probability of dropping the connection before processing"
+    )
+    sandbox.add_argument(
+        "--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request"
+    )
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 
@@ -137,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         logs.configure(args.log_format)
         return asyncio.run(demo(args.output))
-    from .sandbox.serve import serve, config_from_args
+    from .sandbox.serve import config_from_args, serve
 
     logs.configure("console" if sys.stderr.isatty() else "json")
     return asyncio.run(serve(config_from_args(args), args.host, args.port))
@@ -159,8 +185,10 @@ def _ledger(action: str, results: Path) -> int:
                 return 1 if report.findings else 0
             report, marked = repair(results, workdir)
             print(report.render())
-            print(f"repaired: {paths.snapshot.name} and {paths.journal.name} rewritten from their sound records; "
-                  f"{marked} rows are now `unknown` (send them only after checking in Zyntro, with --resend-unknown)")
+            print(
+                f"repaired: {paths.snapshot.name} and {paths.journal.name} rewritten from their sound records; "
+                f"{marked} rows are now `unknown` (send them only after checking in Zyntro, with --resend-unknown)"
+            )
             return 0
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -175,17 +203,19 @@ def _run(args: argparse.Namespace) -> int:
         "run.log_format": args.log_format,
     }
     if args.command == "run":
-        overrides.update({
-            "api.base_url": args.base_url,
-            "api.connect_timeout": args.connect_timeout,
-            "api.read_timeout": args.read_timeout,
-            "run.rate": args.rate,
-            "run.concurrency": args.concurrency,
-            "run.max_attempts": args.max_attempts,
-            "run.resend_unknown": args.resend_unknown,
-            "run.fsync": args.fsync,
-            "run.dry_run": args.dry_run,
-        })
+        overrides.update(
+            {
+                "api.base_url": args.base_url,
+                "api.connect_timeout": args.connect_timeout,
+                "api.read_timeout": args.read_timeout,
+                "run.rate": args.rate,
+                "run.concurrency": args.concurrency,
+                "run.max_attempts": args.max_attempts,
+                "run.resend_unknown": args.resend_unknown,
+                "run.fsync": args.fsync,
+                "run.dry_run": args.dry_run,
+            }
+        )
     config = load_config(args.config, overrides)
     validate_only = validate_only or config.run.dry_run
     credentials = None if validate_only else load_credentials(config)

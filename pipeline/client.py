@@ -16,7 +16,6 @@ Classification, and why (the API has no idempotency key, so a resend is a second
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -51,8 +50,12 @@ _ACCOUNT_HINTS = {
     ErrorCode.MISSING_API_KEY: "set ZYNTRO_API_KEY (or the variable named by credentials.api_key_env)",
     ErrorCode.INVALID_API_KEY: "check the API key in ZYNTRO_API_KEY: no active user has it",
     ErrorCode.IP_NOT_WHITELISTED: "ask the client to add this machine's IP to the developer key's whitelist",
-    ErrorCode.INVALID_DEVELOPER_SECRET: "check ZYNTRO_DEVELOPER_SECRET; if it is lost, have the client revoke and reissue the key",
-    ErrorCode.MISSING_DEVELOPER_SECRET: "set ZYNTRO_DEVELOPER_SECRET (or the variable named by credentials.developer_secret_env)",
+    ErrorCode.INVALID_DEVELOPER_SECRET: (
+        "check ZYNTRO_DEVELOPER_SECRET; if it is lost, have the client revoke and reissue the key"
+    ),
+    ErrorCode.MISSING_DEVELOPER_SECRET: (
+        "set ZYNTRO_DEVELOPER_SECRET (or the variable named by credentials.developer_secret_env)"
+    ),
     ErrorCode.HTTP_401: "the API answered 401 Unauthorized: check the credentials",
     ErrorCode.HTTP_403: "the API answered 403 Forbidden: check the credentials and the IP whitelist",
 }
@@ -78,8 +81,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when is None:
-            return None
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return None
@@ -95,7 +96,9 @@ class Classifier:
     def classify(self, row_key: str, http_status: int, headers: Any, body: bytes, attempts: int) -> Outcome:
         if http_status == 429 or http_status == 408 or http_status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"))
-            raise TransientError(f"HTTP_{http_status}", f"HTTP {http_status}: {self._snippet(body)}", http_status, retry_after)
+            raise TransientError(
+                f"HTTP_{http_status}", f"HTTP {http_status}: {self._snippet(body)}", http_status, retry_after
+            )
         payload = self._json(body)
         if http_status in (401, 403):
             code = self._error_codes(payload)[0] if payload is not None else None
@@ -105,27 +108,43 @@ class Classifier:
         if http_status in (404, 405):
             raise EndpointError(
                 f"HTTP_{http_status}",
-                f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL; check --base-url / api.base_url",
+                f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL;"
+                " check --base-url / api.base_url",
                 http_status,
             )
         if payload is None:
             if 200 <= http_status < 300:
-                raise TransientError(ErrorCode.BAD_RESPONSE, f"HTTP {http_status} with a body that is not JSON: {self._snippet(body)}", http_status)
+                raise TransientError(
+                    ErrorCode.BAD_RESPONSE,
+                    f"HTTP {http_status} with a body that is not JSON: {self._snippet(body)}",
+                    http_status,
+                )
             raise PermanentHTTPError(f"HTTP_{http_status}", f"HTTP {http_status}: {self._snippet(body)}", http_status)
         status = payload.get("status") if isinstance(payload, dict) else None
         data = payload.get("data") if isinstance(payload, dict) else None
         if status == "success" and 200 <= http_status < 300:
             sir_id = data.get("sir_id") if isinstance(data, dict) else None
             if isinstance(sir_id, bool) or not isinstance(sir_id, (int, str)) or not str(sir_id).strip().isdigit():
-                raise AmbiguousError(ErrorCode.UNEXPECTED_RESPONSE, f"success without a sir_id: {self._snippet(body)}", http_status)
+                raise AmbiguousError(
+                    ErrorCode.UNEXPECTED_RESPONSE, f"success without a sir_id: {self._snippet(body)}", http_status
+                )
             return Outcome(row_key, Status.CREATED, sir_id=int(sir_id), attempts=attempts, http_status=http_status)
         if status == "error":
             code, message = self._error_codes(payload)
             if code in ACCOUNT_CODES:
                 raise AccountError(code, f"{code}: {_ACCOUNT_HINTS[code]} (API said: {message})", http_status)
-            return Outcome(row_key, Status.REJECTED, error_code=code, error_message=message, attempts=attempts, http_status=http_status)
+            return Outcome(
+                row_key,
+                Status.REJECTED,
+                error_code=code,
+                error_message=message,
+                attempts=attempts,
+                http_status=http_status,
+            )
         if 200 <= http_status < 300:
-            raise AmbiguousError(ErrorCode.UNEXPECTED_RESPONSE, f"JSON answer of an unknown shape: {self._snippet(body)}", http_status)
+            raise AmbiguousError(
+                ErrorCode.UNEXPECTED_RESPONSE, f"JSON answer of an unknown shape: {self._snippet(body)}", http_status
+            )
         raise PermanentHTTPError(f"HTTP_{http_status}", f"HTTP {http_status}: {self._snippet(body)}", http_status)
 
     def _error_codes(self, payload: Any) -> tuple[ErrorCode, str]:
@@ -164,13 +183,19 @@ def map_aiohttp_errors() -> Iterator[None]:
     except aiohttp.ClientConnectorError as exc:
         raise TransientError(ErrorCode.CONNECT_ERROR, f"cannot connect: {exc.os_error.strerror or exc}") from exc
     except aiohttp.SocketTimeoutError as exc:
-        raise AmbiguousError(ErrorCode.READ_TIMEOUT, "timed out waiting for the answer after the request was sent") from exc
-    except (asyncio.TimeoutError, TimeoutError) as exc:
+        raise AmbiguousError(
+            ErrorCode.READ_TIMEOUT, "timed out waiting for the answer after the request was sent"
+        ) from exc
+    except TimeoutError as exc:
         raise AmbiguousError(ErrorCode.READ_TIMEOUT, "timed out after the request was sent") from exc
     except aiohttp.ClientError as exc:
-        raise AmbiguousError(ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {type(exc).__name__}") from exc
+        raise AmbiguousError(
+            ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {type(exc).__name__}"
+        ) from exc
     except OSError as exc:
-        raise AmbiguousError(ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {exc.strerror or exc}") from exc
+        raise AmbiguousError(
+            ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {exc.strerror or exc}"
+        ) from exc
 
 
 class ZyntroClient:
@@ -187,8 +212,11 @@ class ZyntroClient:
     ) -> None:
         self.url = base_url.rstrip("/") + "/addSIRequest"
         self._prefix = (
-            b'{"api_key":' + orjson.dumps(credentials.api_key.reveal())
-            + b',"developer_secret":' + orjson.dumps(credentials.developer_secret.reveal()) + b","
+            b'{"api_key":'
+            + orjson.dumps(credentials.api_key.reveal())
+            + b',"developer_secret":'
+            + orjson.dumps(credentials.developer_secret.reveal())
+            + b","
         )
         self._classifier = Classifier(credentials.values())
         self._concurrency = concurrency
@@ -201,7 +229,9 @@ class ZyntroClient:
         return f"ZyntroClient(url={self.url!r})"
 
     async def __aenter__(self) -> ZyntroClient:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency, keepalive_timeout=15)
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency, limit_per_host=self._concurrency, keepalive_timeout=15
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -211,7 +241,9 @@ class ZyntroClient:
         )
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

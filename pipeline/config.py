@@ -202,7 +202,9 @@ def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Cr
     names = config.credentials
     missing = [n for n in (names.api_key_env, names.developer_secret_env) if not env.get(n, "").strip()]
     if missing:
-        raise ConfigError(f"set {' and '.join(missing)} in the environment (credentials are never read from flags or files)")
+        raise ConfigError(
+            f"set {' and '.join(missing)} in the environment (credentials are never read from flags or files)"
+        )
     return Credentials(
         api_key=Secret(env[names.api_key_env].strip()),
         developer_secret=Secret(env[names.developer_secret_env].strip()),
@@ -217,7 +219,9 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
             return "auto"
         value = _number(name, value, where)
         if not 1 <= value <= 100_000:
-            raise ConfigError(f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}")
+            raise ConfigError(
+                f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}"
+            )
         return value
     if key in ("concurrency", "max_attempts", "chunk_rows"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -237,7 +241,7 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
         return value
     if key == "log_format":
         if value not in ("json", "console"):
-            raise ConfigError(f"{where}: '{name}' must be \"json\" or \"console\", not {value!r}")
+            raise ConfigError(f'{where}: \'{name}\' must be "json" or "console", not {value!r}')
         return value
     if key == "results":
         if not isinstance(value, (str, Path)) or not str(value):
@@ -269,7 +273,8 @@ def _check_base_url(url: str) -> None:
         raise ConfigError(f"base URL {url!r} must be an http(s):// URL with a host")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
-            f"base URL {url!r} uses plain http:// for a non-loopback host; use https:// (credentials travel in the body)"
+            f"base URL {url!r} uses plain http:// for a non-loopback host;"
+            " use https:// (credentials travel in the body)"
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ConfigError(f"base URL {url!r} must not carry a user, password, query or fragment")

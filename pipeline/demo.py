@@ -8,7 +8,7 @@ from pathlib import Path
 import structlog
 
 from . import report
-from .config import Config, Credentials, InputConfig, RunConfig, Secret, ApiConfig
+from .config import ApiConfig, Config, Credentials, InputConfig, RunConfig, Secret
 from .ledger import LedgerPaths
 from .runner import run
 from .sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID, Sandbox, SandboxConfig
@@ -27,16 +27,22 @@ def find_samples(output: Path) -> list[Path]:
 
 
 async def demo(output: Path) -> int:
-    output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - setup before the loop runs any other task
     results = output / "si-results.csv"
     ledger = LedgerPaths(results)
     for stale in (results, ledger.journal, ledger.snapshot):
         stale.unlink(missing_ok=True)
     shutil.rmtree(results.with_name(results.name + ".work"), ignore_errors=True)
     files = find_samples(output)
-    sandbox = Sandbox(SandboxConfig(
-        contacts=demo_contacts(files), latency_ms=(2.0, 25.0), error_rate=0.03, retry_after=0, seed=7,
-    ))
+    sandbox = Sandbox(
+        SandboxConfig(
+            contacts=demo_contacts(files),
+            latency_ms=(2.0, 25.0),
+            error_rate=0.03,
+            retry_after=0,
+            seed=7,
+        )
+    )
     url = await sandbox.start("127.0.0.1", 0)
     print(f"sandbox: {url}")
     config = Config(
@@ -53,8 +59,10 @@ async def demo(output: Path) -> int:
         await sandbox.stop()
     print(report.render_text(result.summary))
     if result.stats:
-        print(f"requests: {result.stats.requests} ({result.stats.retries} retries) in {result.stats.seconds:.1f}s, "
-              f"{result.stats.per_second:.0f}/s; sandbox created {stats['created']} SI requests")
+        print(
+            f"requests: {result.stats.requests} ({result.stats.retries} retries) in {result.stats.seconds:.1f}s, "
+            f"{result.stats.per_second:.0f}/s; sandbox created {stats['created']} SI requests"
+        )
     print(f"inputs: {', '.join(str(f) for f in files)}")
     print(f"results: {results.resolve()}  (si-ingest report {results})")
     print(f"a real run would exit {result.exit_code} (1: some rows invalid, duplicate or rejected, as planted)")

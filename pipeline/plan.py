@@ -23,15 +23,20 @@ import polars as pl
 from . import keys, loader
 from .config import Config
 from .errors import LedgerError
+from .ledger.fold import Fold
 from .ledger.partition import OrderedRuns, iter_parts, partition_count, scan_partition, write_run
 from .ledger.records import STATE_SCHEMA, now_iso
-from .ledger.fold import Fold
 from .models import API_FIELDS, RESULT_COLUMNS, ErrorCode, Row, Status
 from .validate import validate
 
 IDENTITY = RESULT_COLUMNS[:8]  # row_key .. sir_planned_dt
 LOCAL = ("status", "error_code", "error_message")
-_KEY_SCHEMA: dict[str, pl.DataType] = {"order": pl.Int64(), "row_key": pl.String(), "kp": pl.UInt64(), "alt": pl.Boolean()}
+_KEY_SCHEMA: dict[str, pl.DataType] = {
+    "order": pl.Int64(),
+    "row_key": pl.String(),
+    "kp": pl.UInt64(),
+    "alt": pl.Boolean(),
+}
 _STATE = tuple(c for c in STATE_SCHEMA if c != "row_key")
 VERDICT_SCHEMA: dict[str, pl.DataType] = {
     "order": pl.Int64(),
@@ -144,7 +149,9 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
             path = workdir / f"input-{index:06d}.arrow"
             _write_ipc(
                 checked.select(
-                    "order", *IDENTITY, *LOCAL,
+                    "order",
+                    *IDENTITY,
+                    *LOCAL,
                     pl.when(pl.col("status").is_null()).then(pl.col("sir_context")).alias("sir_context"),
                     pl.when(pl.col("status").is_null()).then(pl.col("sir_status")).alias("sir_status"),
                 ),

@@ -29,7 +29,7 @@ class Summary:
 def summarize(path: Path) -> Summary:
     frame = results.read(path)
     counts = frame.group_by("status").len()
-    by_status = {s: 0 for s in STATUS_ORDER}
+    by_status = dict.fromkeys(STATUS_ORDER, 0)
     by_status.update(dict(counts.iter_rows()))
     errors = (
         frame.filter(pl.col("error_code").is_not_null() & (pl.col("status") != Status.CREATED.value))

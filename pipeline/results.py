@@ -16,7 +16,7 @@ from .models import RESULT_COLUMNS
 from .plan import Plan
 
 RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
-    **{c: pl.String for c in RESULT_COLUMNS},
+    **dict.fromkeys(RESULT_COLUMNS, pl.String),
     "source_row": pl.Int64,
     "sir_id": pl.Int64,
     "attempts": pl.Int64,

@@ -1,11 +1,11 @@
 """One run, stage by stage: inputs -> plan -> submit -> ledger -> results.
 
-    discover + inspect inputs    (exit 2 before any request on a bad file or column)
-    lock the results file        (exit 2 if another live run holds it)
-    open the ledger              (exit 2 if damaged or missing; a killed run's rows in flight become `unknown`)
-    plan: validate every row     (passes over the input, spilled to <results>.work/)
-    submit the rows to send      (signals stop it, account errors abort it)
-    fold the journal, render the results
+discover + inspect inputs    (exit 2 before any request on a bad file or column)
+lock the results file        (exit 2 if another live run holds it)
+open the ledger              (exit 2 if damaged or missing; a killed run's rows in flight become `unknown`)
+plan: validate every row     (passes over the input, spilled to <results>.work/)
+submit the rows to send      (signals stop it, account errors abort it)
+fold the journal, render the results
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import structlog
 from . import loader, report, results
 from .client import ZyntroClient
 from .config import Config, Credentials
-from .errors import AbortError, Interrupted, LedgerError
+from .errors import AbortError, Interrupted, LedgerDamaged, LedgerError
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter
 from .plan import Plan, build_plan
-from .submit import RetryPolicy, Submitter, SubmitStats
+from .submit import RetryPolicy, SubmitStats, Submitter
 
 log = structlog.get_logger("si_ingest.run")
 
@@ -59,7 +59,7 @@ async def run(
     with RunLock(dest):
         workdir = LedgerPaths(dest).make_workdir()
         try:
-            with _signals_interrupt():
+            with _signals_interrupt(), _naming_the_way_forward(dest):
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
@@ -68,11 +68,17 @@ async def run(
                 log.warning(
                     "journal.unanswered",
                     rows=ledger.unanswered,
-                    detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them",
+                    detail="rows a killed run left in flight are now `unknown`; "
+                    "rerun with --resend-unknown to send them",
                 )
             log.info(
-                "plan.ready", rows=plan.rows, invalid=plan.invalid, duplicate=plan.duplicate,
-                settled_earlier=plan.settled, to_send=plan.to_send, files=len(files),
+                "plan.ready",
+                rows=plan.rows,
+                invalid=plan.invalid,
+                duplicate=plan.duplicate,
+                settled_earlier=plan.settled,
+                to_send=plan.to_send,
+                files=len(files),
             )
             if not dry_run:
                 assert credentials is not None
@@ -124,6 +130,16 @@ async def _send(
 
 
 @contextlib.contextmanager
+def _naming_the_way_forward(results: Path) -> Iterator[None]:
+    """Damage found while planning (a snapshot partition) names the commands to run next."""
+    try:
+        yield
+    except LedgerDamaged as exc:
+        exc.results = exc.results or results
+        raise
+
+
+@contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """While planning (synchronous work), SIGINT/SIGTERM raise Interrupted so the work folder is removed."""
 
@@ -150,8 +166,11 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
         nonlocal signals
         signals += 1
         if signals == 1:
-            log.warning("run.stopping", signal=signal.Signals(signum).name,
-                        detail="finishing the requests in flight; signal again to stop at once")
+            log.warning(
+                "run.stopping",
+                signal=signal.Signals(signum).name,
+                detail="finishing the requests in flight; signal again to stop at once",
+            )
             stop.set()
         elif task is not None:
             log.warning("run.stopping_now", signal=signal.Signals(signum).name)
@@ -161,12 +180,20 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with ZyntroClient(
-            config.api.base_url, credentials, concurrency=config.run.concurrency,
-            connect_timeout=config.api.connect_timeout, read_timeout=config.api.read_timeout,
+            config.api.base_url,
+            credentials,
+            concurrency=config.run.concurrency,
+            connect_timeout=config.api.connect_timeout,
+            read_timeout=config.api.read_timeout,
         ) as client:
             submitter = Submitter(client, limiter, journal, concurrency=config.run.concurrency, retry=retry, stop=stop)
-            log.info("submit.start", url=client.url, rows=plan.to_send, rate=config.run.rate,
-                     concurrency=config.run.concurrency)
+            log.info(
+                "submit.start",
+                url=client.url,
+                rows=plan.to_send,
+                rate=config.run.rate,
+                concurrency=config.run.concurrency,
+            )
             task = asyncio.ensure_future(submitter.run(plan.rows_to_send(), plan.to_send))
             try:
                 stats = await task

@@ -162,9 +162,14 @@ class Submitter:
                 return
             except asyncio.CancelledError:
                 self._record(
-                    Outcome(row.row_key, Status.UNKNOWN, error_code=ErrorCode.INTERRUPTED,
-                            error_message="stopped at once while the request was in flight; it may have reached the API",
-                            attempts=total, updated_at=now_iso())
+                    Outcome(
+                        row.row_key,
+                        Status.UNKNOWN,
+                        error_code=ErrorCode.INTERRUPTED,
+                        error_message="stopped at once while the request was in flight; it may have reached the API",
+                        attempts=total,
+                        updated_at=now_iso(),
+                    )
                 )
                 raise
             finally:
@@ -199,13 +204,28 @@ class Submitter:
             )
 
 
-def _outcome(row: Row, status: Status, exc: TransientError | PermanentHTTPError | AmbiguousError | AbortError, attempts: int) -> Outcome:
-    return Outcome(row.row_key, status, error_code=str(exc.code), error_message=exc.message,
-                   attempts=attempts, http_status=exc.http_status, updated_at=now_iso())
+def _outcome(
+    row: Row, status: Status, exc: TransientError | PermanentHTTPError | AmbiguousError | AbortError, attempts: int
+) -> Outcome:
+    return Outcome(
+        row.row_key,
+        status,
+        error_code=str(exc.code),
+        error_message=exc.message,
+        attempts=attempts,
+        http_status=exc.http_status,
+        updated_at=now_iso(),
+    )
 
 
 def _not_sent(row: Row, attempts: int, last: TransientError | None) -> Outcome:
     if last is not None:
         return _outcome(row, Status.FAILED, last, attempts)
-    return Outcome(row.row_key, Status.PENDING, error_code=ErrorCode.INTERRUPTED,
-                   error_message="the run stopped before this row was sent", attempts=attempts, updated_at=now_iso())
+    return Outcome(
+        row.row_key,
+        Status.PENDING,
+        error_code=ErrorCode.INTERRUPTED,
+        error_message="the run stopped before this row was sent",
+        attempts=attempts,
+        updated_at=now_iso(),
+    )

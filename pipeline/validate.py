@@ -7,10 +7,14 @@ repeats within a run are found per key partition by the planner (`plan.py`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from .models import API_FIELDS, SIR_CHANNELS, SIR_FLAGS, ErrorCode, Status
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -38,13 +42,15 @@ def blank_to_null(expr: pl.Expr) -> pl.Expr:
 
 def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
     """The first failing check, in the API's own order, as (code, message) expressions."""
-    missing = [f for f in ("org_id", "contact_id", "sir_context", "sir_planned_dt")]
+    missing = ["org_id", "contact_id", "sir_context", "sir_planned_dt"]
     missing_names = pl.concat_str(
         [pl.when(pl.col(f).is_null()).then(pl.lit(f)) for f in missing], separator=", ", ignore_nulls=True
     )
     any_missing = pl.any_horizontal(pl.col(f).is_null() for f in missing)
     dt = pl.col("sir_planned_dt")
-    dt_ok = dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+    dt_ok = (
+        dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+    )
     org_ok = pl.col("org_id").str.contains(UUID_PATTERN)
     contact_ok = pl.col("contact_id").str.contains(UUID_PATTERN)
     status = pl.col("sir_status")
@@ -52,18 +58,27 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
 
     checks: list[tuple[pl.Expr, ErrorCode, pl.Expr]] = [
         (any_missing, ErrorCode.MISSING_FIELDS, pl.lit("missing ") + missing_names),
-        (~pl.col("sir_flag").is_in(SIR_FLAGS) | pl.col("sir_flag").is_null(), ErrorCode.INVALID_FLAG,
-         _bad("sir_flag", f"is not one of {', '.join(SIR_FLAGS)}")),
-        (~pl.col("sir_channel").is_in(SIR_CHANNELS) | pl.col("sir_channel").is_null(), ErrorCode.INVALID_CHANNEL,
-         _bad("sir_channel", f"is not one of {', '.join(SIR_CHANNELS)}")),
-        (~dt_ok, ErrorCode.INVALID_DATETIME,
-         _bad("sir_planned_dt", "is not a real date and time in the form YYYY-MM-DD HH:MM:SS")),
+        (
+            ~pl.col("sir_flag").is_in(SIR_FLAGS) | pl.col("sir_flag").is_null(),
+            ErrorCode.INVALID_FLAG,
+            _bad("sir_flag", f"is not one of {', '.join(SIR_FLAGS)}"),
+        ),
+        (
+            ~pl.col("sir_channel").is_in(SIR_CHANNELS) | pl.col("sir_channel").is_null(),
+            ErrorCode.INVALID_CHANNEL,
+            _bad("sir_channel", f"is not one of {', '.join(SIR_CHANNELS)}"),
+        ),
+        (
+            ~dt_ok,
+            ErrorCode.INVALID_DATETIME,
+            _bad("sir_planned_dt", "is not a real date and time in the form YYYY-MM-DD HH:MM:SS"),
+        ),
         (~org_ok, ErrorCode.INVALID_UUID, _bad("org_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~contact_ok, ErrorCode.INVALID_UUID, _bad("contact_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~status_ok, ErrorCode.INVALID_STATUS, _bad("sir_status", f"is not one of {', '.join(sir_statuses)}")),
     ]
-    code: pl.Expr | pl.When | pl.Then | None = None
-    message: pl.Expr | pl.When | pl.Then | None = None
+    code: Then | ChainedThen | None = None
+    message: Then | ChainedThen | None = None
     for failed, err, text in checks:
         code = pl.when(failed).then(pl.lit(err.value)) if code is None else code.when(failed).then(pl.lit(err.value))
         message = pl.when(failed).then(text) if message is None else message.when(failed).then(text)

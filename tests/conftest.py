@@ -80,7 +80,9 @@ def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
         with open(log, "w") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--record", str(record), *args],
-                stdout=subprocess.PIPE, stderr=log_file, text=True,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
             )
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -111,7 +113,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")}
     full_env.update(CREDENTIAL_ENV if env is None else env)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
     )
     events = []
     for line in proc.stderr.splitlines():

@@ -1,4 +1,3 @@
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,7 +15,13 @@ from pipeline.models import Row, Status
 BASE = "https://api.test/crm"
 URL = BASE + "/addSIRequest"
 CREDS = Credentials(Secret("key-123456"), Secret("zdk_secret_987"))
-ROW = Row("k1", "in.csv", 1, b'{"org_id":"o","contact_id":"c","sir_flag":"keep_warm","sir_context":"x","sir_planned_dt":"2026-04-05 09:00:00","sir_channel":"email"}')
+ROW = Row(
+    "k1",
+    "in.csv",
+    1,
+    b'{"org_id":"o","contact_id":"c","sir_flag":"keep_warm","sir_context":"x",'
+    b'"sir_planned_dt":"2026-04-05 09:00:00","sir_channel":"email"}',
+)
 
 
 class CompatResponse(aiohttp.ClientResponse):
@@ -70,7 +75,10 @@ async def test_success_is_created():
     assert (out.status, out.sir_id, out.http_status, out.attempts) == (Status.CREATED, 456, 200, 1)
 
 
-@pytest.mark.parametrize(("message", "code"), [d for d in DOCUMENTED if d[1] in ("MISSING_FIELDS", "INVALID_FLAG", "INVALID_CHANNEL", "NOT_FOUND", "API_ERROR")])
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [d for d in DOCUMENTED if d[1] in ("MISSING_FIELDS", "INVALID_FLAG", "INVALID_CHANNEL", "NOT_FOUND", "API_ERROR")],
+)
 async def test_row_errors_are_rejected(message, code):
     out = await send(error_body(message + " (detail)"))
     assert out.status == Status.REJECTED and out.error_code == code
@@ -145,7 +153,7 @@ async def test_other_statuses_fail_without_retry(status):
         (aiohttp.ClientConnectorError(None, OSError(111, "Connection refused")), TransientError, "CONNECT_ERROR"),
         (aiohttp.ConnectionTimeoutError(), TransientError, "CONNECT_TIMEOUT"),
         (aiohttp.SocketTimeoutError(), AmbiguousError, "READ_TIMEOUT"),
-        (asyncio.TimeoutError(), AmbiguousError, "READ_TIMEOUT"),
+        (TimeoutError(), AmbiguousError, "READ_TIMEOUT"),
         (aiohttp.ServerDisconnectedError(), AmbiguousError, "CONNECTION_LOST"),
         (aiohttp.ClientOSError(104, "Connection reset by peer"), AmbiguousError, "CONNECTION_LOST"),
         (aiohttp.ClientPayloadError("truncated"), AmbiguousError, "CONNECTION_LOST"),
@@ -165,7 +173,16 @@ async def test_request_carries_exactly_the_api_fields_and_no_redirects():
             await c.send(ROW, 1)
         (call,) = m.requests[("POST", aiohttp.client.URL(URL))]
     body = json.loads(call.kwargs["data"])
-    assert set(body) == {"api_key", "developer_secret", "org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel"}
+    assert set(body) == {
+        "api_key",
+        "developer_secret",
+        "org_id",
+        "contact_id",
+        "sir_flag",
+        "sir_context",
+        "sir_planned_dt",
+        "sir_channel",
+    }
     assert body["api_key"] == "key-123456" and body["developer_secret"] == "zdk_secret_987"
     assert call.kwargs["allow_redirects"] is False
 

@@ -58,7 +58,9 @@ def test_credentials_only_from_env():
 
 
 def test_renamed_env_vars_and_default_org(tmp_path):
-    path = write(tmp_path, '[credentials]\napi_key_env = "MY_KEY"\ndeveloper_secret_env = "MY_SECRET"\norg_id_env = "MY_ORG"\n')
+    path = write(
+        tmp_path, '[credentials]\napi_key_env = "MY_KEY"\ndeveloper_secret_env = "MY_SECRET"\norg_id_env = "MY_ORG"\n'
+    )
     config = load_config(path, env={"MY_ORG": "org-1"})
     assert config.default_org_id == "org-1"
     assert load_credentials(config, env={"MY_KEY": "a", "MY_SECRET": "b"}).developer_secret.reveal() == "b"

@@ -13,8 +13,20 @@ from .conftest import CREDENTIAL_ENV, make_rows, run_cli, server_contexts
 
 
 def ingest(box, inputs, results: Path, *extra: str, env=None):
-    return run_cli("run", *map(str, inputs), "--base-url", box.url, "--results", str(results),
-                   "--rate", "500", "--concurrency", "16", *extra, env=env)
+    return run_cli(
+        "run",
+        *map(str, inputs),
+        "--base-url",
+        box.url,
+        "--results",
+        str(results),
+        "--rate",
+        "500",
+        "--concurrency",
+        "16",
+        *extra,
+        env=env,
+    )
 
 
 def bad_rows() -> dict:
@@ -42,7 +54,14 @@ def test_happy_path_with_bad_rows_csv_and_parquet(sandbox, write_input, tmp_path
     assert frame["source"].to_list() == ["a.csv"] * 12 + ["b.parquet"] * 20
     assert frame["source_row"].to_list() == list(range(1, 13)) + list(range(1, 21))
     by_row = dict(zip(frame["source_row"][:12], frame["error_code"][:12], strict=True))
-    assert [by_row[i] for i in (2, 3, 4, 5, 6, 8)] == ["INVALID_FLAG", "INVALID_CHANNEL", "INVALID_DATETIME", "INVALID_UUID", "MISSING_FIELDS", "DUPLICATE_KEY"]
+    assert [by_row[i] for i in (2, 3, 4, 5, 6, 8)] == [
+        "INVALID_FLAG",
+        "INVALID_CHANNEL",
+        "INVALID_DATETIME",
+        "INVALID_UUID",
+        "MISSING_FIELDS",
+        "DUPLICATE_KEY",
+    ]
     assert Counter(frame["status"]) == {"created": 26, "invalid": 5, "duplicate": 1}
     # invalid rows never reach the server; created ones match its record
     created = box.created()
@@ -69,10 +88,11 @@ def test_parquet_results_and_exit_zero(sandbox, write_input, tmp_path):
 
 
 def test_429_and_5xx_are_retried_to_success(sandbox, write_input, tmp_path):
-    box = sandbox("--rate-limit", "40", "--retry-after", "1", "--error-rate", "0.2", "--malformed-rate", "0.05", "--seed", "5")
+    box = sandbox(
+        "--rate-limit", "40", "--retry-after", "1", "--error-rate", "0.2", "--malformed-rate", "0.05", "--seed", "5"
+    )
     out = tmp_path / "res.csv"
-    result = ingest(box, [write_input("a.csv", make_rows(80))], out, "--max-attempts", "12",
-                    "--read-timeout", "5")
+    result = ingest(box, [write_input("a.csv", make_rows(80))], out, "--max-attempts", "12", "--read-timeout", "5")
     assert result.code == 0, result.stderr
     answers = box.stats()["answers"]
     assert answers.get("429", 0) > 0 and any(answers.get(s, 0) for s in ("500", "502", "503"))
@@ -86,7 +106,9 @@ def test_retries_exhausted_become_failed_and_are_sent_next_run(sandbox, write_in
     failing = sandbox("--error-rate", "1.0")
     rows = write_input("a.csv", make_rows(5))
     out = tmp_path / "res.csv"
-    first = run_cli("run", str(rows), "--base-url", failing.url, "--results", str(out), "--max-attempts", "2", "--rate", "100")
+    first = run_cli(
+        "run", str(rows), "--base-url", failing.url, "--results", str(out), "--max-attempts", "2", "--rate", "100"
+    )
     assert first.code == 1
     frame = results_mod.read(out)
     assert set(frame["status"]) == {"failed"} and frame["error_code"][0].startswith("HTTP_5")
@@ -141,7 +163,7 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox, tmp_path, ma
     path = make(tmp_path)
     result = ingest(box, [path], tmp_path / "r.csv")
     assert result.code == 2, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.startswith("si-ingest: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("si-ingest: error:")]
     assert len(lines) == 1 and needle in lines[0]
     assert "Traceback" not in result.stderr
     assert box.stats()["requests"] == 0
@@ -160,12 +182,22 @@ def test_missing_credentials_and_bad_flags_exit_2(sandbox, write_input, tmp_path
 def test_column_mapping_and_default_org_from_config(sandbox, tmp_path):
     box = sandbox()
     rows = make_rows(4)
-    export = pl.DataFrame({"Contact UUID": rows["contact_id"], "Action": rows["sir_flag"], "Channel": rows["sir_channel"],
-                           "Notes": rows["sir_context"], "When": rows["sir_planned_dt"], "Owner": ["x"] * 4})
+    export = pl.DataFrame(
+        {
+            "Contact UUID": rows["contact_id"],
+            "Action": rows["sir_flag"],
+            "Channel": rows["sir_channel"],
+            "Notes": rows["sir_context"],
+            "When": rows["sir_planned_dt"],
+            "Owner": ["x"] * 4,
+        }
+    )
     export.write_csv(tmp_path / "export.csv")
     config = tmp_path / "c.toml"
-    config.write_text(f'[input]\ndefault_org_id = "{DEFAULT_ORG_ID}"\n[columns]\ncontact_id = "Contact UUID"\nsir_flag = "Action"\n'
-                      'sir_channel = "Channel"\nsir_context = "Notes"\nsir_planned_dt = "When"\n')
+    config.write_text(
+        f'[input]\ndefault_org_id = "{DEFAULT_ORG_ID}"\n[columns]\ncontact_id = "Contact UUID"\nsir_flag = "Action"\n'
+        'sir_channel = "Channel"\nsir_context = "Notes"\nsir_planned_dt = "When"\n'
+    )
     env = {"ZYNTRO_API_KEY": DEFAULT_API_KEY, "ZYNTRO_DEVELOPER_SECRET": DEFAULT_DEVELOPER_SECRET}
     result = ingest(box, [tmp_path / "export.csv"], tmp_path / "r.csv", "--config", str(config), env=env)
     assert result.code == 0, result.stderr
@@ -183,14 +215,32 @@ def test_validate_sends_nothing_and_needs_no_credentials(sandbox, write_input, t
 
 def test_no_credential_in_any_output(sandbox, write_input, tmp_path):
     secret_key, secret = "key-SUPERSECRET-1", "zdk_SUPERSECRET_2"
-    box = sandbox("--api-key", secret_key, "--developer-secret", secret, "--drop-after", "0.1", "--error-rate", "0.1", "--seed", "2")
+    box = sandbox(
+        "--api-key",
+        secret_key,
+        "--developer-secret",
+        secret,
+        "--drop-after",
+        "0.1",
+        "--error-rate",
+        "0.1",
+        "--seed",
+        "2",
+    )
     env = {"ZYNTRO_API_KEY": secret_key, "ZYNTRO_DEVELOPER_SECRET": secret, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}
     out = tmp_path / "r.csv"
     result = ingest(box, [write_input("a.csv", make_rows(40))], out, "--log-format", "json", env=env)
-    wrong = ingest(box, [write_input("b.csv", make_rows(5, seed=9))], tmp_path / "w.csv", env={**env, "ZYNTRO_DEVELOPER_SECRET": "zdk_OTHER_SECRET"})
+    wrong = ingest(
+        box,
+        [write_input("b.csv", make_rows(5, seed=9))],
+        tmp_path / "w.csv",
+        env={**env, "ZYNTRO_DEVELOPER_SECRET": "zdk_OTHER_SECRET"},
+    )
     assert wrong.code == 3
     texts = [result.stdout, result.stderr, wrong.stdout, wrong.stderr]
-    texts += [p.read_text(errors="replace") for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith("sandbox")]
+    texts += [
+        p.read_text(errors="replace") for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith("sandbox")
+    ]
     for text in texts:
         assert secret_key not in text and secret not in text and "zdk_OTHER_SECRET" not in text
 
@@ -208,7 +258,9 @@ def test_rate_ceiling_holds_at_the_server(sandbox, write_input, tmp_path):
     (test_limiter); here, through real processes, the 10% slack absorbs a starved CI core,
     while aiolimiter's unbounded start burst (~2x in the first second) would still fail."""
     box = sandbox("--latency", "2-10")
-    result = ingest(box, [write_input("a.csv", make_rows(120))], tmp_path / "r.csv", "--rate", "40", "--concurrency", "8")
+    result = ingest(
+        box, [write_input("a.csv", make_rows(120))], tmp_path / "r.csv", "--rate", "40", "--concurrency", "8"
+    )
     assert result.code == 0, result.stderr
     assert box.stats()["peak_1s"] <= 44
 
@@ -227,8 +279,18 @@ def test_wrong_base_url_stops_at_once_with_exit_2(sandbox, write_input, tmp_path
     box = sandbox()
     out = tmp_path / "r.csv"
     wrong = box.url.replace("/crm", "/crn")
-    result = run_cli("run", str(write_input("a.csv", make_rows(40))), "--base-url", wrong, "--results", str(out),
-                     "--rate", "20", "--concurrency", "2")
+    result = run_cli(
+        "run",
+        str(write_input("a.csv", make_rows(40))),
+        "--base-url",
+        wrong,
+        "--results",
+        str(out),
+        "--rate",
+        "20",
+        "--concurrency",
+        "2",
+    )
     assert result.code == 2 and "no addSIRequest endpoint" in result.stderr
     assert set(results_mod.read(out)["status"]) == {"pending"}
     assert box.stats()["requests"] == 0 and box.created() == []  # the endpoint itself never saw them

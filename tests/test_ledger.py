@@ -11,8 +11,9 @@ import pytest
 from pipeline.errors import ConfigError, LedgerDamaged, LedgerError, LockError
 from pipeline.ledger import Ledger, LedgerPaths, RunLock, compact, replay
 from pipeline.ledger import store as store_mod
+from pipeline.ledger.check import check, repair
 from pipeline.ledger.records import check_line, header, intent, outcome
-from pipeline.models import Outcome, Status
+from pipeline.models import RESULT_COLUMNS, Outcome, Status
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "ledger_v1"
 
@@ -67,7 +68,13 @@ def test_torn_last_line_is_ignored_and_cut(tmp_path: Path):
 def test_last_record_wins(tmp_path: Path):
     paths = LedgerPaths(tmp_path / "r.csv")
     fail = Outcome("a", Status.FAILED, error_code="HTTP_503", attempts=1)
-    lines = [header(0, "L", None), intent(1, "a", 1), outcome(2, fail), intent(3, "a", 2), outcome(4, created("a", 9, 2))]
+    lines = [
+        header(0, "L", None),
+        intent(1, "a", 1),
+        outcome(2, fail),
+        intent(3, "a", 2),
+        outcome(4, created("a", 9, 2)),
+    ]
     paths.journal.write_bytes(b"".join(lines))
     state, in_flight, _ = replay(paths.journal)
     assert in_flight == [] and state.row(0, named=True)["status"] == "created"
@@ -243,3 +250,54 @@ def test_stale_lock_file_is_taken_over(tmp_path: Path):
     lock.acquire()
     assert f"pid {os.getpid()}" in (tmp_path / "r.csv.lock").read_text()
     lock.release()
+
+
+def write_results(path: Path, rows: dict[str, str]) -> None:
+    frame = pl.DataFrame({"row_key": list(rows), "status": list(rows.values())})
+    frame = frame.with_columns(source=pl.lit("in.csv"), source_row=pl.int_range(1, len(rows) + 1))
+    frame = frame.with_columns(pl.lit(None, pl.String).alias(c) for c in RESULT_COLUMNS if c not in frame.columns)
+    frame.select(RESULT_COLUMNS).write_csv(path)
+
+
+def test_repair_marks_every_row_a_damaged_record_may_concern_unknown(tmp_path: Path):
+    paths = LedgerPaths(tmp_path / "r.csv")
+    lines = [header(0, "L", None), intent(1, "k1", 1), outcome(2, created("k1", 1)), intent(3, "k2", 1)]
+    lines += [outcome(4, created("k2", 2)), outcome(5, Outcome("k3", Status.FAILED, error_code="HTTP_503", attempts=1))]
+    lines[2] = lines[2].replace(b'"s":"created"', b'"s":"CREATED"')  # key still readable
+    lines[4] = b"\x00garbage\n"  # nothing readable
+    paths.journal.write_bytes(b"".join(lines))
+    write_results(paths.results, {"k1": "created", "k2": "pending", "k3": "failed", "k4": "pending", "k5": "invalid"})
+    work = tmp_path / "w"
+    work.mkdir()
+    report = check(paths.results, work)
+    assert [f.position for f in report.findings] == [2, 4]
+    assert report.findings[0].row_key == "k1" and report.rows["k1"] == ["in.csv row 1"]
+    assert report.unattributed and "ledger repair" in report.render()
+    _, marked = repair(paths.results, work)
+    state = {r["row_key"]: r for r in replay(paths.journal)[0].iter_rows(named=True)}
+    # k1: its last sound record is an intent; k2: its outcome is lost; k3 failed and k4 pending may be
+    # the lost record's row: all unknown. k5 was never sent (invalid) and stays out.
+    assert {k: v["status"] for k, v in state.items()} == dict.fromkeys(("k1", "k2", "k3", "k4"), "unknown")
+    assert marked == 4 and check(paths.results, work).findings == []
+
+
+def test_a_damaged_snapshot_is_refused_and_repaired_from_the_results(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 1)
+    paths = LedgerPaths(tmp_path / "r.csv")
+    outcomes = [created(f"k{i}", i) for i in range(2000)]
+    paths.journal.write_bytes(header(0, "L", None) + b"".join(outcome(i + 1, o) for i, o in enumerate(outcomes)))
+    compact(paths.journal)
+    data = bytearray(paths.snapshot.read_bytes())
+    for offset in range(len(data) // 3, len(data) // 3 + 64):
+        data[offset] ^= 0xFF
+    paths.snapshot.write_bytes(bytes(data))
+    with pytest.raises(LedgerDamaged) as info:  # the planner reads every partition before any request
+        list(open_ledger(tmp_path).view.partitions())
+    assert "r.csv.ledger.parquet" in str(info.value)
+    write_results(paths.results, {f"k{i}": "created" for i in range(2000)})
+    work = tmp_path / "w"
+    work.mkdir()
+    assert check(paths.results, work).findings
+    repair(paths.results, work)
+    state = replay(paths.journal)[0]
+    assert state.height == 2000 and set(state["status"]) == {"created"}

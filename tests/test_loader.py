@@ -35,8 +35,16 @@ def test_csv_gz_and_folder_of_files(tmp_path: Path):
 
 def test_parquet_typed_columns_become_strings(tmp_path: Path):
     path = tmp_path / "p.parquet"
-    pl.DataFrame({"org_id": ["o"], "contact_id": [12], "sir_flag": ["f"], "sir_context": ["x"],
-                  "sir_planned_dt": [datetime(2026, 4, 5, 9, 0)], "sir_channel": ["email"]}).write_parquet(path)
+    pl.DataFrame(
+        {
+            "org_id": ["o"],
+            "contact_id": [12],
+            "sir_flag": ["f"],
+            "sir_context": ["x"],
+            "sir_planned_dt": [datetime(2026, 4, 5, 9, 0)],
+            "sir_channel": ["email"],
+        }
+    ).write_parquet(path)
     frame = load([path])
     assert frame.row(0, named=True)["sir_planned_dt"] == "2026-04-05 09:00:00"
     assert frame["contact_id"][0] == "12"
@@ -45,7 +53,13 @@ def test_parquet_typed_columns_become_strings(tmp_path: Path):
 def test_mapping_default_org_and_missing_columns(tmp_path: Path):
     path = tmp_path / "x.csv"
     path.write_text("Contact,Action,Notes,When,Channel,org_id\nc,f,x,d,e,\n")
-    columns = {"contact_id": "Contact", "sir_flag": "Action", "sir_context": "Notes", "sir_planned_dt": "When", "sir_channel": "Channel"}
+    columns = {
+        "contact_id": "Contact",
+        "sir_flag": "Action",
+        "sir_context": "Notes",
+        "sir_planned_dt": "When",
+        "sir_channel": "Channel",
+    }
     assert load([path], columns, default_org="ORG")["org_id"].to_list() == ["ORG"]
     with pytest.raises(InputError, match="no column 'Nope'"):
         load([path], {**columns, "sir_status": "Nope"})
@@ -58,5 +72,5 @@ def test_mapping_default_org_and_missing_columns(tmp_path: Path):
 
 
 def test_empty_folder_is_an_input_error(tmp_path: Path):
-    with pytest.raises(InputError, match="no .csv"):
+    with pytest.raises(InputError, match=r"no .csv"):
         loader.discover([tmp_path])

@@ -22,8 +22,14 @@ from .conftest import CREDENTIAL_ENV, make_rows, run_cli, wait_for
 
 def cli_process(*args: str, **kwargs) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def run_args(box, inputs: list[Path], out: Path, *extra: str) -> list[str]:
@@ -59,7 +65,9 @@ def test_kill_9_at_random_moments_then_resume(sandbox, write_input, tmp_path):
         before = box.stats()["created"]
         proc = cli_process(*args)
         # kill once requests are flowing (or the run ended), at a random moment after
-        wait_for(lambda: box.stats()["created"] > before or proc.poll() is not None, timeout=30)
+        wait_for(
+            lambda before=before, proc=proc: box.stats()["created"] > before or proc.poll() is not None, timeout=30
+        )
         time.sleep(rng.uniform(0.0, 0.4))
         proc.kill()
         proc.wait()
@@ -70,13 +78,17 @@ def test_kill_9_at_random_moments_then_resume(sandbox, write_input, tmp_path):
     assert counts["created"] + counts["unknown"] == n
     assert counts["unknown"] <= kills * concurrency
     again = run_cli(*args)
-    assert again.code == final.code and len(box.created()) == counts["created"] + counts["unknown"] - _unknown_not_created(box, out)
+    assert again.code == final.code and len(box.created()) == counts["created"] + counts[
+        "unknown"
+    ] - _unknown_not_created(box, out)
 
 
 def _unknown_not_created(box, out: Path) -> int:
     frame = results_mod.read(out)
     server = {r["contact_id"] for r in box.created()}
-    return sum(1 for c, s in zip(frame["contact_id"], frame["status"], strict=True) if s == "unknown" and c not in server)
+    return sum(
+        1 for c, s in zip(frame["contact_id"], frame["status"], strict=True) if s == "unknown" and c not in server
+    )
 
 
 def test_dropped_connections_never_duplicate(sandbox, write_input, tmp_path):
@@ -201,11 +213,16 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
         lines.append(b'{"i":"k%d"}\n{"k":"k%d","s":"created","n":1,"id":%d,"t":"2026-01-01T00:00:00Z"}\n' % (i, i, i))
     path.write_bytes(b"".join(lines))
     before, _, _ = replay(path)
-    script = f"from pathlib import Path; from pipeline.ledger import compact, replay; p = Path({str(path)!r}); compact(p, replay(p)[0])"
+    script = (
+        "from pathlib import Path; from pipeline.ledger import compact, replay;"
+        f" p = Path({str(path)!r}); compact(p, replay(p)[0])"
+    )
     rng = random.Random(7)
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        wait_for(lambda: path.with_name(path.name + ".compact").exists() or proc.poll() is not None, timeout=30)
+        wait_for(
+            lambda proc=proc: path.with_name(path.name + ".compact").exists() or proc.poll() is not None, timeout=30
+        )
         time.sleep(rng.uniform(0, 0.05))
         proc.kill()
         proc.wait()
@@ -239,4 +256,8 @@ def test_temp_files_of_a_killed_run_are_cleaned(sandbox, write_input, tmp_path):
     (tmp_path / "r.csv.work" / "plan-000000.arrow").write_text("stale")
     result = run_cli(*run_args(box, [write_input("a.csv", make_rows(3))], out))
     assert result.code == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.csv", ".r.csv"))) == ["r.csv", "r.csv.journal", "r.csv.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("r.csv", ".r.csv"))) == [
+        "r.csv",
+        "r.csv.journal",
+        "r.csv.lock",
+    ]

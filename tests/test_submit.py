@@ -16,7 +16,7 @@ def test_backoff_is_full_jitter_capped_and_honours_retry_after():
     rng = random.Random(1)
     for attempt in range(1, 8):
         delays = [policy.delay(attempt, None, rng) for _ in range(200)]
-        assert 0 <= min(delays) and max(delays) <= min(4.0, 0.5 * 2 ** (attempt - 1))
+        assert 0 <= min(delays) and max(delays) <= min(4.0, 0.5 * 2 ** (attempt - 1))  # noqa: SIM300 - reads as a range
     assert all(policy.delay(1, 3.0, rng) >= 3.0 for _ in range(50))
 
 
@@ -48,8 +48,15 @@ async def submit(tmp_path: Path, script: dict, keys: list[str], concurrency: int
     journal = ledger.journal(fsync=False)
     client = FakeClient(script)
     stop = asyncio.Event()
-    submitter = Submitter(client, RateLimiter(10_000), journal, concurrency=concurrency,  # type: ignore[arg-type]
-                          retry=RetryPolicy(max_attempts=max_attempts, base=0.001, cap=0.01), stop=stop, seed=1)
+    submitter = Submitter(
+        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
+        RateLimiter(10_000),
+        journal,
+        concurrency=concurrency,
+        retry=RetryPolicy(max_attempts=max_attempts, base=0.001, cap=0.01),
+        stop=stop,
+        seed=1,
+    )
     stats = await submitter.run((Row(k, "in.csv", i + 1, b'{"x":1}') for i, k in enumerate(keys)), len(keys))
     journal.close()
     state, in_flight, _ = replay(ledger.paths.journal)
@@ -99,8 +106,14 @@ async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
         async def send(self, row, attempts):
             await asyncio.sleep(10)
 
-    submitter = Submitter(Slow({}), RateLimiter(10_000), journal, concurrency=3,  # type: ignore[arg-type]
-                          retry=RetryPolicy(max_attempts=1, base=0.1, cap=1), stop=asyncio.Event())
+    submitter = Submitter(
+        Slow({}),  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
+        RateLimiter(10_000),
+        journal,
+        concurrency=3,
+        retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
+        stop=asyncio.Event(),
+    )
     task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(10)), 10))
     await asyncio.sleep(0.05)
     task.cancel()

@@ -61,11 +61,22 @@ def test_each_code(change, code):
 
 
 def test_leap_day_and_uppercase_uuid_are_valid():
-    assert verdicts({"sir_planned_dt": "2028-02-29 23:59:59", "contact_id": "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"}) == [(None, None)]
+    assert verdicts(
+        {"sir_planned_dt": "2028-02-29 23:59:59", "contact_id": "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"}
+    ) == [(None, None)]
 
 
 def test_whitespace_is_trimmed_and_allowed_status_passes():
-    out = validate(frame({"sir_flag": " keep_warm ", "contact_id": " a1b2c3d4-e5f6-7890-abcd-ef1234567890\t", "sir_status": "Pending"}), ["Pending"])
+    out = validate(
+        frame(
+            {
+                "sir_flag": " keep_warm ",
+                "contact_id": " a1b2c3d4-e5f6-7890-abcd-ef1234567890\t",
+                "sir_status": "Pending",
+            }
+        ),
+        ["Pending"],
+    )
     assert out["error_code"].to_list() == [None]
     assert out["sir_flag"].to_list() == ["keep_warm"]
 

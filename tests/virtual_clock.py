@@ -21,7 +21,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             self._now += max(timeout or 0.0, 1e-6)
             return real_select(0)
 
-        self._selector.select = select  # type: ignore[method-assign]
+        self._selector.select = select  # type: ignore[method-assign]  # replacing it is the point
 
     def time(self) -> float:
         return self._now

@@ -62,7 +62,7 @@ def replay(journal: Path) -> tuple[pl.DataFrame, list[str], int]:
     with tempfile.TemporaryDirectory() as tmp:
         found = locate(paths, Path(tmp))
         parts = list(found.fold(resolve=False).partitions())
-    schema = {**STATE_SCHEMA, "legacy": pl.Boolean(), "intent": pl.Boolean()}
+    schema = pl.Schema({**STATE_SCHEMA, "legacy": pl.Boolean(), "intent": pl.Boolean()})
     state = pl.concat([p.select(*schema).cast(schema) for p in parts]) if parts else pl.DataFrame(schema=schema)
     in_flight = state.filter(pl.col("intent"))["row_key"].sort().to_list()
     state = state.filter(~pl.col("intent")).drop("intent").sort("row_key")

@@ -30,11 +30,11 @@ import orjson
 import polars as pl
 
 from ..errors import LedgerDamaged, LedgerError
-from ..keys import partition_hash
+from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from . import reader, records
-from .partition import iter_parts, partition_count
 from .fold import UNANSWERED
+from .partition import iter_parts, partition_count
 from .snapshot import Snapshot, open_snapshot, row_checksum
 from .store import LedgerPaths, locate, write_state
 
@@ -114,9 +114,9 @@ def repair(results: Path, workdir: Path) -> tuple[Report, int]:
             code = pl.when(dangling).then(pl.lit(ErrorCode.NO_ANSWER_RECORDED.value))
             state = state.with_columns(
                 status=pl.when(unsafe).then(pl.lit(Status.UNKNOWN.value)).otherwise("status"),
-                error_code=pl.when(unsafe).then(code.otherwise(pl.lit(ErrorCode.LEDGER_DAMAGED.value))).otherwise(
-                    "error_code"
-                ),
+                error_code=pl.when(unsafe)
+                .then(code.otherwise(pl.lit(ErrorCode.LEDGER_DAMAGED.value)))
+                .otherwise("error_code"),
                 error_message=pl.when(unsafe)
                 .then(pl.when(dangling).then(pl.lit(UNANSWERED)).otherwise(pl.lit(DAMAGED_MESSAGE)))
                 .otherwise("error_message"),
@@ -192,12 +192,14 @@ class _Scan:
             for lo, hi in iter_parts(parts):
                 frame = scan.filter(pl.col("kp").is_between(lo, hi)).collect()
                 seen += frame.height
-                ok = (pl.col("crc") == row_checksum()) & (pl.col("kp") == pl.col("row_key").nchash.xxh3_64())
+                ok = (pl.col("crc") == row_checksum()) & (pl.col("kp") == xxh3_64(pl.col("row_key")))
                 ok = ok & pl.col("status").is_in(records.STATUSES)
                 checked = frame.with_columns(_ok=ok.fill_null(False))
-                for pos, key, key_ok in checked.filter(~pl.col("_ok")).select(
-                    "_pos", "row_key", pl.col("kp") == pl.col("row_key").nchash.xxh3_64()
-                ).iter_rows():
+                for pos, key, key_ok in (
+                    checked.filter(~pl.col("_ok"))
+                    .select("_pos", "row_key", pl.col("kp") == xxh3_64(pl.col("row_key")))
+                    .iter_rows()
+                ):
                     self._find(path, pos, "fails its checksum", key if key_ok else None)
                     if key_ok and key is not None:
                         self._damaged.append(_unknown(key, -1))
@@ -245,22 +247,22 @@ class _Scan:
             try:
                 return reader.v1_record(raw, pos, path), expected + 1
             except LedgerDamaged as exc:
-                return self._damage(path, pos, exc.reason, exc.row_key, offset), expected + 1
+                self._damage(path, pos, exc.reason, exc.row_key, offset)
+                return None, expected + 1
         verdict = records.check_line(raw, pos, expected)
         if verdict.record is not None:
             return (None if pos == 0 else verdict.record), expected + 1
         if verdict.problem and verdict.problem.startswith("out of sequence"):
             q = _sequence(raw)
             if q is not None and q > expected:
-                self._find(path, pos, f"records {expected + 1}-{q} before it are missing")
+                self._find(path, pos, f"{q - expected} record(s) before it are missing (numbers {expected} to {q - 1})")
                 recheck = records.check_line(raw, pos, q)
                 if recheck.record is not None:
                     return recheck.record, q + 1
-        return self._damage(path, pos, verdict.problem or "unreadable", verdict.row_key, offset), expected + 1
+        self._damage(path, pos, verdict.problem or "unreadable", verdict.row_key, offset)
+        return None, expected + 1
 
-    def _damage(
-        self, path: Path, pos: int, problem: str, row_key: str | None, offset: int
-    ) -> None:
+    def _damage(self, path: Path, pos: int, problem: str, row_key: str | None, offset: int) -> None:
         self._find(path, pos, problem, row_key)
         if row_key is not None:
             self._damaged.append(_unknown(row_key, offset + pos))
@@ -306,9 +308,13 @@ def _results_records(results: Path, workdir: Path) -> Path | None:
     if not results.exists():
         return None
     try:
-        scan = pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
+        scan = (
+            pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
+        )
         frame = (
-            scan.filter(pl.col("status").is_in([s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)]))
+            scan.filter(
+                pl.col("status").is_in([s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)])
+            )
             .select(
                 q=pl.lit(-2, pl.Int64),
                 intent=pl.lit(False),
@@ -339,7 +345,9 @@ def _name_rows(report: Report) -> None:
     if not keys or not results.exists():
         return
     try:
-        scan = pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
+        scan = (
+            pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
+        )
         rows = scan.filter(pl.col("row_key").is_in(keys)).select("row_key", "source", "source_row").collect()
     except (OSError, pl.exceptions.PolarsError):
         return

@@ -20,8 +20,8 @@ import polars as pl
 from ..keys import partition_hash
 from ..models import ErrorCode, Status
 from .partition import iter_parts, partition_count, scan_partition
-from .records import STATE_SCHEMA, now_iso
 from .reader import RUN_SCHEMA
+from .records import STATE_SCHEMA, now_iso
 from .snapshot import Snapshot
 
 UNANSWERED = "the request may have reached the API, but the run stopped before its answer was recorded"
@@ -85,9 +85,13 @@ class Fold:
         merged = pl.concat([p.select(columns) for p in parts], how="vertical")
         if journal is None or not journal.height:
             return merged.select(*VIEW_SCHEMA) if self.resolve else merged.select(*VIEW_SCHEMA, "intent")
-        merged = merged.sort("q").group_by("row_key").agg(
-            pl.exclude("row_key").last(),
-            answered=pl.col("attempts").filter(~pl.col("intent")).max(),
+        merged = (
+            merged.sort("q")
+            .group_by("row_key")
+            .agg(
+                pl.exclude("row_key").last(),
+                answered=pl.col("attempts").filter(~pl.col("intent")).max(),
+            )
         )
         dangling = pl.col("intent")
         self.unanswered += int(merged["intent"].sum())

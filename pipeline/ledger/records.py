@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 import polars as pl
-import polars_hash  # noqa: F401  (registers the .chash namespace)
 
+from ..keys import sha256_hex
 from ..models import Outcome, Status
 
 FORMAT_VERSION = 2
@@ -120,9 +120,7 @@ def outcome_lines(state: pl.DataFrame, first_seq: int) -> pl.DataFrame:
         L=pl.col("legacy"),
     ).struct.json_encode()
     framed = state.select(payload.alias("p"))
-    return framed.select(
-        line=pl.col("p") + pl.lit("\t") + pl.col("p").chash.sha2_256().str.head(CHECKSUM_HEX)
-    )
+    return framed.select(line=pl.col("p") + pl.lit("\t") + sha256_hex(pl.col("p")).str.head(CHECKSUM_HEX))
 
 
 def empty_state() -> pl.DataFrame:
@@ -202,7 +200,7 @@ def decode_lines(lines: pl.DataFrame) -> pl.DataFrame:
         line.is_not_null()
         & (line.str.len_chars() > CHECKSUM_HEX + 1)
         & (line.str.slice(-(CHECKSUM_HEX + 1), 1) == "\t")
-        & (payload.chash.sha2_256().str.head(CHECKSUM_HEX) == line.str.tail(CHECKSUM_HEX))
+        & (sha256_hex(payload).str.head(CHECKSUM_HEX) == line.str.tail(CHECKSUM_HEX))
     )
     checked = lines.with_columns(sums_ok=sums_ok.fill_null(False))
     good = checked.filter(pl.col("sums_ok"))
@@ -301,7 +299,7 @@ def _record_problem(record: dict[str, Any], pos: int, expected: int) -> str | No
     return None
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 import polars as pl
-import polars_hash  # noqa: F401  (registers the .nchash namespace)
 from polars.io.plugins import register_io_source
 
 from ..errors import LedgerDamaged, LedgerError
+from ..keys import xxh3_64
 from .partition import in_partition
 from .records import FORMAT_VERSION, STATE_SCHEMA, STATUSES
 
@@ -78,14 +78,16 @@ class Snapshot:
         except OSError:
             st = None
         if st is None or (st.st_dev, st.st_ino) != self.identity:
-            raise LedgerError(f"the ledger snapshot {self.path} was deleted or replaced while in use; nothing more is read")
+            raise LedgerError(
+                f"the ledger snapshot {self.path} was deleted or replaced while in use; nothing more is read"
+            )
         try:
             frame = pl.scan_parquet(self.path).filter(in_partition(lo, hi)).collect()
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise LedgerDamaged(self.path, None, f"unreadable ({_first_line(exc)})") from exc
         bad = frame.with_row_index("_i").filter(
             (pl.col("crc") != row_checksum())
-            | (pl.col("kp") != pl.col("row_key").nchash.xxh3_64())
+            | (pl.col("kp") != xxh3_64(pl.col("row_key")))
             | ~pl.col("status").is_in(STATUSES)
             | pl.col("crc").is_null()
         )
@@ -101,7 +103,7 @@ class Snapshot:
 
 def row_checksum() -> pl.Expr:
     fields = [pl.col(c).cast(pl.String).fill_null("\x00") for c in (*STATE_SCHEMA, "legacy", "kp")]
-    return pl.concat_str(fields, separator="\x1f").nchash.xxh3_64()
+    return xxh3_64(pl.concat_str(fields, separator="\x1f"))
 
 
 def open_snapshot(path: Path) -> Snapshot | None:

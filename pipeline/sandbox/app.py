@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 BASE_PATH = "/apis/v2/public/crm"
 DEFAULT_API_KEY = "sandbox-api-key"
@@ -49,9 +50,17 @@ MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CH
 MSG_NOT_FOUND = "Contact not found in this organization"
 
 _HTML_5XX = {
-    500: b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>",
-    502: b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
-    503: b"<html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+    500: (
+        b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>"
+    ),
+    502: (
+        b"<html><head><title>502 Bad Gateway</title></head>"
+        b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+    ),
+    503: (
+        b"<html><head><title>503 Service Temporarily Unavailable</title></head>"
+        b"<body><h1>503 Service Temporarily Unavailable</h1></body></html>"
+    ),
 }
 _MALFORMED = (b'{"data": {"sir_id": 4', b"<html><body>Please wait...</body></html>", b"", b"OK")
 
@@ -104,7 +113,7 @@ class Sandbox:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self.config.record is not None:
-            self._record = open(self.config.record, "ab")
+            self._record = open(self.config.record, "ab")  # noqa: ASYNC230, SIM115 - once, before serving; kept until stop()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -148,8 +157,12 @@ class Sandbox:
             while window and window[0] <= now - 1.0:
                 window.popleft()
             if len(window) >= cfg.rate_limit:
-                return self._answer(429, b'{"message": "Too Many Requests"}', "application/json",
-                                    {"Retry-After": _seconds(cfg.retry_after)})
+                return self._answer(
+                    429,
+                    b'{"message": "Too Many Requests"}',
+                    "application/json",
+                    {"Retry-After": _seconds(cfg.retry_after)},
+                )
             window.append(now)
         body = await request.read()
         roll = rng.random()
@@ -220,9 +233,13 @@ class Sandbox:
         return self._answer(200, orjson.dumps({"data": data, "status": "success"}), "application/json", {})
 
     def _error(self, message: str) -> web.Response:
-        return self._answer(200, orjson.dumps({"data": [message], "status": "error"}), "application/json", {}, kind="error")
+        return self._answer(
+            200, orjson.dumps({"data": [message], "status": "error"}), "application/json", {}, kind="error"
+        )
 
-    def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str], kind: str | None = None) -> web.Response:
+    def _answer(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str], kind: str | None = None
+    ) -> web.Response:
         label = kind or ("success" if status == 200 and content_type == "application/json" else str(status))
         if status == 200 and content_type != "application/json":
             label = "malformed"
@@ -239,7 +256,7 @@ class _Dropped(Exception):
 
 
 @web.middleware
-async def _drop_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _drop_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except _Dropped:

@@ -17,7 +17,11 @@ PARQUET_NAME = "engagement_signals.parquet"
 UNKNOWN_CONTACTS = ("0b7e3c1a-9f2d-4e6b-8a5c-1d3f5e7a9b2c", "6d4f2b8e-1a3c-4e5f-9b7d-2c4e6a8b0d1f")
 
 _PLANS = (
-    ("keep_warm", "email", "Contact has not been engaged in {d} days. Send a personalized check-in email about the {p} plan."),
+    (
+        "keep_warm",
+        "email",
+        "Contact has not been engaged in {d} days. Send a personalized check-in email about the {p} plan.",
+    ),
     ("form_action_email", "email", "Lead filled out the {p} pricing form: send the pricing PDF and a booking link."),
     ("form_action_sms", "sms", "Webinar registrant for '{p} in practice' signed up: send an SMS confirmation."),
     ("form_action_call", "phone", "High-value lead requested a callback about the {p} plan: queue an outbound call."),
@@ -35,7 +39,9 @@ def _rows(rng: random.Random, n: int, start: datetime, with_org: bool) -> list[d
     rows = []
     for i in range(n):
         flag, channel, text = rng.choice(_PLANS)
-        when = start + timedelta(days=rng.randrange(0, 30), hours=rng.randrange(8, 18), minutes=rng.choice((0, 15, 30, 45)))
+        when = start + timedelta(
+            days=rng.randrange(0, 30), hours=rng.randrange(8, 18), minutes=rng.choice((0, 15, 30, 45))
+        )
         row: dict[str, str | None] = {
             "contact_id": _contact(rng),
             "sir_flag": flag,
@@ -55,13 +61,19 @@ def _spoil(rows: list[dict[str, str | None]], rng: random.Random) -> None:
     """Plant bad rows of each kind, two unknown contacts and one exact repeat."""
     picks = rng.sample(range(1, len(rows)), 14)
     bad = [
-        ("sir_flag", "keepwarm"), ("sir_flag", "Keep_Warm"),
-        ("sir_channel", "fax"), ("sir_channel", None),
-        ("sir_planned_dt", "2026-02-30 09:00:00"), ("sir_planned_dt", "2026-04-05 25:00:00"),
+        ("sir_flag", "keepwarm"),
+        ("sir_flag", "Keep_Warm"),
+        ("sir_channel", "fax"),
+        ("sir_channel", None),
+        ("sir_planned_dt", "2026-02-30 09:00:00"),
+        ("sir_planned_dt", "2026-04-05 25:00:00"),
         ("sir_planned_dt", "05/04/2026 09:00"),
-        ("contact_id", "12345"), ("contact_id", "a1b2c3d4-e5f6-7890-abcd-ef12345678"),
-        ("sir_context", None), ("sir_status", "Done"),
-        ("contact_id", UNKNOWN_CONTACTS[0]), ("contact_id", UNKNOWN_CONTACTS[1]),
+        ("contact_id", "12345"),
+        ("contact_id", "a1b2c3d4-e5f6-7890-abcd-ef12345678"),
+        ("sir_context", None),
+        ("sir_status", "Done"),
+        ("contact_id", UNKNOWN_CONTACTS[0]),
+        ("contact_id", UNKNOWN_CONTACTS[1]),
     ]
     for index, (column, value) in zip(picks, bad, strict=False):
         rows[index][column] = value
@@ -78,8 +90,8 @@ def generate(folder: Path, seed: int = 2026) -> list[Path]:
     parquet_rows[3]["sir_flag"] = "engagment_signal"
     parquet_rows[7]["org_id"] = "not-an-org"
     csv_path, parquet_path = folder / CSV_NAME, folder / PARQUET_NAME
-    pl.DataFrame(csv_rows, schema={k: pl.String for k in csv_rows[0]}).write_csv(csv_path)
-    pl.DataFrame(parquet_rows, schema={k: pl.String for k in parquet_rows[0]}).write_parquet(parquet_path)
+    pl.DataFrame(csv_rows, schema=dict.fromkeys(csv_rows[0], pl.String)).write_csv(csv_path)
+    pl.DataFrame(parquet_rows, schema=dict.fromkeys(parquet_rows[0], pl.String)).write_parquet(parquet_path)
     return [csv_path, parquet_path]
 
 

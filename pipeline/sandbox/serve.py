@@ -46,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         values["whitelist"] = tuple(args.whitelist)
     if args.contacts:
         values["contacts"] = read_contacts(args.contacts)
-    return SandboxConfig(**values)  # type: ignore[arg-type]
+    return SandboxConfig(**values)  # type: ignore[arg-type]  # argparse has typed each value; the dict cannot say so
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> int:
@@ -56,8 +56,15 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     print(f"sandbox listening on {url}", flush=True)
-    log.info("sandbox.start", url=url, rate_limit=config.rate_limit, error_rate=config.error_rate,
-             drop_before=config.drop_before_rate, drop_after=config.drop_after_rate, seed=config.seed)
+    log.info(
+        "sandbox.start",
+        url=url,
+        rate_limit=config.rate_limit,
+        error_rate=config.error_rate,
+        drop_before=config.drop_before_rate,
+        drop_after=config.drop_after_rate,
+        seed=config.seed,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,160 @@
+"""The ledger through the real CLI against the real sandbox: damage, loss, upgrades, identity."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import results as results_mod
+
+from .conftest import make_rows, run_cli, wait_for
+from .test_resume import cli_process
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "ledger_v1"
+
+
+def run_args(box, inputs, out: Path, *extra: str) -> list[str]:
+    return ["run", *map(str, inputs), "--base-url", box.url, "--results", str(out), "--rate", "500", *extra]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("si-ingest: error:")]
+
+
+def edit_line(path: Path, index: int, change) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[index] = change(lines[index])
+    path.write_bytes(b"\n".join(lines))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda line: line[:12] + b"\x00" + line[13:],  # one NUL byte
+        lambda line: line.replace(b'"s":"created"', b'"s":"Created"'),  # a hand edit of the status
+        lambda line: line.replace(b'"n":1', b'"n":"1"'),  # a field of the wrong type
+    ],
+    ids=["bytes", "status", "type"],
+)
+def test_a_damaged_record_in_the_middle_stops_the_run_before_any_request(sandbox, write_input, tmp_path, change):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(10))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+    journal = tmp_path / "r.csv.journal"
+    edit_line(journal, 2, change)  # line 3
+    before = box.stats()["requests"]
+    again = run_cli(*run_args(box, [rows], out))
+    assert again.code == 2 and box.stats()["requests"] == before
+    [line] = error_lines(again.stderr)
+    assert "r.csv.journal" in line and "record 3" in line and "ledger check" in line
+    assert "Traceback" not in again.stderr
+    assert run_cli("validate", str(rows), "--results", str(out)).code == 2
+    # the way forward: check names the record and the row, repair never makes it sendable
+    check = run_cli("ledger", "check", str(out))
+    assert check.code == 1 and "record 3" in check.stdout
+    repair = run_cli("ledger", "repair", str(out))
+    assert repair.code == 0, repair.stderr
+    assert run_cli("ledger", "check", str(out)).code == 0
+    after = run_cli(*run_args(box, [rows], out))
+    assert after.code in (0, 1) and box.stats()["requests"] == before  # nothing resent
+    # the damaged row is known again from the results file (created) or else unknown: never pending
+    statuses = Counter(results_mod.read(out)["status"])
+    assert statuses["created"] + statuses["unknown"] == 10
+    assert len(list(tmp_path.glob("r.csv.journal.damaged-*"))) == 1
+
+
+def test_a_deleted_journal_mid_run_stops_sending_and_the_next_run_resends_nothing(sandbox, write_input, tmp_path):
+    n = 300
+    box = sandbox("--latency", "20-40")
+    rows = write_input("a.csv", make_rows(n, seed=21))
+    out = tmp_path / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
+    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    os.unlink(tmp_path / "r.csv.journal")
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    [line] = error_lines(stderr)
+    assert "deleted, replaced or moved" in line and "ledger repair" in line
+    sent = box.stats()["requests"]
+    assert sent < n
+    frame = results_mod.read(out)
+    assert (frame["status"] == "created").sum() == len(box.created())  # the results show every row sent
+    refused = run_cli(*run_args(box, [rows], out))
+    assert refused.code == 2 and box.stats()["requests"] == sent
+    assert run_cli("ledger", "repair", str(out)).code == 0
+    final = run_cli(*run_args(box, [rows], out))
+    assert final.code in (0, 1), final.stderr
+    contexts = Counter(r["sir_context"] for r in box.created())
+    assert max(contexts.values()) == 1  # nothing was created twice
+    assert Counter(results_mod.read(out)["status"])["created"] == len(contexts)
+
+
+def test_a_re_export_with_upper_case_uuids_resends_nothing(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = make_rows(20, seed=4)
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [write_input("a.csv", rows)], out)).code == 0
+    upper = {**rows, "contact_id": [c.upper() for c in rows["contact_id"]]}
+    again = run_cli(*run_args(box, [write_input("b.csv", upper)], out))
+    assert again.code == 0 and box.stats()["requests"] == 20
+    assert set(results_mod.read(out)["status"]) == {"created"}
+
+
+def test_a_ledger_made_by_0_1_upgrades_without_a_resend(sandbox, tmp_path):
+    for name in ("input.csv", "si-results.csv", "si-results.csv.journal"):
+        shutil.copy(FIXTURE_V1 / name, tmp_path / name)
+    out = tmp_path / "si-results.csv"
+    v1 = results_mod.read(out)
+    box = sandbox()
+    first = run_cli(*run_args(box, [tmp_path / "input.csv"], out))
+    assert first.code == 1, first.stderr
+    assert box.stats()["requests"] == 0
+    now = results_mod.read(out)
+    assert now["status"].to_list() == v1["status"].to_list()
+    assert now["sir_id"].to_list() == v1["sir_id"].to_list()
+    assert (tmp_path / "si-results.csv.journal.v1").exists()
+    # and a re-export spelling the UUIDs the other way still finds them
+    frame = pl.read_csv(tmp_path / "input.csv", infer_schema=False)
+    flipped = frame.with_columns(
+        contact_id=pl.when(pl.col("contact_id").str.contains("[a-f]"))
+        .then(pl.col("contact_id").str.to_uppercase())
+        .otherwise(pl.col("contact_id").str.to_lowercase())
+    )
+    flipped.write_csv(tmp_path / "reexport.csv")
+    second = run_cli(*run_args(box, [tmp_path / "reexport.csv"], out))
+    assert second.code == 1 and box.stats()["requests"] == 0, second.stderr
+
+
+def test_results_recording_sends_without_a_ledger_are_refused(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(5))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+    (tmp_path / "r.csv.journal").unlink()
+    refused = run_cli(*run_args(box, [rows], out))
+    assert refused.code == 2 and box.stats()["requests"] == 5
+    assert "--new-ledger" in error_lines(refused.stderr)[0]
+    fresh = run_cli(*run_args(box, [rows], out, "--new-ledger"))
+    assert fresh.code == 0 and box.stats()["requests"] == 10  # on purpose: sent again
+
+
+def test_rows_left_in_flight_by_a_kill_count_their_try(sandbox, write_input, tmp_path):
+    box = sandbox("--latency", "2000-2000")
+    rows = write_input("a.csv", make_rows(8))
+    out = tmp_path / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--concurrency", "8"))
+    wait_for(lambda: box.stats()["requests"] >= 8, timeout=30)
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    after = run_cli(*run_args(box, [rows], out))
+    assert after.code == 1
+    frame = results_mod.read(out)
+    assert set(frame["status"]) == {"unknown"} and set(frame["attempts"]) == {1}
+    assert box.stats()["requests"] == 8
