@@ -66,6 +66,7 @@ class Plan:
     duplicate: int = 0
     settled: int = 0  # created or rejected earlier, or unknown without --resend-unknown
     to_send: int = 0
+    _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
 
     def rows_to_send(self) -> Iterator[Row]:
         """The rows to send, in input order, one batch in memory at a time."""
@@ -80,7 +81,8 @@ class Plan:
     def results(self, view: Fold) -> Iterator[pl.DataFrame]:
         """The results file's rows, batch by batch in input order, from `view`'s state.
 
-        The ledger lookup runs now (its errors raise here); the batches are made as iterated.
+        The ledger lookup runs now (its errors raise here), unless the plan's own lookup was
+        against this very view (nothing was sent); the batches are made as iterated.
         """
         return self._results(self._lookup(view, "final"))
 
@@ -109,6 +111,8 @@ class Plan:
 
     def _lookup(self, view: Fold, tag: str) -> OrderedRuns:
         """Pass 2: repeats and ledger state per key partition, as runs sorted by input order."""
+        if self._looked_up is not None and self._looked_up[0] is view:
+            return OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         parts = partition_count(self.valid, view.rows)
         paths = []
         for part, (lo, hi) in enumerate(iter_parts(parts)):
@@ -126,14 +130,20 @@ class Plan:
             _write(pl.concat(verdicts).sort("order"), path)
             paths.append(path)
         view.verify_sweep()
+        self._looked_up = (view, paths)
         return OrderedRuns(paths, VERDICT_SCHEMA, self.chunk_rows)
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> Plan:
-    """Passes 1-3 (see the module docstring): what to send, counted, before any request."""
+def build_plan(
+    files: list[loader.InputFile], view: Fold, config: Config, workdir: Path, *, bodies: bool = True
+) -> Plan:
+    """Passes 1-3 (see the module docstring): what to send, counted, before any request.
+
+    `bodies` False (a dry run) leaves the request bodies out of the spill.
+    """
     plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows)
     legacy = view.legacy_rows > 0
     first: list[Batch] = []
@@ -164,7 +174,7 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
             run = workdir / f"keys-{index:06d}.parquet"
             write_run(key_rows, run)
             plan.key_runs.append(run)
-    plan.batches = list(_decide(plan, first, view, config))
+    plan.batches = list(_decide(plan, first, view, config, bodies))
     return plan
 
 
@@ -173,7 +183,7 @@ def _legacy_rows(valid: pl.DataFrame) -> pl.DataFrame:
     return keys.legacy_keys(valid).with_columns(keys.partition_hash(), alt=pl.lit(True))
 
 
-def _decide(plan: Plan, first: list[Batch], view: Fold, config: Config) -> Iterator[Batch]:
+def _decide(plan: Plan, first: list[Batch], view: Fold, config: Config, bodies: bool) -> Iterator[Batch]:
     """Pass 3: per batch, in input order, the local verdict and whether to send (with a body)."""
     sendable = [Status.PENDING.value, Status.FAILED.value]
     if config.run.resend_unknown:
@@ -192,7 +202,7 @@ def _decide(plan: Plan, first: list[Batch], view: Fold, config: Config) -> Itera
             error_message=pl.when(dup).then(pl.lit(DUPLICATE_MESSAGE)).otherwise("error_message"),
             attempts=pl.col("attempts").fill_null(0),
             send=send,
-            body=pl.when(send).then(_body()),
+            body=pl.when(send).then(_body()) if bodies else pl.lit(None, pl.String),
         )
         counts = decided.select(
             duplicate=dup.sum(), settled=(fresh & ~pl.col("send")).sum(), to_send=pl.col("send").sum()

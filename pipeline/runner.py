@@ -63,7 +63,7 @@ async def run(
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                plan = build_plan(files, ledger.view, config, workdir)
+                plan = build_plan(files, ledger.view, config, workdir, bodies=not dry_run)
             if ledger.unanswered:
                 log.warning(
                     "journal.unanswered",
