@@ -1,10 +1,14 @@
 """Input files -> batches of rows as string DataFrames (polars), in bounded memory.
 
-Every column is read as a string (no type inference), so leading zeros, `NA` and numeric ids
-survive. A batch carries `source` (file name) and `source_row` (1-based data row) beside the
+Every CSV column is read as a string (no type inference), so leading zeros, `NA` and numeric
+ids survive. A batch carries `source` (file name) and `source_row` (1-based data row) beside the
 API fields, renamed from the input's own column names by the config's `[columns]` table.
-Memory is bounded by `chunk_rows`, not by the file: CSV streams through
-`scan_csv().collect_batches()`, Parquet through `slice()` (FIELD-NOTES: ~150 MiB flat).
+Memory is bounded by `chunk_rows` and the CSV block size, not by the file: CSV streams through
+`csv_blocks` (record-aligned blocks, field counts checked), Parquet through `slice()`
+(FIELD-NOTES: ~150 MiB flat). Parquet columns typed Date or Datetime become the API's
+`YYYY-MM-DD HH:MM:SS` (a Date at midnight); a time with a fraction of a second or a time zone
+is kept as text and so fails validation (INVALID_DATETIME) rather than being guessed at;
+numbers become their text.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from . import csv_blocks
 from .errors import InputError
 from .models import API_FIELDS
 from .validate import blank_to_null
@@ -22,6 +27,7 @@ from .validate import blank_to_null
 REQUIRED_FIELDS: tuple[str, ...] = ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel")
 LOADED_FIELDS: tuple[str, ...] = (*API_FIELDS, "request_key")
 SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
+DATETIME_TEXT = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,8 @@ class InputFile:
     path: Path
     # API field -> the file's column holding it (fields the file lacks are absent)
     columns: Mapping[str, str]
+    # every column of the file, in order
+    header: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -75,28 +83,40 @@ def inspect(paths: list[Path], columns: Mapping[str, str], default_org_id: str |
             elif api_field in REQUIRED_FIELDS and not (api_field == "org_id" and default_org_id):
                 hint = " (or set ZYNTRO_ORG_ID for a default org)" if api_field == "org_id" else ""
                 raise InputError(f"{path}: missing required column '{wanted}'{hint}")
-        files.append(InputFile(path=path, columns=mapped))
+        files.append(InputFile(path=path, columns=mapped, header=tuple(header)))
     return files
 
 
 def batches(file: InputFile, chunk_rows: int, default_org_id: str | None) -> Iterator[pl.DataFrame]:
     """Yield the file's rows as DataFrames of `source`, `source_row` and every loaded field (strings)."""
     try:
-        if file.is_parquet:
-            lf = pl.scan_parquet(file.path).with_row_index("source_row", offset=1)
-            total = lf.select(pl.len()).collect().item()
-            chunks: Iterator[pl.DataFrame] = (
-                lf.slice(offset, chunk_rows).collect() for offset in range(0, total, chunk_rows)
-            )
-        else:
-            lf = pl.scan_csv(file.path, infer_schema=False, row_index_name="source_row", row_index_offset=1)
-            chunks = lf.collect_batches(chunk_size=chunk_rows)
+        chunks = _parquet_chunks(file, chunk_rows) if file.is_parquet else _csv_chunks(file, chunk_rows)
         for chunk in chunks:
             yield _shape(chunk, file, default_org_id)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from exc
-    except OSError as exc:
-        raise InputError(f"{file.path}: cannot be read: {exc.strerror or exc}") from exc
+    except (OSError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise InputError(f"{file.path}: cannot be read: {reason}") from exc
+
+
+def _parquet_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    lf = pl.scan_parquet(file.path).with_row_index("source_row", offset=1)
+    total = lf.select(pl.len()).collect().item()
+    for offset in range(0, total, chunk_rows):
+        yield lf.slice(offset, chunk_rows).collect()
+
+
+def _csv_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """Parse only the columns the pipeline loads, block by block, then cut to `chunk_rows`."""
+    wanted = sorted({file.header.index(column) for column in file.columns.values()})
+    names = [file.header[i] for i in wanted]
+    for block in csv_blocks.blocks(file.path, len(file.header)):
+        frame = pl.read_csv(block.data, has_header=False, columns=wanted, infer_schema=False, raise_if_empty=False)
+        frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
+        frame = frame.with_columns(source_row=pl.int_range(block.first_row, block.first_row + frame.height))
+        for offset in range(0, frame.height, chunk_rows):
+            yield frame.slice(offset, chunk_rows)
 
 
 def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> pl.DataFrame:
@@ -104,29 +124,34 @@ def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> 
     schema = chunk.schema
     for api_field in LOADED_FIELDS:
         column = file.columns.get(api_field)
-        if column is None:
-            expr = pl.lit(None, dtype=pl.String)
-        elif schema[column] == pl.Datetime or schema[column] == pl.Date:
-            expr = pl.col(column).dt.strftime("%Y-%m-%d %H:%M:%S")
-        else:
-            expr = pl.col(column).cast(pl.String)
+        expr = pl.lit(None, dtype=pl.String) if column is None else _as_text(column, schema[column])
         if api_field == "org_id" and default_org_id:
             expr = pl.coalesce(blank_to_null(expr), pl.lit(default_org_id))
         exprs.append(expr.alias(api_field))
     return chunk.select(exprs)
 
 
+def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as the API's text; dates and times only where their meaning is unambiguous."""
+    value = pl.col(column)
+    if dtype == pl.Date:
+        return value.cast(pl.Datetime).dt.strftime(DATETIME_TEXT)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        whole = value.dt.truncate("1s") == value
+        return pl.when(whole).then(value.dt.strftime(DATETIME_TEXT)).otherwise(value.cast(pl.String))
+    return value.cast(pl.String)
+
+
 def _header(path: Path) -> list[str]:
     try:
         if path.name.endswith(".parquet"):
             return pl.scan_parquet(path).collect_schema().names()
-        if path.stat().st_size == 0:
-            raise InputError(f"{path}: the file is empty (no header line)")
-        return pl.scan_csv(path, infer_schema=False, n_rows=0).collect_schema().names()
+        return csv_blocks.header(path)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot be read: {_first_line(exc)}") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except (OSError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise InputError(f"{path}: cannot be read: {reason}") from exc
 
 
 def _has_suffix(path: Path) -> bool:

@@ -74,3 +74,63 @@ def test_mapping_default_org_and_missing_columns(tmp_path: Path):
 def test_empty_folder_is_an_input_error(tmp_path: Path):
     with pytest.raises(InputError, match=r"no .csv"):
         loader.discover([tmp_path])
+
+
+def test_ragged_rows_stop_the_file_either_way(tmp_path: Path):
+    short = tmp_path / "short.csv"
+    short.write_text(HEADER + "\no,c,f,x,d,e\no,c,f,x,d\n")
+    with pytest.raises(InputError, match=r"short.csv: data row 2 has 5 fields where the header has 6"):
+        load([short])
+    long = tmp_path / "long.csv"
+    long.write_text(HEADER + "\no,c,f,x,d,e,EXTRA\n")
+    with pytest.raises(InputError, match=r"data row 1 has 7 fields"):
+        load([long])
+
+
+def test_duplicate_column_names_are_named(tmp_path: Path):
+    path = tmp_path / "dup.csv"
+    path.write_text(HEADER + ",sir_flag,contact_id\no,c,f,x,d,e,g,h\n")
+    with pytest.raises(InputError, match=r"more than once \('contact_id', 'sir_flag'\)"):
+        load([path])
+
+
+def test_quoted_newlines_blank_lines_bom_and_crlf(tmp_path: Path):
+    path = tmp_path / "q.csv"
+    text = HEADER + '\r\no,c,f,"line one\n\nline ""three""",d,e\r\n\r\n\no,c2,f,x,d,e'
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    frame = load([path], chunk=1)
+    assert frame["sir_context"].to_list() == ['line one\n\nline "three"', "x"]
+    assert frame["contact_id"].to_list() == ["c", "c2"] and frame["source_row"].to_list() == [1, 2]
+
+
+def test_unclosed_quote_is_an_input_error(tmp_path: Path):
+    path = tmp_path / "open.csv"
+    path.write_text(HEADER + '\no,c,f,"never closed,d,e\n')
+    with pytest.raises(InputError, match="never closes"):
+        load([path])
+
+
+def test_blocks_cut_only_between_records(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(loader.csv_blocks, "BLOCK_BYTES", 7)
+    path = tmp_path / "small.csv"
+    rows = [f'o,c{i},f,"x, {i}\nmore",d,e' for i in range(50)]
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    frame = load([path], chunk=3)
+    assert frame["contact_id"].to_list() == [f"c{i}" for i in range(50)]
+    assert frame["source_row"].to_list() == list(range(1, 51))
+
+
+def test_parquet_dates_times_and_numbers(tmp_path: Path):
+    path = tmp_path / "t.parquet"
+    from datetime import UTC, date
+
+    base = {"org_id": ["o"] * 4, "contact_id": [1, 2, 3, 4], "sir_flag": ["f"] * 4, "sir_context": ["x"] * 4}
+    pl.DataFrame({**base, "sir_planned_dt": [date(2026, 4, 5)] * 4, "sir_channel": ["e"] * 4}).write_parquet(path)
+    assert set(load([path])["sir_planned_dt"]) == {"2026-04-05 00:00:00"}
+    times = [datetime(2026, 4, 5, 9), datetime(2026, 4, 5, 9, 0, 0, 500_000), datetime(2026, 4, 5, 9), None]
+    pl.DataFrame({**base, "sir_planned_dt": times, "sir_channel": ["e"] * 4}).write_parquet(path)
+    out = load([path])["sir_planned_dt"].to_list()
+    assert out[0] == "2026-04-05 09:00:00" and out[1] != "2026-04-05 09:00:00" and out[3] is None
+    aware = [datetime(2026, 4, 5, 9, tzinfo=UTC)] * 4
+    pl.DataFrame({**base, "sir_planned_dt": aware, "sir_channel": ["e"] * 4}).write_parquet(path)
+    assert "+00" in load([path])["sir_planned_dt"][0]  # kept as text: validation calls it INVALID_DATETIME
