@@ -34,6 +34,16 @@ def _probability(value: str) -> float:
     return p
 
 
+def _statuses(value: str) -> tuple[int, ...]:
+    try:
+        statuses = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        statuses = ()
+    if not statuses or not all(500 <= s <= 599 for s in statuses):
+        raise argparse.ArgumentTypeError(f"must be comma-separated 5xx statuses, like 500,502,503, not {value!r}")
+    return statuses
+
+
 def _range_ms(value: str) -> tuple[float, float]:
     try:
         low, _, high = value.partition("-")
@@ -119,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request"
     )
+    sandbox.add_argument(
+        "--error-statuses", type=_statuses, default=(500, 502, 503), metavar="S,S",
+        help="which 5xx statuses --error-rate answers (default 500,502,503)",
+    )  # fmt: skip
+    sandbox.add_argument(
+        "--error-after", type=_probability, default=0.0,
+        help="probability of a 500/502/504 page after creating the request",
+    )  # fmt: skip
+    sandbox.add_argument(
+        "--cut-after", type=_probability, default=0.0,
+        help="probability of cutting the success answer short after creating the request",
+    )  # fmt: skip
+    sandbox.add_argument(
+        "--trickle-after", type=_probability, default=0.0,
+        help="probability of trickling the answer a byte at a time after creating the request",
+    )  # fmt: skip
+    sandbox.add_argument("--trickle-interval", type=float, default=1.0, help="seconds between trickled bytes")
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 

@@ -6,9 +6,11 @@ only from the environment (the config may rename the variables), never from flag
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -62,6 +64,12 @@ class ApiConfig:
     # seconds to open a connection (a request that never connected is safe to retry)
     read_timeout: float = DEFAULT_READ_TIMEOUT
     # seconds to wait for the answer once the request is sent (a timeout here is `unknown`)
+    retry_gateway_errors: bool = False
+    # retry HTTP 500/502/504 as "not processed". Off by default: a gateway may answer them after
+    # the API created the request, and a retry then sends the customer a second email. Turn on
+    # only if your gateway guarantees that these statuses mean the request never reached the API.
+    ca_bundle: Path | None = None
+    # a PEM file of extra CA certificates (a corporate TLS proxy); certificates are always verified
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +169,7 @@ def load_config(
 
     for name in raw:
         if name not in _SECTIONS and name != "columns":
-            raise ConfigError(f"{where}: unknown section or key '{name}' (known: {', '.join([*_SECTIONS, 'columns'])})")
+            raise ConfigError(f"{where}: unknown section or key '{name}'{_did_you_mean(name, [*_SECTIONS, 'columns'])}")
     sections: dict[str, dict[str, Any]] = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
@@ -171,7 +179,7 @@ def load_config(
         known = {f.name for f in fields(cls)}
         for key in table:
             if key not in known:
-                raise ConfigError(f"{where}: unknown key '{name}.{key}' (known: {', '.join(sorted(known))})")
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, sorted(known), name + '.')}")
     origin: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -189,7 +197,9 @@ def load_config(
         raise ConfigError(f"{where}: 'columns' must be a table of api_field = \"input column\"")
     for key, value in columns.items():
         if key not in COLUMN_KEYS:
-            raise ConfigError(f"{where}: unknown key 'columns.{key}' (known: {', '.join(sorted(COLUMN_KEYS))})")
+            raise ConfigError(
+                f"{where}: unknown key 'columns.{key}'{_did_you_mean(key, sorted(COLUMN_KEYS), 'columns.')}"
+            )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: 'columns.{key}' must be a non-empty string (the input's column name)")
     _check_base_url(api.base_url)
@@ -235,7 +245,18 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
         if not 0 < value <= 3600:
             raise ConfigError(f"{where}: '{name}' must be a number of seconds in (0, 3600], not {value}")
         return value
-    if key in ("resend_unknown", "fsync", "dry_run"):
+    if key == "ca_bundle":
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be the path of a PEM file of CA certificates")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"{where}: '{name}' {value!s} is not a readable PEM file of CA certificates: {reason}"
+            ) from None
+        return Path(value)
+    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
         return value
@@ -259,6 +280,14 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: '{name}' must be a non-empty string")
         return value.strip().rstrip("/") if key == "base_url" else value.strip()
     raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
+
+
+def _did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
+    """'; did you mean X?' for the closest known key, else the list of known keys."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f" (known: {', '.join(known)})"
 
 
 def _number(name: str, value: Any, where: str) -> float:

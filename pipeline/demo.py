@@ -39,6 +39,7 @@ async def demo(output: Path) -> int:
             contacts=demo_contacts(files),
             latency_ms=(2.0, 25.0),
             error_rate=0.03,
+            error_statuses=(503,),
             retry_after=0,
             seed=7,
         )

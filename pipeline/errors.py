@@ -9,7 +9,8 @@
     ├── Interrupted                SIGINT/SIGTERM before any request       -> exit 130
     └── AbortError                 an answer that every further request would get too
         ├── AccountError           the API refuses the account              -> exit 3
-        └── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
+        ├── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
+        └── TLSError               the server's certificate cannot be verified -> exit 2
 
     RequestError                   one request failed (client.py raises, submit.py decides)
     ├── TransientError             not processed by the API: retry with backoff  -> failed
@@ -92,6 +93,12 @@ class AccountError(AbortError):
 
 class EndpointError(AbortError):
     """The base URL has no addSIRequest endpoint (HTTP 404/405): a config error."""
+
+    exit_code = 2
+
+
+class TLSError(AbortError):
+    """The server's TLS certificate cannot be verified: nothing was sent; a config error."""
 
     exit_code = 2
 

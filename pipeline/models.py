@@ -89,6 +89,7 @@ class ErrorCode(enum.StrEnum):
     CONNECTION_LOST = "CONNECTION_LOST"
     READ_TIMEOUT = "READ_TIMEOUT"
     UNEXPECTED_RESPONSE = "UNEXPECTED_RESPONSE"
+    RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
     NO_ANSWER_RECORDED = "NO_ANSWER_RECORDED"
     LEDGER_DAMAGED = "LEDGER_DAMAGED"  # the ledger's record of the row was damaged: it may have been sent
     # stop before an answer: the run was interrupted or aborted

@@ -185,6 +185,8 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
             concurrency=config.run.concurrency,
             connect_timeout=config.api.connect_timeout,
             read_timeout=config.api.read_timeout,
+            retry_gateway_errors=config.api.retry_gateway_errors,
+            ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
         ) as client:
             submitter = Submitter(client, limiter, journal, concurrency=config.run.concurrency, retry=retry, stop=stop)
             log.info(

@@ -1,15 +1,28 @@
+import asyncio
+import contextlib
 import json
+import ssl
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from unittest.mock import Mock
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
-from pipeline.client import ZyntroClient, code_for_message, parse_retry_after
+from pipeline.client import Classifier, ZyntroClient, code_for_message, parse_retry_after
 from pipeline.config import Credentials, Secret
-from pipeline.errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, TransientError
+from pipeline.errors import (
+    AccountError,
+    AmbiguousError,
+    EndpointError,
+    PermanentHTTPError,
+    TLSError,
+    TransientError,
+)
 from pipeline.models import Row, Status
 
 BASE = "https://api.test/crm"
@@ -77,12 +90,19 @@ async def test_success_is_created():
 
 @pytest.mark.parametrize(
     ("message", "code"),
-    [d for d in DOCUMENTED if d[1] in ("MISSING_FIELDS", "INVALID_FLAG", "INVALID_CHANNEL", "NOT_FOUND", "API_ERROR")],
+    [d for d in DOCUMENTED if d[1] in ("MISSING_FIELDS", "INVALID_FLAG", "INVALID_CHANNEL", "NOT_FOUND")],
 )
 async def test_row_errors_are_rejected(message, code):
     out = await send(error_body(message + " (detail)"))
     assert out.status == Status.REJECTED and out.error_code == code
     assert out.error_message == message + " (detail)"
+
+
+async def test_an_undocumented_error_is_failed_not_rejected():
+    """An error answer means nothing was created: the next run may send the row again."""
+    out = await send(error_body("Something else entirely"))
+    assert out.status == Status.FAILED and out.error_code == "API_ERROR"
+    assert out.error_message == "Something else entirely"
 
 
 @pytest.mark.parametrize(("message", "code"), DOCUMENTED[:5])
@@ -112,18 +132,164 @@ async def test_429_with_retry_after_is_transient():
     assert (info.value.code, info.value.retry_after, info.value.http_status) == ("HTTP_429", 7.0, 429)
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504, 408])
-async def test_5xx_html_is_transient(status):
+@pytest.mark.parametrize("status", [503, 408])
+async def test_not_processed_statuses_are_transient(status):
     with pytest.raises(TransientError) as info:
-        await send({"status": status, "body": "<html><h1>Bad Gateway</h1></html>", "content_type": "text/html"})
+        await send({"status": status, "body": "<html><h1>Unavailable</h1></html>", "content_type": "text/html"})
     assert info.value.code == f"HTTP_{status}"
 
 
-@pytest.mark.parametrize("body", ["<html>proxy</html>", "", '{"data": {"sir_'])
-async def test_200_not_json_is_bad_response(body):
-    with pytest.raises(TransientError) as info:
-        await send({"status": 200, "body": body})
-    assert info.value.code == "BAD_RESPONSE"
+@pytest.mark.parametrize("status", [500, 502, 504, 501, 520])
+async def test_gateway_errors_may_follow_a_creation_and_are_unknown(status):
+    with pytest.raises(AmbiguousError) as info:
+        await send({"status": status, "body": "<html><h1>Bad Gateway</h1></html>", "content_type": "text/html"})
+    assert info.value.code == f"HTTP_{status}" and info.value.http_status == status
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_the_gateway_switch_retries_500_502_504(status):
+    with pytest.raises(TransientError):
+        Classifier(retry_gateway_errors=True).classify("k", status, {}, b"<html>", 1)
+    with pytest.raises(AmbiguousError):
+        Classifier(retry_gateway_errors=True).classify("k", 501, {}, b"<html>", 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(200, "<html>proxy</html>"), (200, ""), (200, '{"data": {"sir_'), (204, ""), (201, "OK")],
+)
+async def test_a_2xx_that_is_not_the_documented_json_is_unknown(status, body):
+    with pytest.raises(AmbiguousError) as info:
+        await send({"status": status, "body": body})
+    assert info.value.code == "UNEXPECTED_RESPONSE"
+
+
+@pytest.mark.parametrize(
+    "sir_id", ["\u00b2", 10**19, -1, 1.5, True, "12a", "", None, [1], "99999999999999999999", " 7"]
+)
+def test_a_sir_id_that_is_not_digits_within_int64_is_unknown(sir_id):
+    body = json.dumps({"status": "success", "data": {"sir_id": sir_id}}).encode()
+    with pytest.raises(AmbiguousError) as info:
+        Classifier().classify("k", 200, {}, body, 1)
+    assert info.value.code == "UNEXPECTED_RESPONSE" and "sir_id" in info.value.message
+
+
+@pytest.mark.parametrize(("sir_id", "expected"), [(456, 456), ("456", 456), (2**63 - 1, 2**63 - 1), (0, 0)])
+def test_valid_sir_ids_are_created(sir_id, expected):
+    body = json.dumps({"status": "success", "data": {"sir_id": sir_id}}).encode()
+    assert Classifier().classify("k", 200, {}, body, 1).sir_id == expected
+
+
+def test_an_answer_over_the_cap_is_unknown_unless_its_status_says_not_processed():
+    with pytest.raises(AmbiguousError) as info:
+        Classifier().classify("k", 200, {}, b"x" * 100, 1, complete=False)
+    assert info.value.code == "RESPONSE_TOO_LARGE"
+    with pytest.raises(TransientError):
+        Classifier().classify("k", 429, {}, b"x" * 100, 1, complete=False)
+
+
+@contextlib.asynccontextmanager
+async def real_server(handler, ssl_context=None):
+    """A loopback aiohttp server answering every POST with `handler`; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/crm/addSIRequest", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"{'https' if ssl_context else 'http'}://{'localhost' if ssl_context else '127.0.0.1'}:{port}/crm"
+    finally:
+        await runner.cleanup()
+
+
+async def post_to(base: str, read_timeout: float = 1.0, **kwargs):
+    async with ZyntroClient(base, CREDS, concurrency=2, connect_timeout=1, read_timeout=read_timeout, **kwargs) as c:
+        return await c.send(ROW, 1)
+
+
+async def test_a_long_body_is_read_only_up_to_the_cap():
+    async def huge(request):
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(3):
+            await response.write(b" " * (1 << 20))
+        return response
+
+    async with real_server(huge) as base:
+        with pytest.raises(AmbiguousError) as info:
+            await post_to(base)
+    assert info.value.code == "RESPONSE_TOO_LARGE"
+
+
+async def test_read_timeout_is_a_deadline_for_the_whole_answer():
+    async def trickle(request):
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for byte in b'{"status":"success","data":{"sir_id":1}}':
+            await response.write(bytes([byte]))
+            await asyncio.sleep(0.05)  # 2 s in all, each byte well inside a per-chunk timeout
+        return response
+
+    async with real_server(trickle) as base:
+        started = time.monotonic()
+        with pytest.raises(AmbiguousError) as info:
+            await post_to(base, read_timeout=0.4)
+        assert time.monotonic() - started < 1.5
+    assert info.value.code == "READ_TIMEOUT"
+
+
+async def test_a_body_cut_short_is_unknown():
+    async def cut(request):
+        response = web.StreamResponse(headers={"Content-Length": "100", "Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"status":"success","da')
+        request.transport.close()
+        return response
+
+    async with real_server(cut) as base:
+        with pytest.raises(AmbiguousError) as info:
+            await post_to(base)
+    assert info.value.code == "CONNECTION_LOST"
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    """(key, cert) of a self-signed certificate for localhost, made with the openssl CLI."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+async def test_https_verifies_certificates_and_takes_a_custom_ca(self_signed):
+    key, cert = self_signed
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def ok(request):
+        return web.json_response({"status": "success", "data": {"sir_id": 5}})
+
+    async with real_server(ok, server_tls) as base:
+        with pytest.raises(TLSError) as info:  # an unknown CA: refused before anything is sent; stops the run
+            await post_to(base)
+        assert info.value.code == "TLS_VERIFY_FAILED" and info.value.exit_code == 2 and "ca_bundle" in str(info.value)
+        out = await post_to(base, ca_bundle=str(cert))
+    assert out.sir_id == 5
+
+
+def test_a_secret_is_scrubbed_before_the_snippet_is_cut():
+    secret = "zdk_secret_987"
+    for pad in range(180, 200):
+        body = ("x" * pad + secret + " tail").encode()
+        with pytest.raises(AmbiguousError) as info:
+            Classifier(("key-123456", secret)).classify("k", 502, {}, body, 1)
+        message = info.value.message
+        assert all(secret[:n] not in message[-(n + 3) :] for n in range(4, len(secret) + 1)), message
 
 
 @pytest.mark.parametrize("payload", [{"status": "success", "data": {}}, {"status": "weird"}, [1, 2]])

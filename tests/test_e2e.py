@@ -87,15 +87,15 @@ def test_parquet_results_and_exit_zero(sandbox, write_input, tmp_path):
     assert frame["status"].to_list() == ["created"] * 10 and frame["sir_id"].dtype == pl.Int64
 
 
-def test_429_and_5xx_are_retried_to_success(sandbox, write_input, tmp_path):
+def test_429_and_503_are_retried_to_success(sandbox, write_input, tmp_path):
     box = sandbox(
-        "--rate-limit", "40", "--retry-after", "1", "--error-rate", "0.2", "--malformed-rate", "0.05", "--seed", "5"
+        "--rate-limit", "15", "--retry-after", "1", "--error-rate", "0.2", "--error-statuses", "503", "--seed", "5"
     )
     out = tmp_path / "res.csv"
     result = ingest(box, [write_input("a.csv", make_rows(80))], out, "--max-attempts", "12", "--read-timeout", "5")
     assert result.code == 0, result.stderr
     answers = box.stats()["answers"]
-    assert answers.get("429", 0) > 0 and any(answers.get(s, 0) for s in ("500", "502", "503"))
+    assert answers.get("429", 0) > 0 and answers.get("503", 0) > 0
     contexts = server_contexts(box)
     assert len(contexts) == 80 == len(set(contexts))
     assert results_mod.read(out)["attempts"].max() > 1
@@ -103,7 +103,7 @@ def test_429_and_5xx_are_retried_to_success(sandbox, write_input, tmp_path):
 
 
 def test_retries_exhausted_become_failed_and_are_sent_next_run(sandbox, write_input, tmp_path):
-    failing = sandbox("--error-rate", "1.0")
+    failing = sandbox("--error-rate", "1.0", "--error-statuses", "503", "--retry-after", "0")
     rows = write_input("a.csv", make_rows(5))
     out = tmp_path / "res.csv"
     first = run_cli(
@@ -294,3 +294,38 @@ def test_wrong_base_url_stops_at_once_with_exit_2(sandbox, write_input, tmp_path
     assert result.code == 2 and "no addSIRequest endpoint" in result.stderr
     assert set(results_mod.read(out)["status"]) == {"pending"}
     assert box.stats()["requests"] == 0 and box.created() == []  # the endpoint itself never saw them
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (("--error-after", "1.0"), "HTTP_5"),  # a gateway page after the request was created
+        (("--cut-after", "1.0"), "CONNECTION_LOST"),  # the success answer cut short
+        (("--trickle-after", "1.0", "--trickle-interval", "0.2"), "READ_TIMEOUT"),  # an answer that drips
+        (("--malformed-rate", "1.0"), "UNEXPECTED_RESPONSE"),  # a 2xx that is not the API's JSON
+    ],
+    ids=["5xx-after", "cut-after", "trickle-after", "malformed-2xx"],
+)
+def test_answers_that_may_follow_a_creation_are_unknown_and_never_resent(sandbox, write_input, tmp_path, fault, code):
+    box = sandbox(*fault)
+    rows = write_input("a.csv", make_rows(6))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--read-timeout", "1", "--max-attempts", "5")
+    assert result.code == 1, result.stderr
+    frame = results_mod.read(out)
+    assert set(frame["status"]) == {"unknown"} and all(c.startswith(code) for c in frame["error_code"])
+    assert box.stats()["requests"] == 6  # not one retry
+    again = ingest(box, [rows], out)
+    assert again.code == 1 and box.stats()["requests"] == 6
+    contexts = server_contexts(box)
+    assert len(contexts) == len(set(contexts))
+
+
+def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
+    box = sandbox("--error-rate", "0.3", "--error-statuses", "500,502,504", "--seed", "4")
+    config = tmp_path / "c.toml"
+    config.write_text("[api]\nretry_gateway_errors = true\n[run]\nbackoff_base = 0.01\n")
+    result = ingest(box, [write_input("a.csv", make_rows(30))], tmp_path / "r.csv", "--config", str(config),
+                    "--max-attempts", "10")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert sum(box.stats()["answers"].get(s, 0) for s in ("500", "502", "504")) > 0

@@ -8,11 +8,14 @@ What production gateways do that it can inject, each with a probability per requ
 `seed` for repeatable runs:
 - latency (uniform in a range), before anything else;
 - a rate limit: more than N requests in the last second -> 429 with `Retry-After`;
-- 500/502/503 with HTML bodies (503 with `Retry-After`), before processing;
+- 500/502/503 with HTML bodies (503 with `Retry-After`), before processing (`error_statuses`
+  picks which);
 - a 200 whose body is not JSON (a proxy's page or a truncated answer), before processing;
-- the connection dropped before processing, or after the SI request was created.
+- the connection dropped before processing, or after the SI request was created;
+- after the SI request was created: a 500/502/504 page (a gateway whose backend was slower
+  than its timeout), the success body cut short, or the answer trickled a byte at a time.
 Faults that come "before processing" create nothing, so a client that retries them creates
-no duplicate; a drop after processing did create one, and a client must treat it as unknown.
+no duplicate; the "after" ones did create the request, and a client must treat them as unknown.
 
 Every created SI request is kept (and appended to `record` as JSON lines, flushed at once)
 so tests can count duplicates; GET /_sandbox/requests and /_sandbox/stats expose them.
@@ -50,6 +53,10 @@ MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CH
 MSG_NOT_FOUND = "Contact not found in this organization"
 
 _HTML_5XX = {
+    504: (
+        b"<html><head><title>504 Gateway Time-out</title></head>"
+        b"<body><h1>504 Gateway Time-out</h1>The server didn't respond in time.</body></html>"
+    ),
     500: (
         b"<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>"
     ),
@@ -75,10 +82,15 @@ class SandboxConfig:
     latency_ms: tuple[float, float] = (0.0, 0.0)
     rate_limit: int | None = None  # requests per second before 429
     retry_after: float = 1.0  # seconds, sent with 429 and 503
-    error_rate: float = 0.0  # probability of a 500/502/503 before processing
+    error_rate: float = 0.0  # probability of a 5xx page before processing
+    error_statuses: tuple[int, ...] = (500, 502, 503)  # which statuses error_rate answers
     malformed_rate: float = 0.0  # probability of a 200 with a body that is not JSON
     drop_before_rate: float = 0.0  # probability of closing the connection before processing
     drop_after_rate: float = 0.0  # probability of closing it after creating the SI request
+    error_after_rate: float = 0.0  # probability of a 500/502/504 page after creating it
+    cut_after_rate: float = 0.0  # probability of cutting the success body short after creating it
+    trickle_after_rate: float = 0.0  # probability of trickling the answer after creating it
+    trickle_interval: float = 1.0  # seconds between two bytes of a trickled answer
     seed: int | None = None
     record: Path | None = None
     first_sir_id: int = 1000
@@ -170,9 +182,9 @@ class Sandbox:
             return self._drop("drop_before")
         roll -= cfg.drop_before_rate
         if roll < cfg.error_rate:
-            status = rng.choice((500, 502, 503))
+            status = rng.choice(cfg.error_statuses)
             headers = {"Retry-After": _seconds(cfg.retry_after)} if status == 503 else {}
-            return self._answer(status, _HTML_5XX[status], "text/html", headers)
+            return self._answer(status, _HTML_5XX.get(status, _HTML_5XX[500]), "text/html", headers)
         roll -= cfg.error_rate
         if roll < cfg.malformed_rate:
             return self._answer(200, rng.choice(_MALFORMED), "text/html", {})
@@ -180,7 +192,37 @@ class Sandbox:
         answer = self._process(request, body)
         if roll < cfg.drop_after_rate:
             return self._drop("drop_after")
+        roll -= cfg.drop_after_rate
+        if roll < cfg.error_after_rate:
+            status = rng.choice((500, 502, 504))
+            return self._answer(status, _HTML_5XX[status], "text/html", {}, kind=f"{status}_after")
+        roll -= cfg.error_after_rate
+        if roll < cfg.cut_after_rate:
+            return await self._stream(request, answer, cut=True)
+        roll -= cfg.cut_after_rate
+        if roll < cfg.trickle_after_rate:
+            return await self._stream(request, answer, cut=False)
         return answer
+
+    async def _stream(self, request: web.Request, answer: web.Response, *, cut: bool) -> web.StreamResponse:
+        """Send `answer`'s body cut short (then close), or a byte every trickle_interval seconds."""
+        label = "cut_after" if cut else "trickle_after"
+        self._state.answers[label] = self._state.answers.get(label, 0) + 1
+        body = answer.body if isinstance(answer.body, bytes) else b""
+        response = web.StreamResponse(
+            status=answer.status, headers={"Content-Type": "application/json", "Content-Length": str(len(body))}
+        )
+        await response.prepare(request)
+        if cut:
+            await response.write(body[: len(body) // 2])
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        for byte in body:
+            await response.write(bytes([byte]))
+            await asyncio.sleep(self.config.trickle_interval)
+        await response.write_eof()
+        return response
 
     def _process(self, request: web.Request, body: bytes) -> web.Response:
         cfg = self.config

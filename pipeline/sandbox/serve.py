@@ -33,6 +33,11 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "malformed_rate": args.malformed_rate,
         "drop_before_rate": args.drop_before,
         "drop_after_rate": args.drop_after,
+        "error_statuses": tuple(args.error_statuses),
+        "error_after_rate": args.error_after,
+        "cut_after_rate": args.cut_after,
+        "trickle_after_rate": args.trickle_after,
+        "trickle_interval": args.trickle_interval,
         "seed": args.seed,
         "record": args.record,
     }
