@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs, report
+from . import __version__, crash, logs, report
 from .config import load_config, load_credentials
 from .errors import LedgerError, PipelineError
 
@@ -173,6 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("si-ingest: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:  # a bug: one line, the traceback in a file, exit 4
+        report = crash.write_report(exc, argv if argv is not None else sys.argv[1:])
+        print(
+            f"si-ingest: internal error ({type(exc).__name__}); the ledger is intact and a rerun resumes. "
+            f"Please report it with {report}",
+            file=sys.stderr,
+        )
+        code = crash.EXIT_INTERNAL
     sys.exit(code)
 
 

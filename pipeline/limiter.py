@@ -15,6 +15,7 @@ so there is nothing to clean up when the run stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 from aiolimiter import AsyncLimiter
@@ -49,7 +50,8 @@ def steady_rate(rate: float) -> float:
 class RateLimiter:
     """What every worker awaits before each request: the ceiling, then any Retry-After pause."""
 
-    def __init__(self, rate: float | str) -> None:
+    def __init__(self, rate: float | str, stop: asyncio.Event | None = None) -> None:
+        self._stop = stop
         self.auto = rate == "auto"
         self.rate = AUTO_START if self.auto else float(rate)
         self._limiter = bucket(self.rate)
@@ -58,15 +60,27 @@ class RateLimiter:
         self._last_throttle = float("-inf")
 
     async def acquire(self) -> None:
+        """Wait for the ceiling and any pause; returns early, without a token, once `stop` is set."""
         loop = asyncio.get_running_loop()
         while True:
+            if self._stop is not None and self._stop.is_set():
+                return
             wait = self._paused_until - loop.time()
             if wait > PAUSE_RESOLUTION:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 continue
             await self._limiter.acquire()
             if self._paused_until - loop.time() <= PAUSE_RESOLUTION:
                 return
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep through a pause (up to Retry-After's 6 hours), waking at once if the run stops."""
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     def pause(self, seconds: float) -> None:
         """Hold every worker for `seconds` (a server's Retry-After applies to the whole client)."""

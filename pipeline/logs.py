@@ -27,12 +27,14 @@ class Redactor:
                 event[key] = self._scrub(value)
         return event
 
+    def scrub_text(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return self.scrub_text(value)
         if isinstance(value, (list, tuple)):
             return type(value)(self._scrub(v) for v in value)
         if isinstance(value, dict):

@@ -24,7 +24,7 @@ import structlog
 from . import loader, report, results
 from .client import ZyntroClient
 from .config import Config, Credentials
-from .errors import AbortError, Interrupted, LedgerDamaged, LedgerError
+from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter
 from .plan import Plan, build_plan
@@ -52,8 +52,7 @@ async def run(
     dry_run = credentials is None or config.run.dry_run
     files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id)
     dest = config.run.results
-    if not dest.parent.exists():
-        raise LedgerError(f"the folder of the results file {dest} does not exist")
+    _check_results_path(dest, files)
     stats: SubmitStats | None = None
     interrupted = False
     with RunLock(dest):
@@ -88,7 +87,10 @@ async def run(
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.summarize(dest)
     abort = stats.abort if stats else None
-    code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
+    if dry_run:  # validate: 0 when no row is invalid or duplicate, so it can gate a scheduled run
+        code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1
+    else:
+        code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
     log.info(
         "run.summary",
         results=str(dest),
@@ -116,6 +118,11 @@ async def _send(
             stats, interrupted = await _submit(plan, config, credentials, journal)
     except LedgerError as exc:
         failure = exc
+    except Exception:  # a bug (exit 4): keep what this run learned, then let it surface
+        with contextlib.suppress(Exception):
+            ledger.finish(journal)
+            results.render(plan, ledger.view, dest)
+        raise
     recovered = ledger.finish(journal)
     if recovered is not None:
         results.render(plan, ledger.view, dest)
@@ -127,6 +134,17 @@ async def _send(
     if failure is not None:
         raise failure
     return stats, interrupted
+
+
+def _check_results_path(dest: Path, files: list[loader.InputFile]) -> None:
+    """Before any request: the results file can be written and is not one of the inputs."""
+    if not dest.parent.is_dir():
+        raise LedgerError(f"the folder of the results file {dest} does not exist")
+    if dest.is_dir():
+        raise ConfigError(f"--results {dest} is a folder; name a .csv or .parquet file in it")
+    for file in files:
+        if dest.resolve() == file.path.resolve() or (dest.exists() and dest.samefile(file.path)):
+            raise ConfigError(f"--results {dest} is one of the inputs: it would be overwritten; choose another path")
 
 
 @contextlib.contextmanager
@@ -156,7 +174,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
     stop = asyncio.Event()
-    limiter = RateLimiter(config.run.rate)
+    limiter = RateLimiter(config.run.rate, stop)
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()
     signals = 0

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from polars.expr.whenthen import ChainedThen, Then
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+# Seconds 00-59 (strptime would take a leap second :60) and hours 00-23; year 0000 is refused
+# below (the API's calendar starts at year 1, and Rust's regex has no lookahead).
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d$"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TEXT_FIELDS = (*API_FIELDS, "request_key")
 _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
@@ -49,7 +51,9 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
     any_missing = pl.any_horizontal(pl.col(f).is_null() for f in missing)
     dt = pl.col("sir_planned_dt")
     dt_ok = (
-        dt.str.contains(DATETIME_PATTERN) & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
+        dt.str.contains(DATETIME_PATTERN)
+        & ~dt.str.starts_with("0000")
+        & dt.str.strptime(pl.Datetime, DATETIME_FORMAT, strict=False).is_not_null()
     )
     org_ok = pl.col("org_id").str.contains(UUID_PATTERN)
     contact_ok = pl.col("contact_id").str.contains(UUID_PATTERN)

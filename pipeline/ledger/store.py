@@ -250,7 +250,7 @@ def rewrite_journal(path: Path, ledger_id: str, base: str | None, state: Iterato
     tmp = path.with_name(path.name + ".compact")
     seq = 1
     try:
-        with open(tmp, "wb") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(records.header(0, ledger_id, base))
             for frame in state:
                 if frame.height:

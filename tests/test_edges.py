@@ -1,0 +1,131 @@
+"""Edges through the CLI: paths, exit codes, signals at awkward moments, internal errors."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import cli
+from pipeline import results as results_mod
+from pipeline.sandbox import DEFAULT_ORG_ID
+from pipeline.submit import Submitter
+
+from .conftest import CREDENTIAL_ENV, make_rows, run_cli, server_contexts, wait_for
+from .test_resume import cli_process
+
+
+def run_args(box, inputs, out: Path, *extra: str) -> list[str]:
+    return ["run", *map(str, inputs), "--base-url", box.url, "--results", str(out), "--rate", "500", *extra]
+
+
+def one_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("si-ingest: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_results_that_cannot_be_written_or_are_an_input_stop_before_any_request(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(5))
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    result = run_cli(*run_args(box, [rows], folder))
+    assert result.code == 2 and "is a folder" in one_error(result.stderr)
+    result = run_cli(*run_args(box, [rows], rows))
+    assert result.code == 2 and "one of the inputs" in one_error(result.stderr)
+    assert rows.read_text().startswith("contact_id")  # the export is untouched
+    assert box.stats()["requests"] == 0
+
+
+def test_validate_exit_code_gates_a_scheduled_run(write_input, tmp_path):
+    env = {"ZYNTRO_ORG_ID": DEFAULT_ORG_ID}
+    clean = run_cli("validate", str(write_input("a.csv", make_rows(5))), "--results", str(tmp_path / "v.csv"), env=env)
+    assert clean.code == 0, clean.stderr
+    bad = make_rows(5)
+    bad["sir_planned_dt"][2] = "2026-12-31 23:59:60"
+    bad["sir_planned_dt"][3] = "0000-01-01 09:00:00"
+    dirty = run_cli("validate", str(write_input("b.csv", bad)), "--results", str(tmp_path / "w.csv"), env=env)
+    assert dirty.code == 1
+    frame = results_mod.read(tmp_path / "w.csv")
+    assert frame["error_code"].to_list()[2:4] == ["INVALID_DATETIME", "INVALID_DATETIME"]
+
+
+def test_a_config_typo_names_the_closest_key(write_input, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[run]\nconcurency = 4\n")
+    result = run_cli("validate", str(write_input("a.csv", make_rows(2))), "--config", str(config))
+    assert result.code == 2 and "did you mean 'run.concurrency'" in one_error(result.stderr)
+
+
+def test_a_signal_during_a_retry_after_pause_ends_the_run_at_once(sandbox, write_input, tmp_path):
+    box = sandbox("--rate-limit", "2", "--retry-after", "3600")
+    rows = write_input("a.csv", make_rows(20))
+    out = tmp_path / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--concurrency", "2"))
+    wait_for(lambda: box.stats()["answers"].get("429", 0) > 0, timeout=30)
+    time.sleep(0.3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - started < 10
+    frame = results_mod.read(out)
+    assert frame.height == 20 and Counter(frame["status"])["created"] == len(box.created())
+    assert set(frame["status"]) <= {"created", "failed", "pending"}
+
+
+def test_a_signal_while_loading_exits_130_and_removes_the_work_folder(tmp_path):
+    rows = make_rows(1)
+    big = pl.DataFrame({k: v * 400_000 for k, v in rows.items()}).with_columns(
+        sir_context=pl.format("ctx {}", pl.int_range(pl.len()))
+    )
+    path = tmp_path / "big.csv"
+    big.write_csv(path)
+    out = tmp_path / "r.csv"
+    proc = cli_process("validate", str(path), "--results", str(out))
+    wait_for(lambda: (tmp_path / "r.csv.work").exists() or proc.poll() is not None, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert not (tmp_path / "r.csv.work").exists()
+
+
+def test_an_internal_error_exits_4_with_a_report_and_the_results_rendered(
+    sandbox, write_input, tmp_path, monkeypatch, capsys
+):
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(30))
+    out = tmp_path / "r.csv"
+    original = Submitter._record
+    seen = []
+
+    def flaky(self, outcome):
+        original(self, outcome)
+        seen.append(outcome)
+        if len(seen) == 10:
+            raise RuntimeError("a bug in the submit loop")
+
+    monkeypatch.setattr(Submitter, "_record", flaky)
+    monkeypatch.chdir(tmp_path)
+    for name, value in CREDENTIAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(run_args(box, [rows], out, "--concurrency", "1", "--log-format", "json"))
+    assert exit_info.value.code == 4
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("si-ingest: internal error")]
+    report = Path(line.rsplit(" ", 1)[-1])
+    assert report.exists() and "RuntimeError: a bug in the submit loop" in report.read_text()
+    assert CREDENTIAL_ENV["ZYNTRO_DEVELOPER_SECRET"] not in report.read_text()
+    frame = results_mod.read(out)  # rendered from the ledger: what was created shows
+    assert Counter(frame["status"])["created"] == len(box.created()) >= 9
+    monkeypatch.setattr(Submitter, "_record", original)
+    again = run_cli(*run_args(box, [rows], out))
+    assert again.code in (0, 1), again.stderr
+    contexts = server_contexts(box)
+    assert len(contexts) == len(set(contexts))
