@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="probability of trickling the answer a byte at a time after creating the request",
     )  # fmt: skip
     sandbox.add_argument("--trickle-interval", type=float, default=1.0, help="seconds between trickled bytes")
+    sandbox.add_argument(
+        "--odd-error-rate", type=_probability, default=0.0,
+        help="probability of an error answer whose message the API does not document",
+    )  # fmt: skip
+    sandbox.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; needs --tls-key)")
+    sandbox.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -129,3 +130,45 @@ def test_an_internal_error_exits_4_with_a_report_and_the_results_rendered(
     assert again.code in (0, 1), again.stderr
     contexts = server_contexts(box)
     assert len(contexts) == len(set(contexts))
+
+
+@pytest.fixture
+def localhost_cert(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+def test_https_verifies_the_certificate_and_takes_a_ca_bundle(sandbox, write_input, tmp_path, localhost_cert):
+    key, cert = localhost_cert
+    box = sandbox("--tls-cert", str(cert), "--tls-key", str(key))
+    assert box.url.startswith("https://")
+    rows = write_input("a.csv", make_rows(5))
+    out = tmp_path / "r.csv"
+    refused = run_cli("run", str(rows), "--base-url", box.url, "--results", str(out))
+    assert refused.code == 2 and "Traceback" not in refused.stderr
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("si-ingest: aborted:")]
+    assert "certificate cannot be verified" in line and "ca_bundle" in line
+    assert box.created() == [] and set(results_mod.read(out)["status"]) == {"pending"}
+    config = tmp_path / "tls.toml"
+    config.write_text(f'[api]\nca_bundle = "{cert}"\n')
+    trusted = run_cli("run", str(rows), "--base-url", box.url, "--results", str(out), "--config", str(config))
+    assert trusted.code == 0, trusted.stderr
+    assert len(box.created()) == 5
+
+
+def test_an_undocumented_error_is_failed_and_sent_again_next_run(sandbox, write_input, tmp_path):
+    odd = sandbox("--odd-error-rate", "1.0")
+    rows = write_input("a.csv", make_rows(4))
+    out = tmp_path / "r.csv"
+    first = run_cli(*run_args(odd, [rows], out))
+    assert first.code == 1
+    frame = results_mod.read(out)
+    assert set(frame["status"]) == {"failed"} and set(frame["error_code"]) == {"API_ERROR"}
+    assert odd.stats()["requests"] == 4  # an error answer is final for this run
+    healthy = sandbox()
+    assert run_cli(*run_args(healthy, [rows], out)).code == 0 and len(healthy.created()) == 4

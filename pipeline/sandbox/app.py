@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ MSG_MISSING_FIELDS = "Missing org_id / contact_id / sir_context / sir_planned_dt
 MSG_INVALID_FLAG = "Missing or invalid sir_flag. Allowed: " + ", ".join(FLAGS)
 MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CHANNELS)
 MSG_NOT_FOUND = "Contact not found in this organization"
+MSG_UNDOCUMENTED = "Temporary failure in the SI queue, please try again later"  # not in the API's table
 
 _HTML_5XX = {
     504: (
@@ -93,6 +95,9 @@ class SandboxConfig:
     trickle_interval: float = 1.0  # seconds between two bytes of a trickled answer
     seed: int | None = None
     record: Path | None = None
+    odd_error_rate: float = 0.0  # probability of an error answer whose message the API does not document
+    tls_cert: Path | None = None  # serve https with this certificate chain (PEM) and key
+    tls_key: Path | None = None
     first_sir_id: int = 1000
 
 
@@ -128,11 +133,15 @@ class Sandbox:
             self._record = open(self.config.record, "ab")  # noqa: ASYNC230, SIM115 - once, before serving; kept until stop()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        tls = None
+        if self.config.tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        site = web.TCPSite(self._runner, host, port, ssl_context=tls)
         await site.start()
         bound = self._runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        self.url = f"http://{shown}:{bound[1]}{BASE_PATH}"
+        self.url = f"{'https' if tls else 'http'}://{shown}:{bound[1]}{BASE_PATH}"
         return self.url
 
     async def stop(self) -> None:
@@ -189,6 +198,9 @@ class Sandbox:
         if roll < cfg.malformed_rate:
             return self._answer(200, rng.choice(_MALFORMED), "text/html", {})
         roll -= cfg.malformed_rate
+        if roll < cfg.odd_error_rate:
+            return self._error(MSG_UNDOCUMENTED)
+        roll -= cfg.odd_error_rate
         answer = self._process(request, body)
         if roll < cfg.drop_after_rate:
             return self._drop("drop_after")

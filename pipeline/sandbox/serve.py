@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 from pathlib import Path
 
 import structlog
@@ -38,6 +39,9 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "cut_after_rate": args.cut_after,
         "trickle_after_rate": args.trickle_after,
         "trickle_interval": args.trickle_interval,
+        "odd_error_rate": args.odd_error_rate,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "seed": args.seed,
         "record": args.record,
     }
@@ -55,11 +59,14 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> int:
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
     sandbox = Sandbox(config)
     try:
         url = await sandbox.start(host, port)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot serve on {host}:{port}: {reason}") from None
     print(f"sandbox listening on {url}", flush=True)
     log.info(
         "sandbox.start",
