@@ -111,12 +111,21 @@ def _csv_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
     """Parse only the columns the pipeline loads, block by block, then cut to `chunk_rows`."""
     wanted = sorted({file.header.index(column) for column in file.columns.values()})
     names = [file.header[i] for i in wanted]
+    pending: list[pl.DataFrame] = []
+    held = 0
     for block in csv_blocks.blocks(file.path, len(file.header)):
         frame = pl.read_csv(block.data, has_header=False, columns=wanted, infer_schema=False, raise_if_empty=False)
         frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
-        frame = frame.with_columns(source_row=pl.int_range(block.first_row, block.first_row + frame.height))
-        for offset in range(0, frame.height, chunk_rows):
-            yield frame.slice(offset, chunk_rows)
+        pending.append(frame.with_columns(source_row=pl.int_range(block.first_row, block.first_row + frame.height)))
+        held += frame.height
+        if held >= chunk_rows:  # whole batches of chunk_rows; the rest waits for the next block
+            joined = pl.concat(pending)
+            whole = held - held % chunk_rows
+            for offset in range(0, whole, chunk_rows):
+                yield joined.slice(offset, chunk_rows)
+            pending, held = [joined.slice(whole)], held - whole
+    if held:
+        yield pl.concat(pending)
 
 
 def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> pl.DataFrame:

@@ -4,11 +4,14 @@
        stops the run with nothing sent); spill it in input order to `<results>.work/`, and
        its valid keys as a run sorted by `kp`;
     2. per partition of the key space (ledger/partition.py): mark repeats within the run
-       (the first in input order is kept), and look the keys up in the ledger;
-    3. per batch, in input order: merge those verdicts back and decide which rows to send.
-       Only those get a request body; the batch's first spill is then deleted.
-After the run the same lookup against the new snapshot renders the results file. Memory is
-one batch plus one partition, whatever the input or the ledger hold (bench/ledger_scale.py).
+       (the first in input order is kept) and look the keys up in the ledger, keeping a
+       verdict only for rows that are repeats or that the ledger knows (sparse: a first run
+       of a new export writes almost nothing here);
+    3. count, from the verdicts alone, what is a repeat, settled earlier, or to send.
+Sending merges the verdicts back into each spilled batch in input order and builds request
+bodies for the rows to send only; the results are rendered the same way from a lookup
+against the ledger as the run left it. Memory is one batch plus one partition, whatever the
+input or the ledger hold (bench/ledger_scale.py).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class Batch:
 class Plan:
     workdir: Path
     chunk_rows: int
+    sendable: tuple[str, ...]  # earlier statuses that are sent again
     batches: list[Batch] = field(default_factory=list)
     key_runs: list[Path] = field(default_factory=list)
     rows: int = 0
@@ -69,13 +73,16 @@ class Plan:
     _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
 
     def rows_to_send(self) -> Iterator[Row]:
-        """The rows to send, in input order, one batch in memory at a time."""
+        """The rows to send, in input order (bodies built per batch, for those rows only)."""
+        assert self._looked_up is not None, "build_plan looks the keys up first"
+        merger = OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         for batch in self.batches:
-            part = pl.read_ipc(batch.path, columns=["row_key", "source", "source_row", "body", "attempts", "send"])
-            part = part.filter(pl.col("send"))
-            for key, source, source_row, body, attempts in part.select(
-                "row_key", "source", "source_row", "body", "attempts"
-            ).iter_rows():
+            spill = pl.read_ipc(batch.path)
+            decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
+            send = decided.filter(pl.col("send")).select(
+                "row_key", "source", "source_row", _body().alias("body"), pl.col("attempts_j").fill_null(0)
+            )
+            for key, source, source_row, body, attempts in send.iter_rows():
                 yield Row(key, source, source_row, body.encode(), attempts)
 
     def results(self, view: Fold) -> Iterator[pl.DataFrame]:
@@ -89,12 +96,11 @@ class Plan:
     def _results(self, merger: OrderedRuns) -> Iterator[pl.DataFrame]:
         stamp = now_iso()
         for batch in self.batches:
-            spill = pl.read_ipc(batch.path, columns=[*IDENTITY, *LOCAL, "attempts", "order"])
-            state = _resolve(merger.upto(batch.last_order))
-            joined = spill.join(state, on="order", how="left", maintain_order="left", suffix="_j")
+            spill = pl.read_ipc(batch.path, columns=["order", *IDENTITY, *LOCAL])
+            decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
             local = pl.col("status").is_not_null()
             known = ~local & pl.col("status_j").is_not_null()
-            yield joined.select(
+            yield decided.select(
                 *IDENTITY,
                 status=pl.when(local)
                 .then(pl.col("status"))
@@ -104,10 +110,39 @@ class Plan:
                 sir_id=pl.when(known).then(pl.col("sir_id")),
                 error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
                 error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),
-                attempts=pl.when(known).then(pl.col("attempts_j")).otherwise(pl.col("attempts")).fill_null(0),
+                attempts=pl.col("attempts_j").fill_null(0),
                 http_status=pl.when(known).then(pl.col("http_status")),
                 updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
             )
+
+    def _decide(self, spill: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
+        """A spilled batch with its verdicts: repeats marked `duplicate`, the ledger's state as
+        `*_j` columns (attempts_j, status_j...), and `send`."""
+        joined = spill.join(
+            verdicts.rename({c: f"{c}_j" for c in ("status", "error_code", "error_message", "attempts")}),
+            on="order",
+            how="left",
+            maintain_order="left",
+        )
+        dup = pl.col("status").is_null() & pl.col("dup").fill_null(False)
+        fresh = pl.col("status").is_null() & ~dup
+        return joined.with_columns(
+            status=pl.when(dup).then(pl.lit(Status.DUPLICATE.value)).otherwise("status"),
+            error_code=pl.when(dup).then(pl.lit(ErrorCode.DUPLICATE_KEY.value)).otherwise("error_code"),
+            error_message=pl.when(dup).then(pl.lit(DUPLICATE_MESSAGE)).otherwise("error_message"),
+            send=fresh & (pl.col("status_j").is_null() | pl.col("status_j").is_in(self.sendable)),
+        )
+
+    def _count(self, merger: OrderedRuns) -> None:
+        """Pass 3: repeats and rows settled earlier, from the (sparse) verdicts alone."""
+        for batch in self.batches:
+            state = _resolve(merger.upto(batch.last_order))
+            dup = pl.col("dup").fill_null(False)
+            settled = ~dup & pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable)
+            counts = state.select(dup=dup.sum(), settled=settled.sum()).row(0)
+            self.duplicate += int(counts[0] or 0)
+            self.settled += int(counts[1] or 0)
+        self.to_send = self.valid - self.duplicate - self.settled
 
     def _lookup(self, view: Fold, tag: str) -> OrderedRuns:
         """Pass 2: repeats and ledger state per key partition, as runs sorted by input order."""
@@ -121,7 +156,7 @@ class Plan:
             primary = primary.with_columns(dup=~pl.col("row_key").is_first_distinct())
             ledger = view.partition(lo, hi)
             found = primary.join(ledger.drop("legacy"), on="row_key", how="left")
-            verdicts = [found.select(*VERDICT_SCHEMA)]
+            verdicts = [found.filter(pl.col("dup") | pl.col("status").is_not_null()).select(*VERDICT_SCHEMA)]
             alternates = keys_.filter(pl.col("alt"))
             if alternates.height and view.legacy_rows:
                 matched = alternates.join(ledger.filter(pl.col("legacy")).drop("legacy"), on="row_key", how="inner")
@@ -137,44 +172,46 @@ class Plan:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def build_plan(
-    files: list[loader.InputFile], view: Fold, config: Config, workdir: Path, *, bodies: bool = True
-) -> Plan:
-    """Passes 1-3 (see the module docstring): what to send, counted, before any request.
-
-    `bodies` False (a dry run) leaves the request bodies out of the spill.
-    """
-    plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows)
+def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> Plan:
+    """Passes 1-3 (see the module docstring): what to send, counted, before any request."""
+    sendable = [Status.PENDING.value, Status.FAILED.value]
+    if config.run.resend_unknown:
+        sendable.append(Status.UNKNOWN.value)
+    plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows, sendable=tuple(sendable))
     legacy = view.legacy_rows > 0
-    first: list[Batch] = []
     for file in files:
         for batch in loader.batches(file, config.input.chunk_rows, config.default_org_id):
-            checked = validate(batch, config.input.sir_statuses).with_columns(keys.row_key())
-            checked = checked.with_columns(order=pl.int_range(plan.rows, plan.rows + checked.height, dtype=pl.Int64))
-            valid = checked.filter(pl.col("status").is_null())
-            plan.rows += checked.height
-            plan.valid += valid.height
-            plan.invalid += checked.height - valid.height
-            index = len(first)
+            checked = (
+                validate(batch.lazy(), config.input.sir_statuses)
+                .with_columns(keys.row_key(), order=pl.int_range(plan.rows, plan.rows + batch.height, dtype=pl.Int64))
+                .with_columns(keys.partition_hash())
+                .collect()
+            )
+            index = len(plan.batches)
             path = workdir / f"input-{index:06d}.arrow"
+            valid_only = pl.col("status").is_null()
             _write_ipc(
                 checked.select(
                     "order",
                     *IDENTITY,
                     *LOCAL,
-                    pl.when(pl.col("status").is_null()).then(pl.col("sir_context")).alias("sir_context"),
-                    pl.when(pl.col("status").is_null()).then(pl.col("sir_status")).alias("sir_status"),
+                    pl.when(valid_only).then(pl.col("sir_context")).alias("sir_context"),
+                    pl.when(valid_only).then(pl.col("sir_status")).alias("sir_status"),
                 ),
                 path,
             )
-            first.append(Batch(path, plan.rows - 1))
-            key_rows = valid.select("order", "row_key", keys.partition_hash(), alt=pl.lit(False))
+            valid = checked.filter(valid_only)
+            plan.rows += checked.height
+            plan.valid += valid.height
+            plan.invalid += checked.height - valid.height
+            plan.batches.append(Batch(path, plan.rows - 1))
+            key_rows = valid.select("order", "row_key", "kp", alt=pl.lit(False))
             if legacy:
                 key_rows = pl.concat([key_rows, _legacy_rows(valid)])
             run = workdir / f"keys-{index:06d}.parquet"
             write_run(key_rows, run)
             plan.key_runs.append(run)
-    plan.batches = list(_decide(plan, first, view, config, bodies))
+    plan._count(plan._lookup(view, "plan"))
     return plan
 
 
@@ -183,50 +220,17 @@ def _legacy_rows(valid: pl.DataFrame) -> pl.DataFrame:
     return keys.legacy_keys(valid).with_columns(keys.partition_hash(), alt=pl.lit(True))
 
 
-def _decide(plan: Plan, first: list[Batch], view: Fold, config: Config, bodies: bool) -> Iterator[Batch]:
-    """Pass 3: per batch, in input order, the local verdict and whether to send (with a body)."""
-    sendable = [Status.PENDING.value, Status.FAILED.value]
-    if config.run.resend_unknown:
-        sendable.append(Status.UNKNOWN.value)
-    merger = plan._lookup(view, "plan")
-    for index, batch in enumerate(first):
-        spill = pl.read_ipc(batch.path)
-        state = _resolve(merger.upto(batch.last_order))
-        joined = spill.join(state, on="order", how="left", maintain_order="left", suffix="_j")
-        dup = pl.col("status").is_null() & pl.col("dup").fill_null(False)
-        fresh = pl.col("status").is_null() & ~dup
-        send = fresh & (pl.col("status_j").is_null() | pl.col("status_j").is_in(sendable))
-        decided = joined.with_columns(
-            status=pl.when(dup).then(pl.lit(Status.DUPLICATE.value)).otherwise("status"),
-            error_code=pl.when(dup).then(pl.lit(ErrorCode.DUPLICATE_KEY.value)).otherwise("error_code"),
-            error_message=pl.when(dup).then(pl.lit(DUPLICATE_MESSAGE)).otherwise("error_message"),
-            attempts=pl.col("attempts").fill_null(0),
-            send=send,
-            body=pl.when(send).then(_body()) if bodies else pl.lit(None, pl.String),
-        )
-        counts = decided.select(
-            duplicate=dup.sum(), settled=(fresh & ~pl.col("send")).sum(), to_send=pl.col("send").sum()
-        ).row(0, named=True)
-        plan.duplicate += int(counts["duplicate"])
-        plan.settled += int(counts["settled"])
-        plan.to_send += int(counts["to_send"])
-        path = plan.workdir / f"plan-{index:06d}.arrow"
-        _write_ipc(decided.select("order", *IDENTITY, *LOCAL, "attempts", "send", "body"), path)
-        batch.path.unlink(missing_ok=True)
-        yield Batch(path, batch.last_order)
-
-
 def _resolve(verdicts: pl.DataFrame) -> pl.DataFrame:
-    """One row per input row: its own key's state, else a format 1 record found for it."""
+    """One row per input row with a verdict: its own key's state, else a format 1 record's."""
     primary = verdicts.filter(~pl.col("alt")).drop("alt")
     legacy = verdicts.filter(pl.col("alt")).unique("order", keep="first").drop("alt", "dup")
     if not legacy.height:
         return primary
-    merged = primary.join(legacy, on="order", how="left", suffix="_legacy")
+    merged = primary.join(legacy, on="order", how="full", coalesce=True, suffix="_legacy")
     use = pl.col("status").is_null() & pl.col("status_legacy").is_not_null()
     return merged.select(
         "order", "dup", *(pl.when(use).then(pl.col(f"{c}_legacy")).otherwise(pl.col(c)).alias(c) for c in _STATE)
-    )
+    ).sort("order")
 
 
 def _body() -> pl.Expr:
@@ -245,6 +249,6 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
 
 def _write_ipc(frame: pl.DataFrame, path: Path) -> None:
     try:
-        frame.write_ipc(path, compression="lz4")
+        frame.write_ipc(path, compression="zstd")  # as fast as lz4 here, a fifth of the bytes
     except OSError as exc:
         raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc

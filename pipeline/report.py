@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from . import results
-from .models import Status
+from .errors import InputError
+from .models import RESULT_COLUMNS, Status
 
 STATUS_ORDER = tuple(s.value for s in Status)
 
@@ -27,17 +30,30 @@ class Summary:
 
 
 def summarize(path: Path) -> Summary:
-    frame = results.read(path)
-    counts = frame.group_by("status").len()
+    """Counts of a results file, read streaming (only two columns, never the whole file)."""
+    scan = results.scan(path)
+    try:
+        missing = [c for c in RESULT_COLUMNS if c not in scan.collect_schema().names()]
+        if missing:
+            raise InputError(f"{path} is not an si-ingest results file (no column {missing[0]})")
+        groups = scan.group_by("status", "error_code").len().collect(engine="streaming")
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"results file {path} cannot be read: {str(exc).splitlines()[0]}") from exc
+    return from_groups(path, groups.iter_rows())
+
+
+def from_groups(path: Path, groups: Iterable[tuple[str | None, str | None, int]]) -> Summary:
+    """A Summary from (status, error_code, rows) counts."""
     by_status = dict.fromkeys(STATUS_ORDER, 0)
-    by_status.update(dict(counts.iter_rows()))
-    errors = (
-        frame.filter(pl.col("error_code").is_not_null() & (pl.col("status") != Status.CREATED.value))
-        .group_by("status", "error_code")
-        .len()
-        .sort(["len", "status", "error_code"], descending=[True, False, False])
-    )
-    return Summary(path=path, total=frame.height, by_status=by_status, by_error=list(errors.iter_rows()))
+    errors: Counter[tuple[str, str]] = Counter()
+    total = 0
+    for status, code, rows in groups:
+        total += rows
+        by_status[str(status)] = by_status.get(str(status), 0) + rows
+        if code is not None and status != Status.CREATED.value:
+            errors[(str(status), code)] += rows
+    by_error = sorted(((s, c, n) for (s, c), n in errors.items()), key=lambda e: (-e[2], e[0], e[1]))
+    return Summary(path=path, total=total, by_status=by_status, by_error=by_error)
 
 
 def render_text(summary: Summary) -> str:

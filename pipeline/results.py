@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,19 +25,23 @@ RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
 }
 
 
-def render(plan: Plan, view: Fold, dest: Path) -> None:
+def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | None, int]]:
     """One row per input row, in input order: the local verdict, else the ledger's, else pending.
 
     Streamed batch by batch (a polars IO source into a sink) to a temp file, fsynced and
     renamed over the old one, so the file is always whole and memory stays one batch.
+    Returns the (status, error_code, rows) counts of what it wrote, for the summary.
     """
     schema = pl.Schema(RESULT_SCHEMA)
     batches = plan.results(view)
+    counts: Counter[tuple[str | None, str | None]] = Counter()
 
     def source(
         with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
     ) -> Iterator[pl.DataFrame]:
         for frame in batches:
+            for status, code, rows in frame.group_by("status", "error_code").len().iter_rows():
+                counts[(status, code)] += rows
             yield frame.cast(RESULT_SCHEMA)  # type: ignore[arg-type]  # a dict of dtypes is accepted
 
     frame = register_io_source(source, schema=schema)
@@ -51,6 +56,7 @@ def render(plan: Plan, view: Fold, dest: Path) -> None:
         fsync_file(tmp)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
+        return [(status, code, rows) for (status, code), rows in counts.items()]
     except (OSError, pl.exceptions.PolarsError) as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):

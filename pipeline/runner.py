@@ -62,7 +62,7 @@ async def run(
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                plan = build_plan(files, ledger.view, config, workdir, bodies=not dry_run)
+                plan = build_plan(files, ledger.view, config, workdir)
             if ledger.unanswered:
                 log.warning(
                     "journal.unanswered",
@@ -82,10 +82,10 @@ async def run(
             if not dry_run:
                 assert credentials is not None
                 stats, interrupted = await _send(plan, config, credentials, ledger, dest)
-            results.render(plan, ledger.view, dest)
+            counts = results.render(plan, ledger.view, dest)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    summary = report.summarize(dest)
+    summary = report.from_groups(dest, counts)
     abort = stats.abort if stats else None
     if dry_run:  # validate: 0 when no row is invalid or duplicate, so it can gate a scheduled run
         code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1

@@ -7,7 +7,7 @@ repeats within a run are found per key partition by the planner (`plan.py`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 
@@ -25,7 +25,10 @@ _TEXT_FIELDS = (*API_FIELDS, "request_key")
 _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
 
 
-def validate(batch: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.DataFrame:
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
+
+
+def validate(batch: FrameT, sir_statuses: Iterable[str]) -> FrameT:
     """Trim every field and mark invalid rows with their code and message."""
     trimmed = batch.with_columns(blank_to_null(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
     statuses = list(sir_statuses)
