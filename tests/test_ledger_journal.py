@@ -1,0 +1,69 @@
+"""The journal writer and the run lock at their edges: files that cannot be opened, moved, or closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import LedgerError
+from pipeline.ledger import Journal, Ledger, RunLock, reader, replay
+from pipeline.models import Outcome, Status
+
+
+def open_ledger(tmp_path: Path) -> Ledger:
+    (tmp_path / "work").mkdir(exist_ok=True)
+    return Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True)
+
+
+def test_a_journal_that_cannot_be_opened_raises_ledger_error(tmp_path: Path):
+    journal = Journal(tmp_path / "gone" / "r.csv.journal", fsync=False, next_seq=1)
+    with pytest.raises(LedgerError, match=r"cannot write journal .*No such file or directory"):
+        journal.open()
+
+
+async def test_sequence_numbers_continue_from_the_ledger(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    assert journal.next_seq == 1  # after the header
+    await journal.intent("a", 1)
+    journal.outcome(Outcome("a", Status.CREATED, sir_id=1, attempts=1))
+    assert journal.next_seq == 3 and journal.records == 2
+    journal.close()
+    again = Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True).journal(fsync=False)
+    assert again.next_seq == 3
+    await again.intent("b", 1)
+    again.close()
+    assert replay(ledger.paths.journal)[1] == ["b"]  # numbered 3: read back in sequence
+
+
+async def test_a_journal_moved_away_after_its_last_write_is_noticed_at_the_end(tmp_path: Path):
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    await journal.intent("a", 1)
+    journal.outcome(Outcome("a", Status.CREATED, sir_id=5, attempts=1))
+    journal.flush()
+    moved = tmp_path / "moved.journal"
+    ledger.paths.journal.rename(moved)
+    saved = ledger.finish(journal)  # nothing more to write: only the end-of-run check can see it
+    assert saved is not None and journal.lost
+    assert not ledger.paths.journal.exists()  # nothing written where it used to be
+    rows = ledger.view.partition(0, 2**64 - 1)
+    assert dict(zip(rows["row_key"], rows["sir_id"], strict=True)) == {"a": 5}
+    info = reader.inspect(saved)
+    assert info is not None and info.ledger_id == ledger.found.ledger_id
+    [records] = list(reader.records_of(info))
+    assert records["row_key"].to_list() == ["a", "a"] and records["sir_id"].to_list() == [None, 5]
+    with pytest.raises(LedgerError, match="is closed"):
+        journal.copy_to(tmp_path / "again")
+
+
+def test_a_lock_file_that_cannot_be_created_raises_ledger_error(tmp_path: Path):
+    with pytest.raises(LedgerError, match="cannot create lock file"):
+        RunLock(tmp_path / "gone" / "r.csv").acquire()
+    lock = RunLock(tmp_path / "r.csv")
+    lock.release()  # releasing a lock never taken is harmless
+    with lock:
+        pass
+    with RunLock(tmp_path / "r.csv"):  # and it was released on leaving the block
+        pass

@@ -1,0 +1,126 @@
+"""The results file: rendered whole or not at all, and read back only when it is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import loader
+from pipeline import results as results_mod
+from pipeline.config import Config
+from pipeline.errors import InputError, LedgerDamaged, LedgerError
+from pipeline.ledger import Ledger, LedgerPaths, compact
+from pipeline.ledger import store as store_mod
+from pipeline.ledger.records import header, outcome
+from pipeline.models import RESULT_COLUMNS, Outcome, Status
+from pipeline.plan import Plan, build_plan
+from pipeline.sandbox import DEFAULT_ORG_ID
+
+from .conftest import make_rows
+
+
+def planned(tmp_path: Path, source: Path, results: Path) -> tuple[Plan, Ledger]:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    ledger = Ledger.open(results, work, writable=False)
+    files = loader.inspect(loader.discover([source]), {}, DEFAULT_ORG_ID)
+    return build_plan(files, ledger.view, Config(default_org_id=DEFAULT_ORG_ID), work), ledger
+
+
+def keyed_rows(n: int) -> dict[str, list[str]]:
+    rows = make_rows(n, seed=5)
+    rows["request_key"] = [f"k{i}" for i in range(n)]
+    return rows
+
+
+def test_render_writes_every_row_in_input_order_and_removes_stale_temp_files(tmp_path: Path, write_input):
+    source = write_input("in.csv", keyed_rows(5))
+    dest = tmp_path / "r.csv"
+    LedgerPaths(dest).journal.write_bytes(
+        header(0, "L", None) + outcome(1, Outcome("k2", Status.CREATED, sir_id=77, attempts=1, updated_at="t"))
+    )
+    stale = tmp_path / ".r.csv.12345.tmp"
+    stale.write_text("left by a run killed while rendering")
+    plan, ledger = planned(tmp_path, source, dest)
+    results_mod.render(plan, ledger.view, dest)
+    frame = results_mod.read(dest)
+    assert frame.columns == list(RESULT_COLUMNS)
+    assert frame["row_key"].to_list() == [f"k{i}" for i in range(5)]
+    assert frame["status"].to_list() == ["pending", "pending", "created", "pending", "pending"]
+    assert frame["sir_id"].to_list() == [None, None, 77, None, None]
+    assert not stale.exists() and list(tmp_path.glob(".r.csv.*.tmp")) == []
+
+
+def test_render_into_a_folder_that_is_gone_raises_ledger_error(tmp_path: Path, write_input):
+    source = write_input("in.csv", keyed_rows(3))
+    plan, ledger = planned(tmp_path, source, tmp_path / "r.csv")
+    (tmp_path / "gone").mkdir()
+    dest = tmp_path / "gone" / "r.parquet"
+    (tmp_path / "gone").rmdir()
+    with pytest.raises(LedgerError, match=f"cannot write results file {dest}"):
+        results_mod.render(plan, ledger.view, dest)
+
+
+def test_a_ledger_found_damaged_while_rendering_leaves_the_old_results_whole(tmp_path: Path, write_input, monkeypatch):
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 1)
+    source = write_input("in.csv", keyed_rows(4))
+    dest = tmp_path / "r.csv"
+    paths = LedgerPaths(dest)
+    paths.journal.write_bytes(
+        header(0, "L", None)
+        + b"".join(outcome(i + 1, Outcome(f"k{i}", Status.CREATED, sir_id=i, attempts=1)) for i in range(4))
+    )
+    compact(paths.journal)
+    plan, ledger = planned(tmp_path, source, dest)
+    results_mod.render(plan, ledger.view, dest)
+    before = dest.read_bytes()
+    snapshot = pl.read_parquet(paths.snapshot)
+    with open(paths.snapshot, "r+b") as fh:  # rewritten in place: the same file, now failing its checksums
+        meta = pl.read_parquet_metadata(paths.snapshot)
+        snapshot.with_columns(sir_id=pl.col("sir_id") + 1).write_parquet(fh, metadata=meta)
+    with pytest.raises(LedgerDamaged):
+        results_mod.render(plan, ledger.view, dest)
+    assert dest.read_bytes() == before and list(tmp_path.glob(".r.csv.*.tmp")) == []
+
+
+def test_read_refuses_what_is_not_a_results_file(tmp_path: Path):
+    with pytest.raises(InputError, match="does not exist"):
+        results_mod.read(tmp_path / "none.csv")
+    other = tmp_path / "other.csv"
+    pl.DataFrame({"row_key": ["a"], "status": ["created"]}).write_csv(other)
+    with pytest.raises(InputError, match=r"is not an si-ingest results file \(no column source\)"):
+        results_mod.read(other)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="cannot be read"):
+        results_mod.read(broken)
+    typed = tmp_path / "typed.csv"
+    frame = pl.DataFrame({c: ["x"] for c in RESULT_COLUMNS})  # sir_id "x" is not a number
+    frame.write_csv(typed)
+    with pytest.raises(InputError, match="cannot be read"):
+        results_mod.read(typed)
+
+
+def test_read_types_the_columns(tmp_path: Path):
+    path = tmp_path / "r.csv"
+    row = dict.fromkeys(RESULT_COLUMNS, "")
+    row.update(row_key="k", source="in.csv", source_row="3", status="created", sir_id="0012", attempts="2")
+    pl.DataFrame({k: [v] for k, v in row.items()}).write_csv(path)
+    frame = results_mod.read(path)
+    assert frame.schema["sir_id"] == pl.Int64 and frame["sir_id"][0] == 12 and frame["source_row"][0] == 3
+    assert frame.schema["contact_id"] == pl.String
+
+
+def test_an_input_of_only_invalid_rows_renders_every_row_invalid(tmp_path: Path, write_input):
+    rows = keyed_rows(3)
+    rows["contact_id"] = ["nope", "", "x-y"]
+    source = write_input("in.csv", rows)
+    dest = tmp_path / "r.csv"
+    plan, ledger = planned(tmp_path, source, dest)
+    assert (plan.valid, plan.invalid, plan.to_send) == (0, 3, 0)
+    results_mod.render(plan, ledger.view, dest)
+    frame = results_mod.read(dest)
+    assert frame["status"].to_list() == ["invalid"] * 3
+    assert set(frame["error_code"]) <= {"INVALID_UUID", "MISSING_FIELDS"}
