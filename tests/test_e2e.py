@@ -89,7 +89,7 @@ def test_parquet_results_and_exit_zero(sandbox, write_input, tmp_path):
 
 def test_429_and_503_are_retried_to_success(sandbox, write_input, tmp_path):
     box = sandbox(
-        "--rate-limit", "15", "--retry-after", "1", "--error-rate", "0.2", "--error-statuses", "503", "--seed", "5"
+        "--rate-limit", "15", "--retry-after", "0", "--error-rate", "0.2", "--error-statuses", "503", "--seed", "5"
     )
     out = tmp_path / "res.csv"
     result = ingest(box, [write_input("a.csv", make_rows(80))], out, "--max-attempts", "12", "--read-timeout", "5")

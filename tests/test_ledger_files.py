@@ -72,11 +72,6 @@ async def test_a_journal_whose_header_never_completed_is_an_empty_ledger(tmp_pat
     assert statuses(replay(paths.journal)[0]) == {"a": "created"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a journal that is empty or whose header is torn is opened as a new ledger even when the "
-    "results file beside it records rows created: those rows are then sent again (a missing journal is refused)",
-)
 @pytest.mark.parametrize("data", [b"", header(0, "L", None)[:25]], ids=["empty", "torn-header"])
 def test_an_empty_journal_beside_results_that_record_sends_is_refused(tmp_path: Path, data: bytes):
     (tmp_path / "r.csv").write_text("row_key,status\nk1,created\n")
@@ -407,13 +402,6 @@ class Killed(Exception):
     """Stands for a kill -9 at this instant: what is on disk stays as it is."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: upgrading a format 1 journal into a snapshot is not crash-safe: a kill after the snapshot's "
-    "rename and before the journal's reset leaves the format 1 journal beside a format 2 snapshot, which every "
-    "later open refuses as damage (SnapshotMeta.upgraded_from_v1 exists but is never set or read). "
-    "test_resume.py::test_kill_during_compaction_loses_nothing fails the same way when its kill lands there",
-)
 def test_a_kill_while_a_format_1_journal_is_upgraded_into_a_snapshot_loses_nothing(tmp_path: Path, monkeypatch):
     paths = v1_journal(tmp_path, V1_CREATED, b'{"i":"b"}', b'{"k":"b","s":"created","n":1,"id":8}')
     before = replay(paths.journal)[0]

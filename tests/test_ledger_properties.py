@@ -30,10 +30,9 @@ OUTCOMES = st.builds(
 )
 RECORDS = st.lists(st.tuples(KEYS, st.integers(1, 9)) | OUTCOMES, min_size=2, max_size=12)
 # where to flip (-1: the line's newline, whose loss joins two lines) and to what: any byte, and
-# often one that means something to a line reader or to JSON. Not NUL: with it these properties
-# find the bug pinned by the xfail tests below within a few dozen examples; add 0 back with the fix.
+# often one that means something to a line reader or to JSON (NUL included).
 OFFSETS = st.just(-1) | st.integers(0, 10_000)
-VALUES = st.sampled_from(b'\n\r\t"\\{}:,0aZ') | st.integers(1, 255)
+VALUES = st.sampled_from(b'\n\r\t"\\{}:,0aZ\x00') | st.integers(0, 255)
 PROPERTY = settings(
     max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -98,7 +97,10 @@ def sound_per_line(path: Path) -> list[bool]:
 
 def sound_vectorised(path: Path) -> list[bool]:
     lines = path.read_bytes().count(b"\n")
-    batch = rec.scan_lines(str(path)).head(lines).collect()
+    try:
+        batch = rec.scan_lines(str(path)).head(lines).collect()
+    except pl.exceptions.PolarsError:  # a NUL: the reader refuses the file; the run then names the line
+        return [rec.check_line(raw, pos).record is not None for pos, raw in iter_lines(path, lines)]
     try:
         return rec.decode_lines(batch)["ok"].to_list()
     except pl.exceptions.PolarsError:  # JSON polars cannot decode: then line by line
@@ -126,20 +128,12 @@ def test_both_checks_agree_on_which_lines_are_sound_after_a_flip(tmp_path, entri
     assert not all(per_line)  # a single flipped byte is always caught
 
 
-NUL_BUG = (
-    "bug: scan_lines reads a line as a NUL-separated CSV with truncate_ragged_lines, so everything after a NUL "
-    "byte is silently cut off: a newline flipped into NUL joins two lines, the first still passes its checksum "
-    "and the second record vanishes without a LedgerDamaged"
-)
-
-
 def newline_to_nul(lines: list[bytes], line: int) -> bytes:
     data = flipped(lines, line, -1, 0)
     assert data is not None
     return data
 
 
-@pytest.mark.xfail(strict=True, reason=NUL_BUG)
 def test_a_newline_turned_into_nul_loses_no_outcome(tmp_path):
     """The last record, an outcome, disappears: a row created reads as in flight (`unknown`)."""
     entries: list[tuple[str, int] | Outcome] = [("b", 1), Outcome("b", Status.CREATED, sir_id=5, attempts=1)]
@@ -152,7 +146,6 @@ def test_a_newline_turned_into_nul_loses_no_outcome(tmp_path):
     assert damaged.equals(original)
 
 
-@pytest.mark.xfail(strict=True, reason=NUL_BUG)
 def test_a_newline_turned_into_nul_loses_no_intent(tmp_path):
     """The last record, an intent (the run was killed with the request in flight), disappears: the
     row reads as never attempted (`pending`), so the next run sends it again."""
@@ -167,23 +160,22 @@ def test_a_newline_turned_into_nul_loses_no_intent(tmp_path):
     assert damaged.equals(original)
 
 
-CRLF_BUG = (
-    "bug: scan_lines (polars' CSV reader) drops a carriage return before the newline, so a journal whose "
-    "lines end in CRLF (copied through a tool that converts line ends) is read as sound by runs while "
-    "`ledger check` finds every line damaged and `ledger repair` turns every row it records into unknown"
-)
-
-
 @pytest.mark.parametrize(
     "suffix",
     [
-        pytest.param(b"\x00anything", marks=pytest.mark.xfail(strict=True, reason=NUL_BUG), id="after-nul"),
-        pytest.param(b"\r", marks=pytest.mark.xfail(strict=True, reason=CRLF_BUG), id="crlf"),
+        pytest.param(b"\x00anything", id="after-nul"),
+        pytest.param(b"\r", id="crlf"),
     ],
 )
 def test_the_reader_and_ledger_check_agree_on_bytes_after_the_checksum(tmp_path, suffix):
     good = rec.outcome(1, Outcome("a", Status.CREATED, sir_id=1, attempts=1)).rstrip(b"\n")
     path = fresh(tmp_path)
     path.write_bytes(rec.header(0, "L", None) + good + suffix + b"\n")
+    if suffix == b"\r":  # a line end converted to CRLF: the record is intact, both readers take it
+        assert sound_per_line(path) == [True, True]
+        assert read_state(tmp_path / "crlf", path.read_bytes())["row_key"].to_list() == ["a"]
+        return
     assert sound_per_line(path) == [True, False]  # the line is not what was written
-    assert sound_vectorised(path) == [True, False]
+    with pytest.raises(LedgerDamaged) as info:  # the run's reader: polars refuses the line, the per-line check names it
+        read_state(tmp_path / "nul", path.read_bytes())
+    assert info.value.position == 1

@@ -91,11 +91,6 @@ def test_per_line_check_names_each_wrong_field(record, problem):
     assert verdict.record is None and verdict.problem is not None and verdict.problem.startswith(problem)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: decode_lines coerces or ignores what check_line refuses (wrong JSON types, negative or "
-    "out-of-range sir_id, float numbers, a null 'ledger' or 'k'), so the two checks disagree",
-)
 @pytest.mark.parametrize(
     "record",
     [
@@ -244,11 +239,6 @@ def test_a_signed_malformed_record_stops_the_replay_at_its_position(tmp_path: Pa
     assert info.value.row_key == record.get("k")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a sir_id above 2**63-1 (the client accepts any digit string) is journalled by orjson but "
-    "read back as null by the vectorised reader: the row's sir_id is silently lost",
-)
 async def test_a_sir_id_beyond_int64_is_refused_not_silently_dropped(tmp_path: Path):
     (tmp_path / "w").mkdir()
     ledger = Ledger.open(tmp_path / "r.csv", tmp_path / "w", writable=True)

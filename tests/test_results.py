@@ -80,8 +80,10 @@ def test_a_ledger_found_damaged_while_rendering_leaves_the_old_results_whole(tmp
     with open(paths.snapshot, "r+b") as fh:  # rewritten in place: the same file, now failing its checksums
         meta = pl.read_parquet_metadata(paths.snapshot)
         snapshot.with_columns(sir_id=pl.col("sir_id") + 1).write_parquet(fh, metadata=meta)
+    # the view as the run leaves it (a new one, after its journal is folded) is read afresh
+    after_run = Ledger.open(dest, tmp_path / "work", writable=False).view
     with pytest.raises(LedgerDamaged):
-        results_mod.render(plan, ledger.view, dest)
+        results_mod.render(plan, after_run, dest)
     assert dest.read_bytes() == before and list(tmp_path.glob(".r.csv.*.tmp")) == []
 
 

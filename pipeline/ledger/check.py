@@ -226,9 +226,9 @@ class _Scan:
         if info.ledger_id and self.ledger_id is None and offset == 0:
             self.ledger_id = info.ledger_id
         rows: list[dict[str, Any]] = []
-        expected = 0
+        sequence = _Sequence()
         for pos, raw in reader.iter_lines(path, info.lines):
-            record, expected = self._line(path, info, pos, raw, expected, offset)
+            record = self._line(path, info, pos, raw, sequence, offset)
             if record is not None and pos > 0:
                 rows.append(records.to_row(record, offset + pos, legacy=info.version == 1))
             if keep and len(rows) >= reader.BATCH_LINES:
@@ -238,29 +238,39 @@ class _Scan:
             self.runs.append(self._write(records.record_frame(rows), "journal"))
 
     def _line(
-        self, path: Path, info: reader.JournalInfo, pos: int, raw: bytes, expected: int, offset: int
-    ) -> tuple[dict[str, Any] | None, int]:
-        """(the record if sound, the next expected sequence number)."""
+        self, path: Path, info: reader.JournalInfo, pos: int, raw: bytes, sequence: _Sequence, offset: int
+    ) -> dict[str, Any] | None:
+        """The record if sound (None for the header); findings for what is not."""
         if info.version == 1:
             if pos == 0:
-                return None, expected + 1
+                return None
             try:
-                return reader.v1_record(raw, pos, path), expected + 1
+                return reader.v1_record(raw, pos, path)
             except LedgerDamaged as exc:
                 self._damage(path, pos, exc.reason, exc.row_key, offset)
-                return None, expected + 1
-        verdict = records.check_line(raw, pos, expected)
-        if verdict.record is not None:
-            return (None if pos == 0 else verdict.record), expected + 1
+                return None
+        verdict = records.check_line(raw, pos, sequence.next)
         if verdict.problem and verdict.problem.startswith("out of sequence"):
-            q = _sequence(raw)
-            if q is not None and q > expected:
-                self._find(path, pos, f"{q - expected} record(s) before it are missing (numbers {expected} to {q - 1})")
-                recheck = records.check_line(raw, pos, q)
-                if recheck.record is not None:
-                    return recheck.record, q + 1
-        self._damage(path, pos, verdict.problem or "unreadable", verdict.row_key, offset)
-        return None, expected + 1
+            q = _sequence(raw)  # its checksum held, so its number is its own
+            if q is not None and q < sequence.next:  # a record repeated or moved back: it may undo a later one
+                self._damage(path, pos, f"record number {q} again, after {sequence.next - 1}", verdict.row_key, offset)
+                return None
+            if q is not None:
+                missing = q - sequence.next - sequence.damaged_since
+                if missing > 0:  # more numbers skipped than damaged lines account for: records were lost
+                    span = f" (numbers {sequence.next} to {q - 1})" if not sequence.damaged_since else ""
+                    self._find(path, pos, f"{missing} record(s) before it are missing{span}")
+                verdict = records.check_line(raw, pos, q)
+                if verdict.record is None:  # sound bytes, wrong content: damaged, but its number stands
+                    self._damage(path, pos, verdict.problem or "unreadable", verdict.row_key, offset)
+                    sequence.advance(q)
+                    return None
+        if verdict.record is None:
+            self._damage(path, pos, verdict.problem or "unreadable", verdict.row_key, offset)
+            sequence.damaged_since += 1
+            return None
+        sequence.advance(int(verdict.record["q"]))
+        return None if pos == 0 else verdict.record
 
     def _damage(self, path: Path, pos: int, problem: str, row_key: str | None, offset: int) -> None:
         self._find(path, pos, problem, row_key)
@@ -273,6 +283,18 @@ class _Scan:
             frame = frame.with_columns(partition_hash())
         frame.select(*reader.RUN_SCHEMA).sort("kp").write_parquet(path)
         return path
+
+
+class _Sequence:
+    """The sequence number the next sound record should carry, and damaged lines since the last one."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.damaged_since = 0
+
+    def advance(self, q: int) -> None:
+        self.next = q + 1
+        self.damaged_since = 0
 
 
 def _unknown(row_key: str, q: int) -> dict[str, Any]:

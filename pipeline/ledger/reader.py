@@ -112,7 +112,14 @@ def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.Dat
         yield from _v1_records(info, path)
         return
     lines = records.scan_lines(str(path)).head(info.lines)
-    for batch in lines.collect_batches(chunk_size=BATCH_LINES):
+    batches = iter(lines.collect_batches(chunk_size=BATCH_LINES))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except pl.exceptions.PolarsError:  # a line the reader itself refuses (a NUL byte in it)
+            raise _damage(info.path, path, 0, info.lines - 1) from None
         try:
             decoded = records.decode_lines(batch)
             bad = decoded.filter(~pl.col("ok"))

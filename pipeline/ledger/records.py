@@ -19,6 +19,7 @@ first bad record when the vectorised pass finds one); both accept the same lines
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -71,6 +72,24 @@ _JSON_DTYPE = pl.Struct(
     }
 )
 _OUTCOME_FIELDS = (("sir_id", "id"), ("error_code", "c"), ("error_message", "m"), ("http_status", "h"))
+# The compact shape the writer gives a record's fields (orjson or polars' encoder: no spaces).
+# Both checks hold a non-header record to it, so they agree on what a record says: a number is
+# digits (no sign, fraction, exponent or quotes), a text is a string, a flag is a boolean.
+# A quote inside a JSON string is escaped, so `"n":` cannot match inside a value.
+_NUMBER, _TEXT, _FLAG = r"[0-9]{1,19}[,}]", r'(null|")', r"(true|false|null)[,}]"
+SHAPES: tuple[tuple[str, str, bool], ...] = (  # (field, pattern of its value, required)
+    ("q", _NUMBER, True),
+    ("n", _NUMBER, True),
+    ("id", r"(null|[0-9]{1,19}[,}])", False),
+    ("h", r"(null|[0-9]{1,19}[,}])", False),
+    ("i", '"', False),
+    ("k", '"', False),
+    ("s", '"', False),
+    ("c", _TEXT, False),
+    ("m", _TEXT, False),
+    ("t", _TEXT, False),
+    ("L", _FLAG, False),
+)
 
 
 def now_iso() -> str:
@@ -174,7 +193,9 @@ def scan_lines(path: str) -> pl.LazyFrame:
     """Every line of a journal as one string (`line`, null when blank) with its 0-based `pos`.
 
     Read as a one-column CSV whose separator (NUL) and quote never occur in a valid record,
-    with invalid UTF-8 replaced: any such byte then fails the checksum instead of the reader.
+    with invalid UTF-8 replaced: any such byte then fails the checksum. A NUL makes the reader
+    raise (the caller then finds the line with the per-line check). polars drops a carriage
+    return before a newline; `check_line` does the same.
     """
     return pl.scan_csv(
         path,
@@ -183,7 +204,7 @@ def scan_lines(path: str) -> pl.LazyFrame:
         quote_char=None,
         schema={"line": pl.String},
         encoding="utf8-lossy",
-        truncate_ragged_lines=True,
+        truncate_ragged_lines=False,  # a NUL in a line is an error here, never a silent cut
         row_index_name="pos",
     )
 
@@ -205,15 +226,29 @@ def decode_lines(lines: pl.DataFrame) -> pl.DataFrame:
     checked = lines.with_columns(sums_ok=sums_ok.fill_null(False))
     good = checked.filter(pl.col("sums_ok"))
     decoded = good.select(
-        "pos", pl.col("line").str.head(-(CHECKSUM_HEX + 1)).str.json_decode(_JSON_DTYPE).alias("r")
+        "pos",
+        pl.col("line").str.head(-(CHECKSUM_HEX + 1)).alias("payload"),
+        pl.col("line").str.head(-(CHECKSUM_HEX + 1)).str.json_decode(_JSON_DTYPE).alias("r"),
     ).unnest("r")
     pos = pl.col("pos").cast(pl.Int64)
     is_header = (pl.col("ledger") == LEDGER_NAME) & (pl.col("v") == FORMAT_VERSION)
-    is_intent = pl.col("i").is_not_null() & pl.col("k").is_null() & pl.col("s").is_null() & pl.col("L").is_null()
-    is_outcome = pl.col("k").is_not_null() & pl.col("i").is_null() & pl.col("s").is_in(STATUSES)
-    attempts_ok = pl.col("n").is_not_null() & (pl.col("n") >= 0)
+    text = pl.col("payload")
+    shaped = pl.all_horizontal(
+        (text.str.contains(f'"{name}":{value}') if required else
+         ~text.str.contains(f'"{name}":', literal=True) | text.str.contains(f'"{name}":{value}'))
+        for name, value, required in SHAPES
+    )  # fmt: skip
+    in_range = (  # digits beyond int64 decode to null
+        pl.col("n").is_not_null()
+        & (pl.col("id").is_not_null() | ~text.str.contains(r'"id":[0-9]'))
+        & (pl.col("h").is_not_null() | ~text.str.contains(r'"h":[0-9]'))
+    )
+    keyed = pl.col("k").is_not_null() | pl.col("i").is_not_null()
+    is_intent = pl.col("i").is_not_null() & ~text.str.contains_any(['"k":', '"s":', '"L":'])
+    is_outcome = pl.col("k").is_not_null() & ~text.str.contains('"i":', literal=True) & pl.col("s").is_in(STATUSES)
+    header_free = ~text.str.contains_any(['"ledger":', '"v":', '"lid":', '"base":'])
     valid = (pl.col("q") == pos) & pl.when(pos == 0).then(is_header).otherwise(
-        (is_intent | is_outcome) & attempts_ok & pl.col("ledger").is_null()
+        (is_intent | is_outcome) & keyed & shaped & in_range & header_free
     )
     records = decoded.select(
         "pos",
@@ -252,6 +287,7 @@ def check_line(raw: bytes, pos: int, expected: int | None = None) -> LineVerdict
 
     `expected` is the sequence number the line should carry (default: its position).
     """
+    raw = raw.removesuffix(b"\r")  # as polars' reader does
     payload, sep, crc = raw.rpartition(b"\t")
     if not sep or len(crc) != CHECKSUM_HEX or checksum(payload) != crc:
         return LineVerdict(pos, None, "checksum mismatch (the bytes were altered)", _guess_key(raw))
@@ -261,9 +297,11 @@ def check_line(raw: bytes, pos: int, expected: int | None = None) -> LineVerdict
         return LineVerdict(pos, None, "not a JSON record", _guess_key(raw))
     if not isinstance(record, dict):
         return LineVerdict(pos, None, "not a JSON object", None)
-    key = record.get("i", record.get("k"))
+    key = record.get("i") if record.get("i") is not None else record.get("k")
     key = key if isinstance(key, str) else None
     problem = _record_problem(record, pos, pos if expected is None else expected)
+    if problem is None and pos > 0:
+        problem = _shape_problem(payload.decode("utf-8", "replace"))
     return LineVerdict(pos, None if problem else record, problem, key)
 
 
@@ -280,11 +318,13 @@ def _record_problem(record: dict[str, Any], pos: int, expected: int) -> str | No
     if "ledger" in record:
         return "a second header in the middle of the journal"
     n = record.get("n")
-    if not _is_int(n) or n < 0:
+    if not _is_int(n) or not 0 <= n <= INT64_MAX:
         return f"attempts {n!r} is not a whole number"
     if record.get("i") is not None:
         ok = isinstance(record["i"], str) and "k" not in record and "s" not in record and "L" not in record
         return None if ok else "malformed intent record"
+    if "i" in record:
+        return "malformed outcome record"
     if not isinstance(record.get("k"), str):
         return "record without a row_key"
     if record.get("s") not in STATUSES:
@@ -293,9 +333,21 @@ def _record_problem(record: dict[str, Any], pos: int, expected: int) -> str | No
         value = record.get(short)
         if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
             return f"field {short!r} has the wrong type ({type(value).__name__})"
-    sir_id = record.get("id")
-    if sir_id is not None and not 0 <= sir_id <= INT64_MAX:
-        return f"sir_id {sir_id} is out of range"
+    for short, what in (("id", "sir_id"), ("h", "http status")):
+        number = record.get(short)
+        if number is not None and not 0 <= number <= INT64_MAX:
+            return f"{what} {number} is out of range"
+    return None
+
+
+def _shape_problem(text: str) -> str | None:
+    """The first field not in the writer's compact shape (see SHAPES), as the vectorised check sees it."""
+    for name, value, required in SHAPES:
+        present = f'"{name}":' in text
+        if (required or present) and not re.search(f'"{name}":{value}', text):
+            return f"field {name!r} is not written as si-ingest writes it"
+    if any(f'"{name}":' in text for name in ("ledger", "v", "lid", "base")):
+        return "a header field in a record"
     return None
 
 

@@ -98,7 +98,8 @@ class Located:
 
     @property
     def fresh(self) -> bool:
-        return self.journal is None and self.snapshot is None
+        """No ledger: no snapshot and no journal with a whole header."""
+        return self.snapshot is None and (self.journal is None or self.journal.lines == 0)
 
     @property
     def base(self) -> str | None:
@@ -124,6 +125,8 @@ def locate(paths: LedgerPaths, workdir: Path, *, new_ledger: bool = False) -> Lo
     if info is None:
         raise LedgerDamaged(paths.journal, None, f"it is missing, while its snapshot {paths.snapshot.name} is there")
     if info.version == 1:
+        if snap is not None and snap.meta.upgraded_from_v1:  # upgraded, killed before the journal's reset
+            return Located(info, snap, snap.meta.ledger_id, [], stale_journal=True)
         if snap is not None:
             raise LedgerDamaged(paths.journal, 0, "a format 1 journal beside a format 2 snapshot")
         return Located(info, None, uuid.uuid4().hex, reader.write_runs(info, workdir, "journal"))
@@ -176,10 +179,11 @@ class Ledger:
 
     def _prepare_to_append(self) -> None:
         info = self.found.journal
+        if info is not None and info.version == 1 and not self.paths.v1_backup.exists():
+            shutil.copy2(info.path, self.paths.v1_backup)  # kept as it was, before anything changes
         if info is None or info.lines == 0 or self.found.stale_journal:
             self._rewrite_journal(iter(()), self.found.base)  # new, or a fold whose reset was cut short
         elif info.version == 1:
-            shutil.copy2(info.path, self.paths.v1_backup)
             self.compact()
             self.upgraded = True
         elif os.path.getsize(info.path) != info.valid_bytes:
@@ -229,9 +233,10 @@ class Ledger:
         elif snap is not None and journal_lines <= max(JOURNAL_ROWS, snap.rows // 4):
             self._rewrite_journal(Fold(None, found.runs, journal_lines).partitions(), snap.meta.generation)
         else:
-            parent = info.base if info is not None and info.version == 2 else None
-            through = info.last_seq if info is not None and info.version == 2 else 0
-            meta = SnapshotMeta(found.ledger_id, uuid.uuid4().hex, parent, through)
+            upgrading = info is not None and info.version == 1
+            parent = info.base if info is not None and not upgrading else None
+            through = info.last_seq if info is not None and not upgrading else 0
+            meta = SnapshotMeta(found.ledger_id, uuid.uuid4().hex, parent, through, upgraded_from_v1=upgrading)
             write_snapshot(self.paths.snapshot, meta, everything.partitions)
             self._rewrite_journal(iter(()), meta.generation)
         self.found = locate(self.paths, self.workdir / f"compact-{uuid.uuid4().hex[:8]}")
