@@ -44,6 +44,16 @@ def _statuses(value: str) -> tuple[int, ...]:
     return statuses
 
 
+def _schedule(value: str) -> tuple[tuple[float, int], ...]:
+    try:
+        steps = tuple((float(at), int(limit)) for at, _, limit in (part.partition(":") for part in value.split(",")))
+    except ValueError:
+        steps = ()
+    if not steps or any(at < 0 or limit < 1 for at, limit in steps):
+        raise argparse.ArgumentTypeError(f"must be SECONDS:LIMIT pairs, like 0:100,20:50, not {value!r}")
+    return steps
+
+
 def _range_ms(value: str) -> tuple[float, float]:
     try:
         low, _, high = value.partition("-")
@@ -152,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sandbox.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; needs --tls-key)")
     sandbox.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
+    sandbox.add_argument(
+        "--limit-schedule", type=_schedule, default=(), metavar="S:N,...",
+        help="a sliding-window limit that changes: N requests/s from S seconds after start, e.g. 0:100,20:50,40:150",
+    )  # fmt: skip
+    sandbox.add_argument("--rate-headers", action="store_true", help="state the limit in RateLimit-* headers")
+    sandbox.add_argument(
+        "--leaky-rate", type=float, help="nginx limit_req instead: requests/s, 429 without Retry-After past the burst"
+    )
+    sandbox.add_argument("--leaky-burst", type=int, default=10, help="the leaky bucket's burst (default 10)")
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace, TracebackType
 
 import aiohttp
@@ -75,7 +75,9 @@ class ZyntroClient:
         read_timeout: float,
         retry_gateway_errors: bool = False,
         ca_bundle: str | None = None,
+        on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
+        self._on_headers = on_headers
         self.url = base_url.rstrip("/") + "/addSIRequest"
         self._prefix = (
             b'{"api_key":'
@@ -133,6 +135,8 @@ class ZyntroClient:
                 ) as resp:
                     payload, complete = await _read_capped(resp)
                     status, headers = resp.status, resp.headers
+        if self._on_headers is not None:
+            self._on_headers(headers)
         return self._classifier.classify(row.row_key, status, headers, payload, attempts, complete=complete)
 
 

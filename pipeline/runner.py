@@ -22,11 +22,12 @@ from types import FrameType
 import structlog
 
 from . import loader, report, results
+from .adaptive import AUTO_START, Controller
 from .client import ZyntroClient
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
-from .limiter import RateLimiter
+from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
 from .submit import RetryPolicy, SubmitStats, Submitter
 
@@ -173,8 +174,8 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
-    stop = asyncio.Event()
-    limiter = RateLimiter(config.run.rate, stop)
+    stop = StopEvent()
+    limiter = RateLimiter(AUTO_START if config.run.rate == "auto" else float(config.run.rate), stop)
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()
     signals = 0
@@ -197,6 +198,7 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
+        controller = Controller(limiter, loop.time) if config.run.rate == "auto" else None
         async with ZyntroClient(
             config.api.base_url,
             credentials,
@@ -205,8 +207,17 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
             read_timeout=config.api.read_timeout,
             retry_gateway_errors=config.api.retry_gateway_errors,
             ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
+            on_headers=controller.headers if controller is not None else None,
         ) as client:
-            submitter = Submitter(client, limiter, journal, concurrency=config.run.concurrency, retry=retry, stop=stop)
+            submitter = Submitter(
+                client,
+                limiter,
+                journal,
+                concurrency=config.run.concurrency,
+                retry=retry,
+                stop=stop,
+                controller=controller,
+            )
             log.info(
                 "submit.start",
                 url=client.url,

@@ -1,27 +1,31 @@
 """Bounded queue + N workers + retries + shutdown: rows in, one journal outcome per row out.
 
     rows (plan files) -> producer -> asyncio.Queue(maxsize) -> N workers -> journal
-Each worker, per try: take the rate limiter, write the row's intent (group commit), send,
-record the outcome. The queue bound gives backpressure, so memory does not grow with the
-input. Retries (429, 5xx, connect errors, garbled answers) back off with full jitter,
-`uniform(0, min(cap, base * 2**n))`, and never less than a server's Retry-After, which
-also pauses every worker. `stop` (first signal, or an account-level error) ends the run
-after the requests in flight; cancelling the task (second signal) ends it at once, and
-the rows in flight are recorded as `unknown`.
+Each worker, per try: write the row's intent (group commit), take a token from the rate
+limiter immediately before sending, send, record the outcome. The queue bound gives
+backpressure, so memory does not grow with the input. Retries (429, 408, 503, connect
+errors) back off with full jitter, `uniform(0, min(cap, base * 2**n))`, and never less than a
+server's Retry-After. At a fixed rate a Retry-After also pauses every worker (the rate is
+above the server's); with `--rate auto` the controller (adaptive.py) decides. `stop` (first
+signal, or an account-level error) ends the run after the requests in flight, waking every
+worker that waits for a token or a backoff; cancelling the task (second signal) ends it at
+once, and the rows in flight are recorded as `unknown`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
 
+from .adaptive import Controller
 from .client import ZyntroClient
 from .errors import AbortError, AmbiguousError, PermanentHTTPError, TransientError
 from .ledger import Journal, now_iso
@@ -30,6 +34,7 @@ from .models import ErrorCode, Outcome, Row, Status
 
 log = structlog.get_logger("si_ingest.submit")
 PROGRESS_EVERY = 5.0  # seconds between progress log lines
+PRODUCE_CHUNK = 2000  # rows read per trip to the reading thread
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +53,7 @@ class RetryPolicy:
 class SubmitStats:
     requests: int = 0
     retries: int = 0
+    throttled: int = 0  # 429 answers
     outcomes: Counter[str] = field(default_factory=Counter)
     abort: AbortError | None = None  # the answer that stopped the run (account or endpoint)
     started: float = field(default_factory=time.monotonic)
@@ -73,9 +79,11 @@ class Submitter:
         retry: RetryPolicy,
         stop: asyncio.Event,
         seed: int | None = None,
+        controller: Controller | None = None,
     ) -> None:
         self._client = client
         self._limiter = limiter
+        self._controller = controller
         self._journal = journal
         self._concurrency = concurrency
         self._retry = retry
@@ -100,10 +108,16 @@ class Submitter:
         return self.stats
 
     async def _produce(self, rows: Iterable[Row], queue: asyncio.Queue[Row | None]) -> None:
-        for row in rows:
-            if self._stop.is_set():
+        """Feed the queue; rows are read (plan files, request bodies) in a thread, off the loop."""
+        source = iter(rows)
+        while not self._stop.is_set():
+            chunk = await asyncio.to_thread(_take, source, PRODUCE_CHUNK)
+            if not chunk:
                 break
-            await queue.put(row)
+            for row in chunk:
+                if self._stop.is_set():
+                    break
+                await queue.put(row)
         for _ in range(self._concurrency):
             await queue.put(None)
 
@@ -120,32 +134,30 @@ class Submitter:
 
     async def _process(self, row: Row) -> None:
         last: TransientError | None = None
+        loop = asyncio.get_running_loop()
         for attempt in range(1, self._retry.max_attempts + 1):
             total = row.attempts + attempt
-            await self._limiter.acquire()
-            if self._stop.is_set():
-                break
             await self._journal.intent(row.row_key, total)
-            if self._stop.is_set():
+            # the token is taken last, immediately before the request leaves, so that neither a
+            # slow disk nor a long group commit can bunch requests past the ceiling
+            if self._stop.is_set() or not await self._limiter.acquire() or self._stop.is_set():
                 self._record(_not_sent(row, total - 1, last))
                 return
+            sent_at = loop.time()
             self.in_flight += 1
             self.stats.requests += 1
             try:
                 outcome = await self._client.send(row, total)
             except TransientError as exc:
                 last = exc
-                if exc.http_status == 429:
-                    self._limiter.throttled()
-                else:
-                    self._limiter.succeeded()
-                if exc.retry_after:
-                    self._limiter.pause(exc.retry_after)
+                self._throttled(exc, sent_at)
                 self._record(_outcome(row, Status.FAILED, exc, total))
                 if attempt == self._retry.max_attempts:
                     return
                 self.stats.retries += 1
                 await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng))
+                if self._stop.is_set():
+                    return  # the row keeps its `failed` record
                 continue
             except PermanentHTTPError as exc:
                 self._record(_outcome(row, Status.FAILED, exc, total))
@@ -174,10 +186,20 @@ class Submitter:
                 raise
             finally:
                 self.in_flight -= 1
-            self._limiter.succeeded()
+            if self._controller is not None:
+                self._controller.succeeded()
             self._record(outcome)
             return
-        # stopped before the next try: the row keeps its last `failed` record, or none (pending)
+
+    def _throttled(self, exc: TransientError, sent_at: float) -> None:
+        """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff)."""
+        if exc.http_status == 429:
+            self.stats.throttled += 1
+            if self._controller is not None:
+                self._controller.throttled(sent_at, exc.retry_after)
+                return
+        if exc.retry_after:  # a fixed rate above the server's, or a 503: everyone waits
+            self._limiter.pause(exc.retry_after)
 
     async def _sleep(self, seconds: float) -> None:
         """Back off, waking early if the run is told to stop."""
@@ -202,6 +224,10 @@ class Submitter:
                 rate_limit=round(self._limiter.rate, 1),
                 in_flight=self.in_flight,
             )
+
+
+def _take(rows: Iterator[Row], count: int) -> list[Row]:
+    return list(itertools.islice(rows, count))
 
 
 def _outcome(

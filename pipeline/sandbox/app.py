@@ -7,7 +7,8 @@ api_key + developer_secret, an IP whitelist, contacts per org, increasing `sir_i
 What production gateways do that it can inject, each with a probability per request and a
 `seed` for repeatable runs:
 - latency (uniform in a range), before anything else;
-- a rate limit: more than N requests in the last second -> 429 with `Retry-After`;
+- a rate limit (limits.py): a sliding window (more than N requests in the last second -> 429
+  with `Retry-After`; N may follow a schedule) or nginx's leaky bucket (429, no Retry-After);
 - 500/502/503 with HTML bodies (503 with `Retry-After`), before processing (`error_statuses`
   picks which);
 - a 200 whose body is not JSON (a proxy's page or a truncated answer), before processing;
@@ -27,7 +28,6 @@ import asyncio
 import random
 import ssl
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,6 +35,8 @@ from typing import Any, BinaryIO
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from .limits import LeakyBucket, SlidingWindow
 
 BASE_PATH = "/apis/v2/public/crm"
 DEFAULT_API_KEY = "sandbox-api-key"
@@ -82,7 +84,11 @@ class SandboxConfig:
     whitelist: tuple[str, ...] = ("127.0.0.1", "::1")
     contacts: frozenset[str] | None = None  # None: every contact of the org exists
     latency_ms: tuple[float, float] = (0.0, 0.0)
-    rate_limit: int | None = None  # requests per second before 429
+    rate_limit: int | None = None  # requests in any 1 s window before 429 with Retry-After
+    limit_schedule: tuple[tuple[float, int], ...] = ()  # (seconds since start, limit): a moving rate_limit
+    rate_headers: bool = False  # state the sliding window's limit in RateLimit-* headers
+    leaky_rate: float | None = None  # nginx limit_req: requests/s drained...
+    leaky_burst: int = 10  # ...with this burst; over it, 429 without Retry-After
     retry_after: float = 1.0  # seconds, sent with 429 and 503
     error_rate: float = 0.0  # probability of a 5xx page before processing
     error_statuses: tuple[int, ...] = (500, 502, 503)  # which statuses error_rate answers
@@ -105,7 +111,6 @@ class SandboxConfig:
 class _State:
     created: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
-    window: deque[float] = field(default_factory=deque)
     answers: dict[str, int] = field(default_factory=dict)
 
 
@@ -119,6 +124,7 @@ class Sandbox:
         self._next_id = self.config.first_sir_id
         self._runner: web.AppRunner | None = None
         self._record: BinaryIO | None = None
+        self._gate: SlidingWindow | LeakyBucket | None = None
         self.url = ""
 
     def app(self) -> web.Application:
@@ -128,7 +134,19 @@ class Sandbox:
         app.router.add_get("/_sandbox/stats", self._stats)
         return app
 
+    def _make_gate(self) -> SlidingWindow | LeakyBucket | None:
+        cfg, now = self.config, time.monotonic()
+        if cfg.leaky_rate is not None:
+            return LeakyBucket(cfg.leaky_rate, cfg.leaky_burst, now)
+        schedule = cfg.limit_schedule
+        if not schedule and cfg.rate_limit is not None:
+            schedule = ((0.0, cfg.rate_limit),)
+        if schedule:
+            return SlidingWindow(schedule, _seconds(cfg.retry_after), cfg.rate_headers, now)
+        return None
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._gate = self._make_gate()
         if self.config.record is not None:
             self._record = open(self.config.record, "ab")  # noqa: ASYNC230, SIM115 - once, before serving; kept until stop()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
@@ -173,18 +191,11 @@ class Sandbox:
         low, high = cfg.latency_ms
         if high > 0:
             await asyncio.sleep(rng.uniform(low, high) / 1000)
-        if cfg.rate_limit is not None:
-            window = state.window
-            while window and window[0] <= now - 1.0:
-                window.popleft()
-            if len(window) >= cfg.rate_limit:
-                return self._answer(
-                    429,
-                    b'{"message": "Too Many Requests"}',
-                    "application/json",
-                    {"Retry-After": _seconds(cfg.retry_after)},
-                )
-            window.append(now)
+        extra: dict[str, str] = {}
+        if self._gate is not None:
+            admitted, extra = self._gate.admit(now)
+            if not admitted:
+                return self._answer(429, b'{"message": "Too Many Requests"}', "application/json", extra)
         body = await request.read()
         roll = rng.random()
         if roll < cfg.drop_before_rate:
@@ -202,6 +213,7 @@ class Sandbox:
             return self._error(MSG_UNDOCUMENTED)
         roll -= cfg.odd_error_rate
         answer = self._process(request, body)
+        answer.headers.update(extra)
         if roll < cfg.drop_after_rate:
             return self._drop("drop_after")
         roll -= cfg.drop_after_rate

@@ -1,0 +1,147 @@
+"""`--rate auto`: find the server's real limit fast, hold just under it, follow it if it moves.
+
+This follows the AWS SDK's adaptive retry mode (botocore `retries/adaptive.py`, `throttling.py`,
+`bucket.py`), which applies TCP CUBIC (RFC 9438) to a request rate:
+- the send rate is measured in 0.5 s buckets and smoothed (EMA, weight 0.8 on the new bucket);
+- on a throttle, the rate at which 429s began is learned, W_max = min(measured, current), and
+  the rate drops to BETA * W_max; K = cbrt(W_max * (1 - BETA) / C);
+- on each real success the rate follows W(t) = C * (t - K)**3 + W_max, t seconds since the
+  throttle: fast back to just below W_max, a plateau there, then probing above it, slowly at
+  first and faster the longer it stays quiet (so a limit that rose is found in seconds);
+- never more than 2x the measured rate (a rate the client is not sending is not evidence).
+Before the first throttle the rate doubles every second from AUTO_START (TCP's slow start).
+
+Where this differs, and why:
+- BETA = 0.9, not 0.7: a gateway's limit is a wall, not shared congestion; cutting to 70%
+  would give away 30% of the account's goodput for seconds after every probe.
+- One cut per throttle episode: the requests in flight when the limit was crossed all come
+  back 429 together; a 429 for a request sent before the last cut says nothing new.
+- Retry-After makes the throttled row wait, and pauses every worker only when it is longer
+  than PAUSE_OVER seconds (a server asking for a real break); a sliding window's 1-second
+  Retry-After is not a reason to stop the other workers, nor to cut more than once.
+- Only real API answers (created, rejected, failed) grow the rate; 5xx, timeouts and connect
+  errors neither grow nor cut it.
+- Standard headers are read when a gateway sends them (`RateLimit-Limit`/`-Remaining`/
+  `-Reset`, the `X-RateLimit-*` forms, `RateLimit-Policy: N;w=S`): a stated limit caps the
+  rate at limit/window, and 0 remaining pauses every worker until the reset.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+
+from .limiter import RateLimiter
+
+AUTO_START = 10.0  # requests/s where --rate auto begins
+AUTO_MIN = 1.0
+AUTO_MAX = 10_000.0
+BETA = 0.9  # the rate after a throttle, as a share of the rate where 429s began
+C = 0.4  # CUBIC's scaling constant (requests/s per s**3), as botocore
+MEASURE_BUCKET = 0.5  # seconds per send-rate bucket
+SMOOTH = 0.8  # weight of the newest bucket in the measured rate
+UPDATE_EVERY = 0.05  # seconds between two rate changes on success (limits timer churn)
+PAUSE_OVER = 2.0  # seconds: a longer Retry-After pauses every worker
+_POLICY = re.compile(r"^\s*(\d+)\s*;\s*w\s*=\s*(\d+)")
+
+
+class Controller:
+    """Turns answers into the limiter's rate. Times come from `clock` (the loop's, in a run)."""
+
+    def __init__(self, limiter: RateLimiter, clock: Callable[[], float], start: float = AUTO_START) -> None:
+        self._limiter = limiter
+        self._clock = clock
+        now = clock()
+        self._slow_start = True
+        self._w_max = start
+        self._k = 0.0
+        self._epoch = now  # the last throttle (or start)
+        self._last_cut = float("-inf")
+        self._last_update = now
+        self._stated_cap = math.inf
+        self._bucket_start = now
+        self._bucket_sent = limiter.sent
+        self.measured = 0.0
+        self.throttles = 0
+        limiter.set_rate(start)
+
+    @property
+    def rate(self) -> float:
+        return self._limiter.rate
+
+    def throttled(self, sent_at: float, retry_after: float | None) -> None:
+        """A 429 for a request that left at `sent_at`."""
+        now = self._clock()
+        self._measure(now)
+        if retry_after is not None and retry_after > PAUSE_OVER:
+            self._limiter.pause(retry_after)
+        if sent_at <= self._last_cut:  # in flight before the last cut: already accounted for
+            return
+        self.throttles += 1
+        w_max = min(self.measured or self.rate, self.rate)
+        self._slow_start = False
+        self._w_max = max(AUTO_MIN, w_max)
+        self._k = (self._w_max * (1.0 - BETA) / C) ** (1.0 / 3.0)
+        self._epoch = self._last_cut = now
+        self._set(self._w_max * BETA)
+
+    def succeeded(self) -> None:
+        """A real API answer: grow along the curve (at most every UPDATE_EVERY seconds)."""
+        now = self._clock()
+        self._measure(now)
+        if now - self._last_update < UPDATE_EVERY:
+            return
+        if self._slow_start:
+            target = self._w_max * 2.0 ** (now - self._epoch)
+        else:
+            t = now - self._epoch
+            target = C * (t - self._k) ** 3 + self._w_max
+        if self.measured:
+            target = min(target, 2.0 * self.measured)
+        self._set(target)
+
+    def headers(self, headers: Mapping[str, str]) -> None:
+        """Read a gateway's stated limit (any answer may carry it)."""
+        limit = _number(headers, "RateLimit-Limit", "X-RateLimit-Limit")
+        window = None
+        policy = headers.get("RateLimit-Policy") or headers.get("X-RateLimit-Policy")
+        if policy:
+            match = _POLICY.match(policy)
+            if match:
+                limit, window = float(match.group(1)), float(match.group(2))
+        if limit is not None and limit > 0:
+            self._stated_cap = limit / (window or 1.0)
+            if self.rate > self._stated_cap:
+                self._set(self._stated_cap)
+        remaining = _number(headers, "RateLimit-Remaining", "X-RateLimit-Remaining")
+        reset = _number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
+        if remaining == 0 and reset is not None and 0 < reset <= 3600:
+            self._limiter.pause(reset)
+
+    def _set(self, rate: float) -> None:
+        rate = min(max(rate, AUTO_MIN), AUTO_MAX, self._stated_cap)
+        self._last_update = self._clock()
+        if abs(rate - self.rate) >= 0.01:
+            self._limiter.set_rate(rate)
+
+    def _measure(self, now: float) -> None:
+        elapsed = now - self._bucket_start
+        if elapsed >= MEASURE_BUCKET:
+            sent = self._limiter.sent
+            current = (sent - self._bucket_sent) / elapsed
+            self.measured = current if not self.measured else SMOOTH * current + (1.0 - SMOOTH) * self.measured
+            self._bucket_start, self._bucket_sent = now, sent
+
+
+def _number(headers: Mapping[str, str], *names: str) -> float | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                number = float(value.split(",")[0].strip())
+            except ValueError:
+                continue
+            if math.isfinite(number) and number >= 0:
+                return number
+    return None

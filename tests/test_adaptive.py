@@ -1,0 +1,148 @@
+"""--rate auto on a virtual clock, against simulated gateways: goodput, 429 share, moving limits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.adaptive import AUTO_START, BETA, Controller
+from pipeline.limiter import RateLimiter
+
+from .virtual_clock import run_virtual
+
+
+class SlidingWindow:
+    """At most limit(t) requests in the last second, else 429 with Retry-After (a hidden limit)."""
+
+    retry_after: float | None = 1.0
+
+    def __init__(self, limit: Callable[[float], float]) -> None:
+        self.limit = limit
+        self.window: deque[float] = deque()
+
+    def admit(self, t: float) -> bool:
+        while self.window and self.window[0] <= t - 1.0:
+            self.window.popleft()
+        if len(self.window) >= self.limit(t):
+            return False
+        self.window.append(t)
+        return True
+
+
+class LeakyBucket:
+    """nginx `limit_req rate=R burst=B nodelay`: excess drains at R/s; over B is 429, no Retry-After."""
+
+    retry_after: float | None = None
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.excess, self.last = 0.0, 0.0
+
+    def admit(self, t: float) -> bool:
+        self.excess = max(0.0, self.excess - (t - self.last) * self.rate)
+        self.last = t
+        if self.excess + 1 > self.burst + 1:
+            return False
+        self.excess += 1
+        return True
+
+
+@dataclass
+class Outcome:
+    accepted: list[float] = field(default_factory=list)
+    throttled: list[float] = field(default_factory=list)
+
+    def goodput(self, start: float, end: float) -> float:
+        return sum(1 for t in self.accepted if start <= t < end) / (end - start)
+
+    def throttle_share(self) -> float:
+        return len(self.throttled) / (len(self.throttled) + len(self.accepted))
+
+
+def simulate(server, seconds: float, workers: int = 16, latency: float = 0.02) -> tuple[Outcome, Controller]:
+    async def scenario() -> tuple[Outcome, Controller]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(AUTO_START)
+        controller = Controller(limiter, loop.time)
+        out = Outcome()
+
+        async def worker() -> None:
+            while loop.time() < seconds:
+                assert await limiter.acquire()
+                sent = loop.time()
+                await asyncio.sleep(latency)
+                if server.admit(sent):
+                    out.accepted.append(sent)
+                    controller.succeeded()
+                else:
+                    out.throttled.append(sent)
+                    controller.throttled(sent, server.retry_after)
+                    await asyncio.sleep(server.retry_after or 0.5)  # the row's own wait
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return out, controller
+
+    return run_virtual(scenario())
+
+
+def test_finds_a_hidden_sliding_window_limit_and_holds_just_under_it():
+    out, controller = simulate(SlidingWindow(lambda t: 100), seconds=60)
+    assert out.goodput(10, 60) >= 0.93 * 100
+    assert out.throttle_share() <= 0.02
+    assert controller.throttles >= 1
+
+
+def test_follows_a_limit_that_drops_and_rises():
+    def limit(t: float) -> float:
+        return 100 if t < 20 else 50 if t < 40 else 150
+
+    out, _ = simulate(SlidingWindow(limit), seconds=60)
+    assert out.goodput(5, 20) >= 0.85 * 100
+    assert out.goodput(25, 40) >= 0.85 * 50  # followed within 5 s
+    assert out.goodput(45, 60) >= 0.85 * 150
+    assert out.throttle_share() <= 0.03
+
+
+def test_a_leaky_bucket_without_retry_after():
+    out, _ = simulate(LeakyBucket(100, 10), seconds=60)
+    assert out.goodput(10, 60) >= 0.9 * 100
+
+
+def test_slow_start_then_one_cut_per_episode():
+    async def scenario() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(AUTO_START)
+        controller = Controller(limiter, loop.time)
+        for _ in range(40):  # 2 s of successes: the rate doubles every second
+            limiter.sent += 5
+            await asyncio.sleep(0.05)
+            controller.succeeded()
+        grown = controller.rate
+        sent = loop.time()
+        controller.throttled(sent, 1.0)
+        cut = controller.rate
+        controller.throttled(sent, 1.0)  # the rest of the burst, sent before the cut
+        return grown, cut, controller.rate
+
+    grown, cut, after = run_virtual(scenario())
+    assert grown >= 3 * AUTO_START
+    assert BETA * grown * 0.5 <= cut <= BETA * grown  # W_max: the lower of the measured and the set rate
+    assert after == cut
+
+
+def test_stated_limits_cap_and_pause():
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(AUTO_START)
+        controller = Controller(limiter, loop.time, start=200)
+        controller.headers({"RateLimit-Policy": "60;w=2"})
+        capped = controller.rate
+        controller.headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"})
+        start = loop.time()
+        await limiter.acquire()
+        return capped, loop.time() - start
+
+    capped, waited = run_virtual(scenario())
+    assert capped == 30.0 and waited >= 3.0
