@@ -89,6 +89,7 @@ class ZyntroClient:
         self._classifier = Classifier(credentials.values(), retry_gateway_errors=retry_gateway_errors)
         self._concurrency = concurrency
         self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
         self._ca_bundle = ca_bundle
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -103,9 +104,9 @@ class ZyntroClient:
             keepalive_timeout=15,
             ssl=tls_context(self._ca_bundle),
         )
-        trace = aiohttp.TraceConfig()
+        trace = aiohttp.TraceConfig()  # only new connections call back: a reused one starts the clock at once
+        trace.on_connection_create_start.append(_connecting)
         trace.on_connection_create_end.append(_connected)
-        trace.on_connection_reuseconn.append(_connected)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -128,8 +129,8 @@ class ZyntroClient:
         assert self._session is not None, "use ZyntroClient as an async context manager"
         body = self._prefix + row.body[1:]
         with map_aiohttp_errors():
-            async with asyncio.timeout(None) as deadline:
-                started = SimpleNamespace(deadline=deadline, seconds=self._read_timeout)
+            async with asyncio.timeout(self._read_timeout) as deadline:
+                started = _Deadline(deadline, self._read_timeout, self._connect_timeout)
                 async with self._session.post(
                     self.url, data=body, allow_redirects=False, trace_request_ctx=started
                 ) as resp:
@@ -138,6 +139,24 @@ class ZyntroClient:
         if self._on_headers is not None:
             self._on_headers(headers)
         return self._classifier.classify(row.row_key, status, headers, payload, attempts, complete=complete)
+
+
+class _Deadline:
+    """The answer's deadline, passed to aiohttp's trace hooks (copied by reference: it holds the loop)."""
+
+    __slots__ = ("connect", "deadline", "seconds")
+
+    def __init__(self, deadline: asyncio.Timeout, seconds: float, connect: float) -> None:
+        self.deadline, self.seconds, self.connect = deadline, seconds, connect
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Deadline:
+        return self
+
+
+async def _connecting(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    """A new connection is being opened: the answer's deadline waits for it (connect has its own)."""
+    started = context.trace_request_ctx
+    started.deadline.reschedule(asyncio.get_running_loop().time() + started.connect + started.seconds)
 
 
 async def _connected(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:

@@ -2,8 +2,9 @@
 
 Never send what cannot be recorded: a worker sends only after its intent is written (and
 fsynced, unless fsync is off). Records are buffered; at the end of each event-loop tick the
-buffer is handed to one writer thread as a single write() (+ fsync when it holds intents):
-a group commit. While a commit is in the thread, new records gather for the next one, so a
+buffer is written as one write() (a group commit): by a writer thread when it holds intents
+to fsync, here when there is nothing to wait for (outcomes only, or fsync off; a write to
+the page cache takes microseconds). While a commit is in the thread, new records gather for the next one, so a
 slow disk makes the groups bigger instead of stalling the loop (a 50 ms fsync no longer
 freezes every request in flight, nor bunches the sends that follow it).
 
@@ -95,6 +96,15 @@ class Journal:
         data, waiters = b"".join(self._buffer), self._waiters
         self._buffer, self._waiters = [], []
         sync = bool(waiters) and self._fsync
+        if not sync:  # no fsync to wait for: a write to the page cache takes microseconds, do it here
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            try:
+                self._write(data, sync=False)
+                done.set_result(None)
+            except OSError as exc:
+                done.set_exception(exc)
+            self._committed(done, waiters)
+            return
         self._in_thread = self._writer.submit(self._write, data, sync)
         loop = asyncio.get_running_loop()
         self._in_thread.add_done_callback(lambda done: loop.call_soon_threadsafe(self._committed, done, waiters))
