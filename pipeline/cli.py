@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, crash, logs, report
-from .config import load_config, load_credentials
+from .config import Config, load_config, load_credentials
 from .errors import LedgerError, PipelineError
+from .limiter import steady_rate
 
 
 def _rate(value: str) -> float | str:
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="TOML config (see configs/)")
         p.add_argument("--results", type=Path, help="results file, .csv or .parquet (default si-results.csv)")
         p.add_argument("--log-format", choices=("json", "console"), help="default: json unless stderr is a terminal")
+        p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default: info")
+        p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the summary as JSON (see README)")
+        p.add_argument("--report-html", type=Path, metavar="FILE", help="also write the HTML run report")
         p.add_argument(
             "--new-ledger",
             action="store_true",
@@ -104,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
     run.add_argument("--read-timeout", type=float, help="seconds to wait for an answer (default 30)")
+    run.add_argument("--breaker", type=int, help="stop when the last N answers are the same row error (0: never)")
+    run.add_argument("--progress-every", type=float, help="seconds between progress lines off a terminal (default 5)")
 
     validate = sub.add_parser("validate", help="load and validate only; send nothing, need no credentials")
     inputs_and_config(validate)
@@ -241,6 +247,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config_from_args(args), args.host, args.port))
 
 
+def _estimate(to_send: int, settled: int, config: Config) -> str:
+    """validate's dry-run estimate: rows to send, rows settled earlier, how long at the configured rate."""
+    text = f"would send: {to_send} rows (settled earlier: {settled})"
+    if config.run.rate == "auto":
+        return text + "; at --rate auto the time depends on the server's limit"
+    seconds = to_send / steady_rate(float(config.run.rate))
+    hours, rest = divmod(round(seconds), 3600)
+    return text + f"; at --rate {config.run.rate:g} that takes about {hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 def _ledger(action: str, results: Path) -> int:
     from .ledger import LedgerPaths, RunLock
     from .ledger.check import check, repair
@@ -273,6 +289,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "run.results": args.results,
         "run.log_format": args.log_format,
+        "run.log_level": args.log_level,
+        "run.summary_json": args.summary_json,
+        "run.report_html": args.report_html,
     }
     if args.command == "run":
         overrides.update(
@@ -286,18 +305,23 @@ def _run(args: argparse.Namespace) -> int:
                 "run.resend_unknown": args.resend_unknown,
                 "run.fsync": args.fsync,
                 "run.dry_run": args.dry_run,
+                "run.breaker": args.breaker,
+                "run.progress_every": args.progress_every,
             }
         )
     config = load_config(args.config, overrides)
     validate_only = validate_only or config.run.dry_run
     credentials = None if validate_only else load_credentials(config)
-    logs.configure(config.run.log_format, credentials.values() if credentials else ())
+    logs.configure(config.run.log_format, credentials.values() if credentials else (), level=config.run.log_level)
     if not validate_only:
         use_uvloop()
     result = asyncio.run(run(args.inputs, config, credentials, new_ledger=args.new_ledger))
-    print(report.render_text(result.summary))
+    print(report.render_run(result.document, result.summary))
     if validate_only:
-        print(f"would send: {result.plan.to_send} rows (settled earlier: {result.plan.settled})")
+        print(_estimate(result.plan.to_send, result.plan.settled, config))
+    written = [str(config.run.results)]
+    written += [str(p) for p in (config.run.summary_json, config.run.report_html) if p is not None]
+    print(f"written: {', '.join(written)}")
     if result.abort is not None:
         print(f"si-ingest: aborted: {result.abort}", file=sys.stderr)
     elif result.interrupted:

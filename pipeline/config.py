@@ -32,8 +32,11 @@ DEFAULT_BACKOFF_BASE = 0.5
 DEFAULT_BACKOFF_CAP = 20.0
 DEFAULT_CHUNK_ROWS = 50_000
 DEFAULT_SIR_STATUSES = ("Pending",)
+DEFAULT_BREAKER = 50
+DEFAULT_PROGRESS_EVERY = 5.0
 
 LogFormat = Literal["json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class Secret:
@@ -94,6 +97,16 @@ class RunConfig:
     # "json" or "console"; default: json unless stderr is a terminal
     dry_run: bool = False
     # validate only, send nothing (same as the `validate` command)
+    breaker: int = DEFAULT_BREAKER
+    # stop (exit 3) when the last N API answers are all the same row-level error; 0: never
+    progress_every: float = DEFAULT_PROGRESS_EVERY
+    # seconds between progress lines off a terminal (a progress bar on one)
+    log_level: LogLevel = "info"
+    # "debug", "info", "warning" or "error"
+    summary_json: Path | None = None
+    # also write the end-of-run summary as JSON here (schema in the README)
+    report_html: Path | None = None
+    # also write the HTML run report here
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,13 +246,30 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
                 f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}"
             )
         return value
-    if key in ("concurrency", "max_attempts", "chunk_rows"):
+    if key in ("concurrency", "max_attempts", "chunk_rows", "breaker"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: '{name}' must be a whole number, not {value!r}")
-        upper = {"concurrency": 1000, "max_attempts": 100, "chunk_rows": 10_000_000}[key]
-        if not 1 <= value <= upper:
-            raise ConfigError(f"{where}: '{name}' must be between 1 and {upper}, not {value}")
+        upper = {"concurrency": 1000, "max_attempts": 100, "chunk_rows": 10_000_000, "breaker": 100_000}[key]
+        lower = 0 if key == "breaker" else 1
+        if not lower <= value <= upper:
+            raise ConfigError(f"{where}: '{name}' must be between {lower} and {upper}, not {value}")
         return value
+    if key == "progress_every":
+        value = _number(name, value, where)
+        if not 0.1 <= value <= 3600:
+            raise ConfigError(f"{where}: '{name}' must be a number of seconds from 0.1 to 3600, not {value}")
+        return value
+    if key == "log_level":
+        if value not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"{where}: '{name}' must be debug, info, warning or error, not {value!r}")
+        return value
+    if key in ("summary_json", "report_html"):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be a file path")
+        path = Path(value)
+        if not path.parent.is_dir():
+            raise ConfigError(f"{where}: the folder of '{name}' {path} does not exist")
+        return path
     if key in ("connect_timeout", "read_timeout", "backoff_base", "backoff_cap"):
         value = _number(name, value, where)
         if not 0 < value <= 3600:

@@ -9,6 +9,7 @@
     ├── Interrupted                SIGINT/SIGTERM before any request       -> exit 130
     └── AbortError                 an answer that every further request would get too
         ├── AccountError           the API refuses the account              -> exit 3
+        ├── CircuitOpen            the last N answers were one row-level error -> exit 3
         ├── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
         └── TLSError               the server's certificate cannot be verified -> exit 2
 
@@ -87,6 +88,12 @@ class AbortError(PipelineError):
 
 class AccountError(AbortError):
     """The API refused the credentials or the caller's IP: every request would fail."""
+
+    exit_code = 3
+
+
+class CircuitOpen(AbortError):
+    """Every recent answer was the same row-level error: stop before burning through the input."""
 
     exit_code = 3
 

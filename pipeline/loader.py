@@ -129,7 +129,11 @@ def _csv_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
 
 
 def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> pl.DataFrame:
-    exprs: list[pl.Expr] = [pl.lit(file.name).alias("source"), pl.col("source_row").cast(pl.Int64)]
+    exprs: list[pl.Expr] = [
+        pl.lit(file.name).alias("source"),
+        pl.lit(str(file.path.resolve())).alias("source_path"),
+        pl.col("source_row").cast(pl.Int64),
+    ]
     schema = chunk.schema
     for api_field in LOADED_FIELDS:
         column = file.columns.get(api_field)

@@ -47,8 +47,16 @@ class Redactor:
 REDACTOR = Redactor()
 
 
-def configure(log_format: str | None, secrets: Iterable[str] = ()) -> None:
-    """Set up structlog for the CLI. `secrets` are scrubbed from every event."""
+def _stderr_logger(*args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
+def configure(log_format: str | None, secrets: Iterable[str] = (), level: str = "info") -> None:
+    """Set up structlog for the CLI. `secrets` are scrubbed from every event.
+
+    Lines go to whatever sys.stderr is when they are written (a progress bar redirects it
+    while live, and prints them above itself).
+    """
     REDACTOR.secrets = tuple(s for s in secrets if s)
     if log_format is None:
         log_format = "console" if sys.stderr.isatty() else "json"
@@ -66,7 +74,7 @@ def configure(log_format: str | None, secrets: Iterable[str] = ()) -> None:
             REDACTOR,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

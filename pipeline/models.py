@@ -47,6 +47,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 
 
+# Columns after the contract's (extensions may only follow them): the input file's full path,
+# so `report --errors` can find every original column of a row.
+EXTRA_RESULT_COLUMNS: tuple[str, ...] = ("source_path",)
+
+
 class Status(enum.StrEnum):
     CREATED = "created"
     INVALID = "invalid"

@@ -29,10 +29,10 @@ from .errors import LedgerError
 from .ledger.fold import Fold
 from .ledger.partition import OrderedRuns, iter_parts, partition_count, scan_partition, write_run
 from .ledger.records import STATE_SCHEMA, now_iso
-from .models import API_FIELDS, RESULT_COLUMNS, ErrorCode, Row, Status
+from .models import API_FIELDS, EXTRA_RESULT_COLUMNS, RESULT_COLUMNS, ErrorCode, Row, Status
 from .validate import validate
 
-IDENTITY = RESULT_COLUMNS[:8]  # row_key .. sir_planned_dt
+IDENTITY = (*RESULT_COLUMNS[:8], *EXTRA_RESULT_COLUMNS)  # row_key .. sir_planned_dt, source_path
 LOCAL = ("status", "error_code", "error_message")
 _KEY_SCHEMA: dict[str, pl.DataType] = {
     "order": pl.Int64(),
@@ -101,7 +101,7 @@ class Plan:
             local = pl.col("status").is_not_null()
             known = ~local & pl.col("status_j").is_not_null()
             yield decided.select(
-                *IDENTITY,
+                *RESULT_COLUMNS[:8],
                 status=pl.when(local)
                 .then(pl.col("status"))
                 .when(known)
@@ -113,6 +113,7 @@ class Plan:
                 attempts=pl.col("attempts_j").fill_null(0),
                 http_status=pl.when(known).then(pl.col("http_status")),
                 updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
+                source_path=pl.col("source_path"),
             )
 
     def _decide(self, spill: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:

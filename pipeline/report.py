@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 import polars as pl
 
 from . import results
@@ -66,4 +70,79 @@ def render_text(summary: Summary) -> str:
         lines.append("errors:")
         for status, code, count in summary.by_error:
             lines.append(f"  {code:<24} {count:>9}  ({status})")
+    return "\n".join(lines)
+
+
+RUN_SCHEMA_VERSION = 1
+
+
+def run_document(
+    *,
+    command: str,
+    started_at: str,
+    duration_s: float,
+    results: Path,
+    inputs: list[Path],
+    exit_code: int,
+    summary: Summary,
+    plan: dict[str, int],
+    stats: Any | None,
+    rate_mode: str,
+    rate_limit: float,
+    aborted: dict[str, Any] | None,
+    interrupted: bool,
+    orgs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run's summary as one JSON document (README "Summary JSON"; schema_version 1).
+
+    Written to `--summary-json FILE` and read by the HTML report. `stats` is the submit
+    loop's SubmitStats (None when nothing was sent).
+    """
+    telemetry = stats.telemetry if stats is not None else None
+    return {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "command": command,
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": round(duration_s, 3),
+        "results": str(results),
+        "inputs": [str(p) for p in inputs],
+        "exit_code": exit_code,
+        "rows": summary.total,
+        "by_status": {s: summary.by_status.get(s, 0) for s in STATUS_ORDER},
+        "by_error": [{"status": st, "error_code": code, "rows": n} for st, code, n in summary.by_error],
+        "plan": plan,
+        "requests": telemetry.requests if telemetry else 0,
+        "retries": stats.retries if stats is not None else 0,
+        "throttled": stats.throttled if stats is not None else 0,
+        "mean_rate": round(telemetry.mean_rate(), 2) if telemetry else 0.0,
+        "peak_rate": float(telemetry.peak_rate()) if telemetry else 0.0,
+        "rate": {"mode": rate_mode, "limit": round(rate_limit, 2)},
+        "latency_ms": telemetry.latency_ms() if telemetry else {"p50": None, "p90": None, "p99": None, "max": None},
+        "timeline": telemetry.timeline() if telemetry else [],
+        "aborted": aborted,
+        "interrupted": interrupted,
+        "orgs": orgs or {},
+    }
+
+
+def write_document(document: dict[str, Any], path: Path) -> None:
+    """Write atomically (temp file, rename): a reader never sees half a summary."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(tmp, path)
+
+
+def render_run(document: dict[str, Any], summary: Summary) -> str:
+    """The end-of-run summary for a person: counts, errors, duration, rates, files written."""
+    lines = [render_text(summary)]
+    if document["command"] == "run":
+        latency = document["latency_ms"]
+        lines.append(
+            f"sent: {document['requests']} requests in {document['duration_s']:.1f}s "
+            f"(mean {document['mean_rate']:.1f}/s, peak {document['peak_rate']:.0f}/s, "
+            f"limit {document['rate']['limit']:.0f}/s {document['rate']['mode']}), "
+            f"{document['retries']} retries, {document['throttled']} throttled (429)"
+            + (f", latency p50 {latency['p50']} ms p99 {latency['p99']} ms" if latency["p50"] is not None else "")
+        )
     return "\n".join(lines)

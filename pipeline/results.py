@@ -13,11 +13,11 @@ from polars.io.plugins import register_io_source
 from .errors import InputError, LedgerError
 from .ledger.fold import Fold
 from .ledger.snapshot import fsync_dir, fsync_file
-from .models import RESULT_COLUMNS
+from .models import EXTRA_RESULT_COLUMNS, RESULT_COLUMNS
 from .plan import Plan
 
 RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
-    **dict.fromkeys(RESULT_COLUMNS, pl.String),
+    **dict.fromkeys((*RESULT_COLUMNS, *EXTRA_RESULT_COLUMNS), pl.String),
     "source_row": pl.Int64,
     "sir_id": pl.Int64,
     "attempts": pl.Int64,

@@ -14,10 +14,13 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -29,6 +32,7 @@ from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerE
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
+from .progress import display_for
 from .submit import RetryPolicy, SubmitStats, Submitter
 
 log = structlog.get_logger("si_ingest.run")
@@ -44,12 +48,14 @@ class RunResult:
     exit_code: int
     abort: AbortError | None = None
     interrupted: bool = False
+    document: dict[str, Any] = field(default_factory=dict)  # the summary JSON (report.run_document)
 
 
 async def run(
     inputs: list[Path], config: Config, credentials: Credentials | None, *, new_ledger: bool = False
 ) -> RunResult:
     """Run the pipeline once. `credentials` None means a dry run (validate only)."""
+    started, started_at = time.monotonic(), datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     dry_run = credentials is None or config.run.dry_run
     files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id)
     dest = config.run.results
@@ -92,18 +98,59 @@ async def run(
         code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1
     else:
         code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
+    document = report.run_document(
+        command="validate" if dry_run else "run",
+        started_at=started_at,
+        duration_s=time.monotonic() - started,
+        results=dest,
+        inputs=[f.path for f in files],
+        exit_code=code,
+        summary=summary,
+        plan={
+            "rows": plan.rows,
+            "invalid": plan.invalid,
+            "duplicate": plan.duplicate,
+            "settled_earlier": plan.settled,
+            "to_send": plan.to_send,
+        },
+        stats=stats,
+        rate_mode="auto" if config.run.rate == "auto" else "fixed",
+        rate_limit=_final_rate(config, stats),
+        aborted={"code": str(abort.code), "message": str(abort), "org_id": None} if abort else None,
+        interrupted=interrupted,
+    )
+    _write_reports(document, summary, config)
     log.info(
         "run.summary",
         results=str(dest),
         rows=summary.total,
         **{k: v for k, v in summary.by_status.items() if v},
-        requests=stats.requests if stats else 0,
-        retries=stats.retries if stats else 0,
-        seconds=round(stats.seconds, 2) if stats else 0.0,
-        requests_per_s=round(stats.per_second, 1) if stats else 0.0,
+        requests=document["requests"],
+        retries=document["retries"],
+        throttled=document["throttled"],
+        seconds=document["duration_s"],
+        requests_per_s=document["mean_rate"],
+        peak_per_s=document["peak_rate"],
         exit_code=code,
     )
-    return RunResult(summary, plan, stats, code, abort, interrupted)
+    return RunResult(summary, plan, stats, code, abort, interrupted, document)
+
+
+def _final_rate(config: Config, stats: SubmitStats | None) -> float:
+    timeline = stats.telemetry.timeline() if stats is not None else []
+    if timeline and timeline[-1]["rate_limit"]:
+        return float(timeline[-1]["rate_limit"])
+    return AUTO_START if config.run.rate == "auto" else float(config.run.rate)
+
+
+def _write_reports(document: dict[str, Any], summary: report.Summary, config: Config) -> None:
+    """The summary JSON where --summary-json asks (nothing is written beside the results unasked)."""
+    path = config.run.summary_json
+    if path is not None:
+        try:
+            report.write_document(document, path)
+        except OSError as exc:
+            raise LedgerError(f"cannot write the summary {path}: {exc.strerror}") from exc
 
 
 async def _send(
@@ -209,6 +256,7 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
             ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
             on_headers=controller.headers if controller is not None else None,
         ) as client:
+            display = display_for(plan.to_send, config.run.log_format)
             submitter = Submitter(
                 client,
                 limiter,
@@ -217,6 +265,9 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
                 retry=retry,
                 stop=stop,
                 controller=controller,
+                breaker=config.run.breaker,
+                on_progress=display,
+                progress_every=config.run.progress_every,
             )
             log.info(
                 "submit.start",
@@ -226,17 +277,18 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
                 concurrency=config.run.concurrency,
             )
             task = asyncio.ensure_future(submitter.run(plan.rows_to_send(), plan.to_send))
-            try:
-                stats = await task
-            except asyncio.CancelledError:
-                if signals < 2:
-                    raise
-                stats = submitter.stats
-            except BaseExceptionGroup as group:
-                failure = _first(group, LedgerError)
-                if failure is None:
-                    raise
-                raise failure from None
+            with display:
+                try:
+                    stats = await task
+                except asyncio.CancelledError:
+                    if signals < 2:
+                        raise
+                    stats = submitter.stats
+                except BaseExceptionGroup as group:
+                    failure = _first(group, LedgerError)
+                    if failure is None:
+                        raise
+                    raise failure from None
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -19,21 +19,33 @@ import contextlib
 import itertools
 import random
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
 
 from .adaptive import Controller
 from .client import ZyntroClient
-from .errors import AbortError, AmbiguousError, PermanentHTTPError, TransientError
+from .errors import AbortError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
 from .ledger import Journal, now_iso
 from .limiter import RateLimiter
 from .models import ErrorCode, Outcome, Row, Status
+from .telemetry import CREATED, ERROR, THROTTLED, Telemetry
 
 log = structlog.get_logger("si_ingest.submit")
-PROGRESS_EVERY = 5.0  # seconds between progress log lines
+PROGRESS_EVERY = 5.0  # seconds between progress snapshots (--progress-every)
+DEFAULT_BREAKER = 50  # stop after this many identical row-level API errors in a row (0: never)
+FINAL = tuple(s.value for s in (Status.CREATED, Status.REJECTED, Status.FAILED, Status.UNKNOWN))
+BREAKER_HINT = "every row gets the same refusal; fix the input or the account before resuming"
+BREAKER_HINTS: dict[str, str] = {
+    ErrorCode.NOT_FOUND: "the contacts are not in this org: was the export made for another org than the rows' "
+    "org_id (or ZYNTRO_ORG_ID)?",
+    ErrorCode.API_ERROR: "the API keeps answering an error it does not document: check Zyntro's status first",
+    ErrorCode.INVALID_FLAG: "the API refuses every sir_flag: check the export's flag column",
+    ErrorCode.INVALID_CHANNEL: "the API refuses every sir_channel: check the export's channel column",
+    ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
+}
 PRODUCE_CHUNK = 2000  # rows read per trip to the reading thread
 
 
@@ -51,21 +63,41 @@ class RetryPolicy:
 
 @dataclass
 class SubmitStats:
-    requests: int = 0
+    telemetry: Telemetry
     retries: int = 0
     throttled: int = 0  # 429 answers
     outcomes: Counter[str] = field(default_factory=Counter)
-    abort: AbortError | None = None  # the answer that stopped the run (account or endpoint)
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
+    abort: AbortError | None = None  # the answer that stopped the run (account, endpoint, breaker)
+
+    @property
+    def requests(self) -> int:
+        return self.telemetry.requests
 
     @property
     def seconds(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
+        return self.telemetry.seconds
 
     @property
     def per_second(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
+        return self.telemetry.mean_rate()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot for the progress display."""
+
+    done: int  # rows with a final outcome this run
+    total: int  # rows to send
+    outcomes: dict[str, int]
+    requests: int
+    rate: float  # requests/s lately
+    rate_limit: float
+    in_flight: int
+
+    @property
+    def eta_seconds(self) -> float | None:
+        left = self.total - self.done
+        return left / self.rate if self.rate > 0 and left > 0 else None
 
 
 class Submitter:
@@ -80,19 +112,27 @@ class Submitter:
         stop: asyncio.Event,
         seed: int | None = None,
         controller: Controller | None = None,
+        breaker: int = DEFAULT_BREAKER,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_every: float = PROGRESS_EVERY,
     ) -> None:
         self._client = client
         self._limiter = limiter
         self._controller = controller
+        self._breaker: deque[str | None] = deque(maxlen=breaker) if breaker else deque(maxlen=0)
+        self._on_progress = on_progress
+        self._progress_every = progress_every
+        self._total = 0
         self._journal = journal
         self._concurrency = concurrency
         self._retry = retry
         self._stop = stop
         self._rng = random.Random(seed)
-        self.stats = SubmitStats()
+        self.stats = SubmitStats(Telemetry(time.monotonic, seed))
         self.in_flight = 0
 
     async def run(self, rows: Iterable[Row], total: int) -> SubmitStats:
+        self._total = total
         queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=self._concurrency * 4)
         try:
             async with asyncio.TaskGroup() as group:
@@ -103,8 +143,8 @@ class Submitter:
                 await queue.join()
                 progress.cancel()
         finally:
-            self.stats.finished = time.monotonic()
             self._journal.flush()
+            self.report_progress()
         return self.stats
 
     async def _produce(self, rows: Iterable[Row], queue: asyncio.Queue[Row | None]) -> None:
@@ -144,12 +184,13 @@ class Submitter:
                 self._record(_not_sent(row, total - 1, last))
                 return
             sent_at = loop.time()
+            sent = self.stats.telemetry.sent(self._limiter.rate)
             self.in_flight += 1
-            self.stats.requests += 1
             try:
                 outcome = await self._client.send(row, total)
             except TransientError as exc:
                 last = exc
+                self.stats.telemetry.answered(sent, THROTTLED if exc.http_status == 429 else ERROR)
                 self._throttled(exc, sent_at)
                 self._record(_outcome(row, Status.FAILED, exc, total))
                 if attempt == self._retry.max_attempts:
@@ -160,12 +201,15 @@ class Submitter:
                     return  # the row keeps its `failed` record
                 continue
             except PermanentHTTPError as exc:
+                self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.FAILED, exc, total))
                 return
             except AmbiguousError as exc:
+                self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.UNKNOWN, exc, total))
                 return
             except AbortError as exc:
+                self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.PENDING, exc, total - 1))
                 if self.stats.abort is None:
                     self.stats.abort = exc
@@ -188,8 +232,27 @@ class Submitter:
                 self.in_flight -= 1
             if self._controller is not None:
                 self._controller.succeeded()
+            self.stats.telemetry.answered(sent, CREATED if outcome.status == Status.CREATED else ERROR)
             self._record(outcome)
+            self._trip_breaker(outcome)
             return
+
+    def _trip_breaker(self, outcome: Outcome) -> None:
+        """Stop when the last N API answers are all the same row-level error (every contact
+        NOT_FOUND: the export came from another org); the rest of the rows stay `pending`."""
+        breaker = self._breaker
+        if breaker.maxlen == 0:
+            return
+        breaker.append(None if outcome.status == Status.CREATED else outcome.error_code)
+        code = breaker[0]
+        if code is None or len(breaker) < (breaker.maxlen or 0) or any(c != code for c in breaker):
+            return
+        if self.stats.abort is None:
+            self.stats.abort = CircuitOpen(
+                code, f"the last {len(breaker)} answers were all {code}: {BREAKER_HINTS.get(code, BREAKER_HINT)}"
+            )
+            log.error("run.abort", code=code, reason=str(self.stats.abort))
+        self._stop.set()
 
     def _throttled(self, exc: TransientError, sent_at: float) -> None:
         """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff)."""
@@ -212,18 +275,26 @@ class Submitter:
         self.stats.outcomes[outcome.status.value] += 1
 
     async def _progress(self, total: int) -> None:
+        """A snapshot now, then every `progress_every` seconds (cancelled when the run ends)."""
         while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            done = sum(self.stats.outcomes[s] for s in (Status.CREATED, Status.REJECTED, Status.UNKNOWN))
-            log.info(
-                "run.progress",
+            self.report_progress()
+            await asyncio.sleep(self._progress_every)
+
+    def report_progress(self) -> None:
+        if self._on_progress is None:
+            return
+        outcomes = {status: self.stats.outcomes[status] for status in FINAL}
+        self._on_progress(
+            Progress(
+                done=sum(outcomes.values()),
+                total=self._total,
+                outcomes=outcomes,
                 requests=self.stats.requests,
-                settled=done,
-                to_send=total,
-                requests_per_s=round(self.stats.per_second, 1),
+                rate=round(self.stats.telemetry.current_rate(), 1),
                 rate_limit=round(self._limiter.rate, 1),
                 in_flight=self.in_flight,
             )
+        )
 
 
 def _take(rows: Iterator[Row], count: int) -> list[Row]:

@@ -46,7 +46,7 @@ def test_render_writes_every_row_in_input_order_and_removes_stale_temp_files(tmp
     plan, ledger = planned(tmp_path, source, dest)
     results_mod.render(plan, ledger.view, dest)
     frame = results_mod.read(dest)
-    assert frame.columns == list(RESULT_COLUMNS)
+    assert frame.columns == [*RESULT_COLUMNS, "source_path"]  # the contract's columns, then extensions
     assert frame["row_key"].to_list() == [f"k{i}" for i in range(5)]
     assert frame["status"].to_list() == ["pending", "pending", "created", "pending", "pending"]
     assert frame["sir_id"].to_list() == [None, None, 77, None, None]
