@@ -21,7 +21,12 @@ from .submit import Progress as Snapshot
 log = structlog.get_logger("si_ingest.run")
 
 
+BAR_EVERY = 0.25  # seconds between two redraws of the bar
+
+
 class Display(Protocol):
+    every: float  # seconds between two snapshots
+
     def __enter__(self) -> Display: ...
     def __exit__(self, *exc: object) -> None: ...
     def __call__(self, snapshot: Snapshot) -> None: ...
@@ -29,6 +34,9 @@ class Display(Protocol):
 
 class JsonLines:
     """A `run.progress` log line per snapshot."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
 
     def __enter__(self) -> JsonLines:
         return self
@@ -55,6 +63,7 @@ class Bar:
     """rich's progress bar on stderr; log lines go above it."""
 
     def __init__(self, total: int) -> None:
+        self.every = BAR_EVERY
         self._console = Console(stderr=True)
         self._bar = Progress(
             TextColumn("[bold]sending"),
@@ -87,9 +96,9 @@ class Bar:
         self._bar.update(self._task, completed=snapshot.done, total=snapshot.total, counts=counts, rates=rates)
 
 
-def display_for(total: int, log_format: str | None, stream: Any = None) -> Display:
-    """The bar when stderr is a terminal and logs are for humans, else JSON lines."""
+def display_for(total: int, log_format: str | None, every: float, stream: Any = None) -> Display:
+    """The bar when stderr is a terminal and logs are for humans, else JSON lines every `every` s."""
     stream = stream or sys.stderr
     if log_format != "json" and stream.isatty():
         return Bar(total)
-    return JsonLines()
+    return JsonLines(every)

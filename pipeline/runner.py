@@ -256,7 +256,7 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
             ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
             on_headers=controller.headers if controller is not None else None,
         ) as client:
-            display = display_for(plan.to_send, config.run.log_format)
+            display = display_for(plan.to_send, config.run.log_format, config.run.progress_every)
             submitter = Submitter(
                 client,
                 limiter,
@@ -267,7 +267,7 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
                 controller=controller,
                 breaker=config.run.breaker,
                 on_progress=display,
-                progress_every=config.run.progress_every,
+                progress_every=display.every,
             )
             log.info(
                 "submit.start",

@@ -66,7 +66,8 @@ class SubmitStats:
     telemetry: Telemetry
     retries: int = 0
     throttled: int = 0  # 429 answers
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)  # every record, retries included
+    final: Counter[str] = field(default_factory=Counter)  # each row's last status this run
     abort: AbortError | None = None  # the answer that stopped the run (account, endpoint, breaker)
 
     @property
@@ -136,11 +137,10 @@ class Submitter:
         queue: asyncio.Queue[Row | None] = asyncio.Queue(maxsize=self._concurrency * 4)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._produce(rows, queue))
-                for _ in range(self._concurrency):
-                    group.create_task(self._work(queue))
                 progress = group.create_task(self._progress(total))
-                await queue.join()
+                tasks = [group.create_task(self._produce(rows, queue))]
+                tasks += [group.create_task(self._work(queue)) for _ in range(self._concurrency)]
+                await asyncio.wait(tasks)  # not queue.join(): an empty queue at the start is not the end
                 progress.cancel()
         finally:
             self._journal.flush()
@@ -192,12 +192,13 @@ class Submitter:
                 last = exc
                 self.stats.telemetry.answered(sent, THROTTLED if exc.http_status == 429 else ERROR)
                 self._throttled(exc, sent_at)
-                self._record(_outcome(row, Status.FAILED, exc, total))
+                self._record(_outcome(row, Status.FAILED, exc, total), final=attempt == self._retry.max_attempts)
                 if attempt == self._retry.max_attempts:
                     return
                 self.stats.retries += 1
                 await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng))
                 if self._stop.is_set():
+                    self.stats.final[Status.FAILED.value] += 1
                     return  # the row keeps its `failed` record
                 continue
             except PermanentHTTPError as exc:
@@ -270,9 +271,11 @@ class Submitter:
             async with asyncio.timeout(seconds):
                 await self._stop.wait()
 
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome, *, final: bool = True) -> None:
         self._journal.outcome(outcome)
         self.stats.outcomes[outcome.status.value] += 1
+        if final:
+            self.stats.final[outcome.status.value] += 1
 
     async def _progress(self, total: int) -> None:
         """A snapshot now, then every `progress_every` seconds (cancelled when the run ends)."""
@@ -283,7 +286,7 @@ class Submitter:
     def report_progress(self) -> None:
         if self._on_progress is None:
             return
-        outcomes = {status: self.stats.outcomes[status] for status in FINAL}
+        outcomes = {status: self.stats.final[status] for status in FINAL}
         self._on_progress(
             Progress(
                 done=sum(outcomes.values()),
