@@ -21,6 +21,10 @@ VmHWM per process, and ru_maxrss from wait4 as a cross-check):
    plans against the ledger without sending) at 1M, 3M and 10M: time linear, memory flat.
 `--stages` also runs the 5M validate and the largest plan under bench/_stage_probe.py
 (timers around each stage from the outside) and prints where time and memory go.
+A full run writes bench/RESULTS.md and exits 1 if any target of issue 6 fails; --quick
+(sizes far below the targets') only checks that every step works, and exits 0.
+Wall times on these shared 2-core machines move with other load: the load average at the
+start of each step and its CPU time are printed beside it.
 Inputs are generated with polars (unique contact UUIDs, ~80-character sir_context) in a
 temp folder that is deleted at the end (`--keep` keeps it); nothing generated is committed.
 """
@@ -192,6 +196,8 @@ class Measure:
     rss_mb: float = 0.0  # peak of VmRSS summed over the process tree
     hwm_mb: float = 0.0  # VmHWM (per process, summed over the tree)
     maxrss_mb: float = 0.0  # ru_maxrss from wait4
+    cpu_s: float = 0.0  # user + system CPU seconds (wait4), less sensitive than wall time to other load
+    load: float = 0.0  # 1-minute load average when it started (2 cores: > 0.5 means something else runs)
     exit_code: int = 0
     events: dict[str, float] = field(default_factory=dict)  # first time of each JSON log event, s from start
     stdout: str = ""
@@ -228,6 +234,7 @@ def measure(label: str, rows: int, argv: list[str], workdir: Path) -> Measure:
     """Run argv, polling its memory; its stderr is kept (JSON log lines) for stage timestamps."""
     m = Measure(label, rows)
     err_path = workdir / f"{label.replace(' ', '_')}.stderr"
+    m.load = os.getloadavg()[0]
     with open(err_path, "wb") as err, tempfile.TemporaryFile() as out:
         wall0 = time.time()
         start = time.perf_counter()
@@ -250,11 +257,12 @@ def measure(label: str, rows: int, argv: list[str], workdir: Path) -> Measure:
             time.sleep(POLL_S)
         m.hwm_mb = sum(hwm.values()) / 1024
         m.maxrss_mb = usage.ru_maxrss / 1024
+        m.cpu_s = usage.ru_utime + usage.ru_stime
         m.exit_code = proc.returncode
         out.seek(0)
         m.stdout = out.read().decode(errors="replace")
     for line in err_path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
             event = json.loads(line)
             m.log.append(event)
             stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
@@ -449,8 +457,9 @@ def show(m: Measure, b: Measure | None) -> None:
     if b is not None:
         tail = f"  ({ratio(m.seconds, b.seconds)} time, {ratio(m.anon_mb, b.anon_mb)} RssAnon of polars alone)"
     print(
-        f"{m.label:<18} {m.seconds:7.2f} s {m.rows_per_s / 1e6:6.2f}M rows/s  RssAnon {m.anon_mb:6.0f} MB  "
-        f"VmRSS {m.rss_mb:6.0f} MB  VmHWM {m.hwm_mb:6.0f} MB  exit {m.exit_code}{tail}",
+        f"{m.label:<18} {m.seconds:7.2f} s (cpu {m.cpu_s:6.2f} s) {m.rows_per_s / 1e6:6.2f}M rows/s  "
+        f"RssAnon {m.anon_mb:6.0f} MB  VmRSS {m.rss_mb:6.0f} MB  VmHWM {m.hwm_mb:6.0f} MB  exit {m.exit_code}  "
+        f"load {m.load:.1f}{tail}",
         flush=True,
     )
 
@@ -582,18 +591,20 @@ def write_results(bench: Bench, stages: list[tuple[str, dict[str, object]]], com
         "Ratios are against polars alone reading the same CSV in the same run",
         "(`pl.scan_csv(path, infer_schema=False).collect_batches(chunk_size=50_000)`, counting rows).",
         "",
-        "| step | rows | wall s | rows/s | peak RssAnon MB | VmHWM MB | time vs polars | RssAnon vs polars |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| step | rows | wall s | cpu s | rows/s | peak RssAnon MB | VmHWM MB | time vs polars | RssAnon vs polars "
+        "| load avg at start |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, b in sorted(bench.baseline.items()):
         lines.append(
-            f"| polars alone | {fmt_rows(n)} | {b.seconds:.2f} | {b.rows_per_s / 1e6:.2f}M | {b.anon_mb:.0f} | "
-            f"{b.hwm_mb:.0f} | 1 | 1 |"
+            f"| polars alone | {fmt_rows(n)} | {b.seconds:.2f} | {b.cpu_s:.2f} | {b.rows_per_s / 1e6:.2f}M | "
+            f"{b.anon_mb:.0f} | {b.hwm_mb:.0f} | 1 | 1 | {b.load:.1f} |"
         )
     for group, m, b in bench.rows:
         lines.append(
-            f"| {group} | {fmt_rows(m.rows)} | {m.seconds:.2f} | {m.rows_per_s / 1e6:.2f}M | {m.anon_mb:.0f} | "
-            f"{m.hwm_mb:.0f} | {ratio(m.seconds, b.seconds)} | {ratio(m.anon_mb, b.anon_mb)} |"
+            f"| {group} | {fmt_rows(m.rows)} | {m.seconds:.2f} | {m.cpu_s:.2f} | {m.rows_per_s / 1e6:.2f}M | "
+            f"{m.anon_mb:.0f} | {m.hwm_mb:.0f} | {ratio(m.seconds, b.seconds)} | {ratio(m.anon_mb, b.anon_mb)} "
+            f"| {m.load:.1f} |"
         )
     lines += [
         "",
@@ -657,7 +668,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     if parts != ["validate", "rerun", "plan"]:
         return
-    print()
+    print("\ntargets of issue 6" + (" (indicative only at --quick sizes)" if args.quick else "") + ":")
     failed = 0
     for name, ok, figure in verdicts(bench):
         failed += not ok
@@ -666,6 +677,8 @@ def main() -> None:
     if dest is not None:
         write_results(bench, stages, command, dest)
         print(f"wrote {dest}")
+    if failed and not args.quick:  # --quick sizes are too small for the targets: a smoke run only
+        sys.exit(1)
 
 
 if __name__ == "__main__":
