@@ -88,13 +88,20 @@ def timed_iter(name: str, fn: Callable[..., Iterator[Any]]) -> Callable[..., Ite
     return wrapper
 
 
-def _within(outer: str, inner: str, other: str) -> Callable[..., str]:
-    """A label that depends on the stage the call happens in."""
-    return lambda *args, **kwargs: inner if outer in STACK else other
+def _inside(name: str, *outers: str) -> Callable[..., str]:
+    """A label `<outer>.<name>` for the innermost of `outers` running (or `other.<name>`)."""
+
+    def label(*args: Any, **kwargs: Any) -> str:
+        for stage in reversed(STACK):
+            if stage in outers:
+                return f"{stage}.{name}"
+        return f"other.{name}"
+
+    return label
 
 
 def _wrap(owner: Any, attr: str, wrapper: Callable[[Callable[..., Any]], Any]) -> None:
-    """Replace owner.attr by wrapper(original), if main still has it (stage names move)."""
+    """Replace owner.attr by wrapper(original), if main has it (stage names move with the code)."""
     original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
     if original is None:
         print(f"stage probe: no {getattr(owner, '__name__', owner)}.{attr}; not timed", file=sys.stderr)
@@ -106,22 +113,24 @@ def _wrap(owner: Any, attr: str, wrapper: Callable[[Callable[..., Any]], Any]) -
 
 
 def install() -> None:
+    """Timers around the stages of plan.py / results.py as of commit 5f54f06 (later names may move)."""
     from pipeline import loader, plan, report, results, runner
     from pipeline.ledger import fold, snapshot, store
 
-    in_pass3 = _within("pass3.decide", "pass3.spill_ipc", "pass1.spill_ipc")
+    passes = ("pass1", "pass2", "pass3", "render", "send")
     _wrap(store.Ledger, "open", lambda f: timed("ledger.open", f))
     _wrap(runner, "build_plan", lambda f: timed("plan", f))
     _wrap(loader, "batches", lambda f: timed_iter("pass1.read_csv", f))
-    _wrap(plan, "validate", lambda f: timed("pass1.validate", f))
-    _wrap(plan, "_write_ipc", lambda f: timed(in_pass3, f))
+    _wrap(plan, "_write_ipc", lambda f: timed("pass1.spill_ipc", f))
     _wrap(plan, "write_run", lambda f: timed("pass1.write_key_run", f))
-    _wrap(plan, "_decide", lambda f: timed_iter("pass3.decide", f))
-    _wrap(plan, "_write", lambda f: timed("lookup.write_verdicts", f))
     _wrap(plan.Plan, "_lookup", lambda f: timed(lambda self, view, tag: f"pass2.lookup.{tag}", f))
-    _wrap(plan.OrderedRuns, "upto", lambda f: timed(_within("render", "render.merge", "pass3.merge"), f))
+    _wrap(plan, "_write", lambda f: timed("lookup.write_verdicts", f))
     _wrap(fold.Fold, "partition", lambda f: timed("lookup.ledger_partition", f))
     _wrap(snapshot.Snapshot, "partition", lambda f: timed("lookup.snapshot_read_verify", f))
+    _wrap(plan.Plan, "_count", lambda f: timed("pass3", f))
+    _wrap(plan.OrderedRuns, "upto", lambda f: timed(_inside("merge", *passes), f))
+    _wrap(plan.Plan, "_decide", lambda f: timed(_inside("decide", *passes), f))
+    _wrap(plan.Plan, "rows_to_send", lambda f: timed_iter("send", f))
     _wrap(results, "render", lambda f: timed("render", f))
     _wrap(report, "summarize", lambda f: timed("report.summarize", f))
 

@@ -469,22 +469,22 @@ STAGE_ROWS = (
     ("ledger.open", "open the ledger (locate, replay journal)"),
     ("pass1", "pass 1: load + validate + key + spill, total"),
     ("pass1.read_csv", "  CSV reader (time blocked in next batch)"),
-    ("pass1.validate", "  validate()"),
     ("pass1.spill_ipc", "  spill batch (Arrow IPC)"),
     ("pass1.write_key_run", "  sort + write key run (Parquet)"),
-    ("pass1.other", "  row_key + kp hashes, order, filters (rest)"),
+    ("pass1.other", "  validate + row_key + kp (one collect), filters"),
     ("pass2.lookup.plan", "pass 2: partition lookup (dups + ledger), total"),
     ("lookup.ledger_partition", "  ledger partitions read (fold)"),
     ("lookup.snapshot_read_verify", "    snapshot read + checksum verify"),
     ("lookup.write_verdicts", "  write verdict runs"),
-    ("pass3", "pass 3: decide, total"),
+    ("pass2.other", "  scan key runs, sort, dups, join (rest)"),
+    ("pass3", "pass 3: count verdicts, total"),
     ("pass3.merge", "  merge verdicts back in input order"),
-    ("pass3.spill_ipc", "  read + write spills (IPC write part)"),
-    ("pass3.other", "  join, decide, bodies, read spill (rest)"),
+    ("send", "send (rows_to_send: merge, decide, bodies)"),
     ("render", "render results file, total"),
     ("pass2.lookup.final", "  lookup again (final)"),
     ("render.merge", "  merge verdicts back in input order"),
-    ("render.other", "  read spills, join, CSV sink (rest)"),
+    ("render.decide", "  join verdicts to the spill, decide"),
+    ("render.other", "  read spills, columns, counts, CSV sink (rest)"),
     ("report.summarize", "report.summarize (reads the results file back)"),
 )
 
@@ -493,17 +493,17 @@ def stage_table(report: dict[str, object]) -> list[tuple[str, float, float]]:
     """(label, seconds, peak RssAnon MB); nested stages (indented) are part of the row above."""
     times: dict[str, float] = dict(report["times"])  # type: ignore[arg-type]
     peaks: dict[str, float] = {k: v / 1024 for k, v in dict(report["peak_anon_kb"]).items()}  # type: ignore[arg-type]
-    plan = times.get("plan", 0.0)
-    lookup_plan = times.get("pass2.lookup.plan", 0.0)
-    times["pass3"] = times.get("pass3.decide", 0.0) - lookup_plan
-    times["pass1"] = plan - times.get("pass3.decide", 0.0)
-    parts1 = ("pass1.read_csv", "pass1.validate", "pass1.spill_ipc", "pass1.write_key_run")
+    lookup = times.get("pass2.lookup.plan", 0.0)
+    times["pass1"] = times.get("plan", 0.0) - lookup - times.get("pass3", 0.0)
+    parts1 = ("pass1.read_csv", "pass1.spill_ipc", "pass1.write_key_run")
     times["pass1.other"] = times["pass1"] - sum(times.get(k, 0.0) for k in parts1)
-    times["pass3.other"] = times["pass3"] - times.get("pass3.merge", 0.0) - times.get("pass3.spill_ipc", 0.0)
-    render = times.get("render", 0.0)
-    times["render.other"] = render - times.get("pass2.lookup.final", 0.0) - times.get("render.merge", 0.0)
+    if lookup:
+        parts2 = ("lookup.ledger_partition", "lookup.write_verdicts")
+        times["pass2.other"] = lookup - sum(times.get(k, 0.0) for k in parts2)
+    if "render" in times:
+        parts = ("pass2.lookup.final", "render.merge", "render.decide")
+        times["render.other"] = times["render"] - sum(times.get(k, 0.0) for k in parts)
     peaks["pass1"] = max((peaks.get(k, 0.0) for k in parts1), default=0.0)
-    peaks["pass3"] = peaks.get("pass3.decide", 0.0)
     rows = []
     for key, text in STAGE_ROWS:
         if key in times and (times[key] > 0.005 or key in peaks):
