@@ -562,7 +562,13 @@ def verdicts(bench: Bench) -> list[tuple[str, bool, str]]:
 
 def machine() -> dict[str, str]:
     mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = " plus uncommitted changes" if git("status", "--porcelain", "--", "pipeline") else ""
+    pipeline_at = git("log", "-1", "--format=%h", "--", "pipeline")
+    commit = f"{git('rev-parse', '--short', 'HEAD')} (pipeline/ as of {pipeline_at}{dirty})"
     import polars_hash as plh
 
     return {
@@ -573,7 +579,7 @@ def machine() -> dict[str, str]:
         "polars": pl.__version__,
         "polars-hash": getattr(plh, "__version__", "?"),
         "kernel": platform.release(),
-        "commit": commit.strip(),
+        "commit": commit,
     }
 
 
@@ -582,7 +588,7 @@ def write_results(bench: Bench, stages: list[tuple[str, dict[str, object]]], com
     lines = [
         "# Ledger scale benchmark (issue 6)",
         "",
-        f"`{command}` on {info['date']}, commit `{info['commit']}`.",
+        f"`{command}` on {info['date']}, commit {info['commit']}.",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("date", "commit")) + ".",
         "",
