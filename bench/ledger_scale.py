@@ -630,6 +630,9 @@ def write_results(bench: Bench, stages: list[tuple[str, dict[str, object]]], com
             "run; indented rows are part of the row above; peak RssAnon is the highest seen while the stage ran,"
         )
         lines.append("polled in-process every 20 ms). `rest` rows are the stage's time outside the timed calls.")
+        lines.append(
+            "Hot spots and what to change: bench/PROFILE.md (written by hand from these tables and a profile)."
+        )
         for title, report in stages:
             lines += ["", f"### {title}", "", "| stage | seconds | peak RssAnon MB |", "|---|---:|---:|"]
             for text, seconds, peak in stage_table(report):
