@@ -288,6 +288,13 @@ def _details(run: Mapping[str, Any], results_path: Path) -> str:
     )
 
 
+def _ms_digits(value: object) -> int:
+    """Decimals worth showing: 0.58 ms on loopback, 42 ms over a network."""
+    if not isinstance(value, int | float):
+        return 0
+    return 2 if value < 1 else 1 if value < 10 else 0
+
+
 def _latency(latency: Mapping[str, Any]) -> str:
     values = {k: latency.get(k) for k in ("p50", "p90", "p99", "max")}
     numbers = [v for v in values.values() if isinstance(v, int | float)]
@@ -298,7 +305,7 @@ def _latency(latency: Mapping[str, Any]) -> str:
     for name, v in values.items():
         width = 100 * v / top if isinstance(v, int | float) else 0
         rows.append(
-            f'<tr><th>{name}</th><td class="num">{_float(v, 0, " ms")}</td>'
+            f'<tr><th>{name}</th><td class="num">{_float(v, _ms_digits(v), " ms")}</td>'
             f'<td class="barcell"><span class="bar" style="width:{width:.1f}%"></span></td></tr>'
         )
     return f'<table class="latency">{"".join(rows)}</table>'

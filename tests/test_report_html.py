@@ -190,6 +190,8 @@ def test_validate_and_clean_runs_say_so(tmp_path: Path):
     assert "No requests were sent" in page and "No answers were timed" in page and "No row ended" in page
     render_html(synthetic_run(5, by_status={"created": 7}, rows=7, exit_code=0, by_error=[]), results, dest)
     assert "All 7 rows created." in dest.read_text()
+    render_html(synthetic_run(5, latency_ms={"p50": 0.584, "p90": 4.41, "p99": 12.7, "max": None}), results, dest)
+    assert all(t in dest.read_text() for t in ("0.58 ms", "4.4 ms", "13 ms"))
     render_html(synthetic_run(5, interrupted=True), results, dest)
     assert "Interrupted" in dest.read_text()
 
