@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="print the summary of a results file")
     rep.add_argument("results", type=Path)
+    rep.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report to FILE")
 
     ledger = sub.add_parser("ledger", help="check or repair the ledger beside a results file")
     actions = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
@@ -235,6 +236,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         summary = report.summarize(args.results)
         print(report.render_text(summary))
+        if args.html is not None:
+            from .report_html import load_run_doc, render_html
+
+            render_html(load_run_doc(args.results), args.results, args.html)
+            print(f"html report: {args.html}")
         return 0
     if args.command == "demo":
         from .demo import demo
