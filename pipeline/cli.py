@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the summary of a results file")
     rep.add_argument("results", type=Path)
     rep.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report to FILE")
+    rep.add_argument(
+        "--summary", type=Path, metavar="FILE",
+        help="the run's --summary-json file, for the HTML report's timeline (default: RESULTS.run.json if present)",
+    )  # fmt: skip
 
     ledger = sub.add_parser("ledger", help="check or repair the ledger beside a results file")
     actions = ledger.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
@@ -239,7 +243,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.html is not None:
             from .report_html import load_run_doc, render_html
 
-            render_html(load_run_doc(args.results), args.results, args.html)
+            render_html(load_run_doc(args.results, args.summary), args.results, args.html)
             print(f"html report: {args.html}")
         return 0
     if args.command == "demo":

@@ -45,9 +45,9 @@ def run_doc_path(results_path: Path) -> Path:
     return results_path.with_name(results_path.name + ".run.json")
 
 
-def load_run_doc(results_path: Path) -> dict[str, Any] | None:
-    """The run document beside a results file, or None when there is none."""
-    path = run_doc_path(results_path)
+def load_run_doc(results_path: Path, path: Path | None = None) -> dict[str, Any] | None:
+    """A run's summary JSON (`path`, else `<results>.run.json` if there is one), or None."""
+    path = path or run_doc_path(results_path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -28,7 +28,7 @@ from . import loader, report, results
 from .adaptive import AUTO_START, Controller
 from .client import ZyntroClient
 from .config import Config, Credentials
-from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError
+from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
@@ -144,13 +144,23 @@ def _final_rate(config: Config, stats: SubmitStats | None) -> float:
 
 
 def _write_reports(document: dict[str, Any], summary: report.Summary, config: Config) -> None:
-    """The summary JSON where --summary-json asks (nothing is written beside the results unasked)."""
+    """The summary JSON and the HTML report where asked (nothing lands beside the results unasked).
+
+    The run is over and its results written: a report that cannot be written is logged, not fatal.
+    """
     path = config.run.summary_json
     if path is not None:
         try:
             report.write_document(document, path)
         except OSError as exc:
-            raise LedgerError(f"cannot write the summary {path}: {exc.strerror}") from exc
+            log.error("summary.unwritable", path=str(path), reason=exc.strerror)
+    if config.run.report_html is not None:
+        from .report_html import render_html
+
+        try:
+            render_html(document, config.run.results, config.run.report_html)
+        except (OSError, PipelineError) as exc:
+            log.error("report.unwritable", path=str(config.run.report_html), reason=str(exc))
 
 
 async def _send(

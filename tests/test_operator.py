@@ -108,3 +108,14 @@ def test_a_terminal_gets_a_live_progress_bar_with_logs_above_it(sandbox, write_i
     final = screens[-1]
     assert "120/120" in final and re.search(r"created\s+120", final)
     assert final.index("submit.start") < final.index("120/120")  # the log line printed above the bar
+
+
+def test_run_writes_the_html_report_with_its_timeline(sandbox, write_input, tmp_path):
+    box = sandbox("--latency", "5-10")
+    html = tmp_path / "report.html"
+    out = tmp_path / "r.csv"
+    result = run_cli(*run_args(box, [write_input("a.csv", make_rows(30))], out, "--rate", "60", "--report-html", str(html)))
+    assert result.code == 0, result.stderr
+    page = html.read_text()
+    assert "<svg" in page and "no timeline was recorded" not in page.lower() and str(out) in page
+    assert str(html) in result.stdout
