@@ -49,6 +49,7 @@ VERDICT_SCHEMA: dict[str, pl.DataType] = {
 }
 _BODY_WITHOUT_STATUS = tuple(f for f in API_FIELDS if f != "sir_status")
 DUPLICATE_MESSAGE = "same row_key as an earlier row of this run"
+KEY_RUN_ROWS = 500_000  # key rows gathered before a sorted run is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ class Plan:
         assert self._looked_up is not None, "build_plan looks the keys up first"
         merger = OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         for batch in self.batches:
-            spill = pl.read_ipc(batch.path)
+            spill = pl.read_parquet(batch.path)
             decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
             send = decided.filter(pl.col("send")).select(
                 "row_key", "source", "source_row", _body().alias("body"), pl.col("attempts_j").fill_null(0)
@@ -96,7 +97,7 @@ class Plan:
     def _results(self, merger: OrderedRuns) -> Iterator[pl.DataFrame]:
         stamp = now_iso()
         for batch in self.batches:
-            spill = pl.read_ipc(batch.path, columns=["order", *IDENTITY, *LOCAL])
+            spill = pl.read_parquet(batch.path, columns=["order", *IDENTITY, *LOCAL])
             decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
             local = pl.col("status").is_not_null()
             known = ~local & pl.col("status_j").is_not_null()
@@ -154,14 +155,16 @@ class Plan:
         for part, (lo, hi) in enumerate(iter_parts(parts)):
             keys_ = scan_partition(self.key_runs, lo, hi, _KEY_SCHEMA).collect()
             primary = keys_.filter(~pl.col("alt")).sort("order")
-            primary = primary.with_columns(dup=~pl.col("row_key").is_first_distinct())
+            primary = primary.with_columns(dup=pl.col("order").is_in(_repeats(primary).implode()))
             ledger = view.partition(lo, hi)
-            found = primary.join(ledger.drop("legacy"), on="row_key", how="left")
+            found = primary.join(_matches(primary, ledger), on="order", how="left")
             verdicts = [found.filter(pl.col("dup") | pl.col("status").is_not_null()).select(*VERDICT_SCHEMA)]
             alternates = keys_.filter(pl.col("alt"))
             if alternates.height and view.legacy_rows:
-                matched = alternates.join(ledger.filter(pl.col("legacy")).drop("legacy"), on="row_key", how="inner")
-                verdicts.append(matched.with_columns(dup=pl.lit(None, pl.Boolean)).select(*VERDICT_SCHEMA))
+                matched = _matches(alternates, ledger.filter(pl.col("legacy")))
+                verdicts.append(
+                    matched.with_columns(dup=pl.lit(None, pl.Boolean), alt=pl.lit(True)).select(*VERDICT_SCHEMA)
+                )
             path = self.workdir / f"verdict-{tag}-{part:05d}.parquet"
             _write(pl.concat(verdicts).sort("order"), path)
             paths.append(path)
@@ -180,6 +183,8 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
         sendable.append(Status.UNKNOWN.value)
     plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows, sendable=tuple(sendable))
     legacy = view.legacy_rows > 0
+    keys_held: list[pl.DataFrame] = []
+    held = 0
     for file in files:
         for batch in loader.batches(file, config.input.chunk_rows, config.default_org_id):
             checked = (
@@ -188,10 +193,9 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
                 .with_columns(keys.partition_hash())
                 .collect()
             )
-            index = len(plan.batches)
-            path = workdir / f"input-{index:06d}.arrow"
+            path = workdir / f"input-{len(plan.batches):06d}.parquet"
             valid_only = pl.col("status").is_null()
-            _write_ipc(
+            _write(
                 checked.select(
                     "order",
                     *IDENTITY,
@@ -209,11 +213,38 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
             key_rows = valid.select("order", "row_key", "kp", alt=pl.lit(False))
             if legacy:
                 key_rows = pl.concat([key_rows, _legacy_rows(valid)])
-            run = workdir / f"keys-{index:06d}.parquet"
-            write_run(key_rows, run)
-            plan.key_runs.append(run)
+            keys_held.append(key_rows)
+            held += key_rows.height
+            if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
+                plan.key_runs.append(_key_run(keys_held, workdir, len(plan.key_runs)))
+                keys_held, held = [], 0
+    if keys_held:
+        plan.key_runs.append(_key_run(keys_held, workdir, len(plan.key_runs)))
     plan._count(plan._lookup(view, "plan"))
     return plan
+
+
+def _key_run(frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
+    path = workdir / f"keys-{index:06d}.parquet"
+    try:
+        write_run(pl.concat(frames), path)
+    except OSError as exc:
+        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _repeats(primary: pl.DataFrame) -> pl.Series:
+    """Orders of rows whose key came earlier (primary is in input order). Hashing 64-bit `kp`
+    is about 5x cheaper than the key strings; only rows whose kp repeats are compared in full."""
+    shared = primary.filter(pl.col("kp").is_duplicated())
+    return shared.filter(~pl.col("row_key").is_first_distinct())["order"]
+
+
+def _matches(keys_: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
+    """(order, state...) for the keys the ledger knows: joined on `kp`, confirmed on the key itself."""
+    hashed = ledger.drop("legacy").with_columns(keys.partition_hash())
+    joined = keys_.select("order", "row_key", "kp").join(hashed, on="kp", how="inner", suffix="_ledger")
+    return joined.filter(pl.col("row_key") == pl.col("row_key_ledger")).drop("row_key", "row_key_ledger", "kp")
 
 
 def _legacy_rows(valid: pl.DataFrame) -> pl.DataFrame:
@@ -244,12 +275,5 @@ def _body() -> pl.Expr:
 def _write(frame: pl.DataFrame, path: Path) -> None:
     try:
         frame.write_parquet(path, compression="lz4", row_group_size=65_536)
-    except OSError as exc:
-        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
-
-
-def _write_ipc(frame: pl.DataFrame, path: Path) -> None:
-    try:
-        frame.write_ipc(path, compression="zstd")  # as fast as lz4 here, a fifth of the bytes
     except OSError as exc:
         raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc

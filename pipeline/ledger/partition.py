@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-PARTITION_ROWS = 1_000_000  # rows of one side held in memory at once (~60-80 bytes each)
+PARTITION_ROWS = 250_000  # rows of one side held in memory at once (~60-80 bytes each, more while joining)
 RUN_GROUP_ROWS = 16_384  # rows per Parquet row group in a sorted run: the pruning grain
 _U64_BITS = 64
 
@@ -56,7 +56,9 @@ class OrderedRuns:
 
     def __init__(self, paths: list[Path], schema: dict[str, pl.DataType], chunk_rows: int) -> None:
         self._schema = schema
-        self._cursors = [_Cursor(path, chunk_rows) for path in paths]
+        # a batch's rows are spread over the files: each reads its share, not a whole batch
+        share = max(4096, chunk_rows // max(1, len(paths)))
+        self._cursors = [_Cursor(path, share) for path in paths]
 
     def upto(self, last_order: int) -> pl.DataFrame:
         """Every remaining row with `order <= last_order`, sorted by order."""
