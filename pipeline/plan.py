@@ -27,7 +27,15 @@ from . import keys, loader
 from .config import Config
 from .errors import LedgerError
 from .ledger.fold import Fold
-from .ledger.partition import OrderedRuns, iter_parts, partition_count, scan_partition, write_run
+from .ledger.partition import (
+    OrderedRuns,
+    iter_parts,
+    ordered_share,
+    partition_count,
+    scan_partition,
+    write_ordered,
+    write_run,
+)
 from .ledger.records import STATE_SCHEMA, now_iso
 from .models import API_FIELDS, EXTRA_RESULT_COLUMNS, RESULT_COLUMNS, ErrorCode, Row, Status
 from .validate import validate
@@ -72,6 +80,7 @@ class Plan:
     settled: int = 0  # created or rejected earlier, or unknown without --resend-unknown
     to_send: int = 0
     _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
+    _counted: tuple[int, int] | None = field(default=None, repr=False)  # (repeats, settled) from the lookup
 
     def rows_to_send(self) -> Iterator[Row]:
         """The rows to send, in input order (bodies built per batch, for those rows only)."""
@@ -152,6 +161,7 @@ class Plan:
             return OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         parts = partition_count(self.valid, view.rows)
         paths = []
+        counts = [0, 0]  # repeats, settled earlier
         for part, (lo, hi) in enumerate(iter_parts(parts)):
             keys_ = scan_partition(self.key_runs, lo, hi, _KEY_SCHEMA).collect()
             primary = keys_.filter(~pl.col("alt")).sort("order")
@@ -166,10 +176,16 @@ class Plan:
                     matched.with_columns(dup=pl.lit(None, pl.Boolean), alt=pl.lit(True)).select(*VERDICT_SCHEMA)
                 )
             path = self.workdir / f"verdict-{tag}-{part:05d}.parquet"
-            _write(pl.concat(verdicts).sort("order"), path)
+            _write_verdicts(pl.concat(verdicts), path, ordered_share(self.chunk_rows, parts))
             paths.append(path)
+            if not view.legacy_rows:  # every row's verdict is its own: count here, no merge needed
+                settled = pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable) & ~pl.col("dup")
+                counted = found.select(pl.col("dup").sum(), settled.sum()).row(0)
+                counts[0] += int(counted[0] or 0)
+                counts[1] += int(counted[1] or 0)
         view.verify_sweep()
         self._looked_up = (view, paths)
+        self._counted = None if view.legacy_rows else (counts[0], counts[1])
         return OrderedRuns(paths, VERDICT_SCHEMA, self.chunk_rows)
 
     def cleanup(self) -> None:
@@ -220,7 +236,12 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
                 keys_held, held = [], 0
     if keys_held:
         plan.key_runs.append(_key_run(keys_held, workdir, len(plan.key_runs)))
-    plan._count(plan._lookup(view, "plan"))
+    merger = plan._lookup(view, "plan")
+    if plan._counted is not None:
+        plan.duplicate, plan.settled = plan._counted
+        plan.to_send = plan.valid - plan.duplicate - plan.settled
+    else:  # format 1 records may answer for rows of other partitions: count in input order
+        plan._count(merger)
     return plan
 
 
@@ -270,6 +291,13 @@ def _body() -> pl.Expr:
     with_status = pl.struct(list(API_FIELDS)).struct.json_encode()
     without = pl.struct(list(_BODY_WITHOUT_STATUS)).struct.json_encode()
     return pl.when(pl.col("sir_status").is_null()).then(without).otherwise(with_status)
+
+
+def _write_verdicts(frame: pl.DataFrame, path: Path, share: int) -> None:
+    try:
+        write_ordered(frame, path, share)
+    except OSError as exc:
+        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:

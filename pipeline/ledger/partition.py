@@ -51,13 +51,26 @@ def scan_partition(paths: list[Path], lo: int, hi: int, schema: dict[str, pl.Dat
     return pl.scan_parquet(paths).filter(in_partition(lo, hi))
 
 
+def ordered_share(chunk_rows: int, files: int) -> int:
+    """Rows each of `files` ordered runs contributes to a batch: the row group to write them in."""
+    return max(4096, chunk_rows // max(1, files))
+
+
+def write_ordered(frame: pl.DataFrame, path: Path, share: int) -> None:
+    """Write rows sorted by `order` in row groups of `share`, the grain OrderedRuns reads."""
+    frame.sort("order").write_parquet(path, compression="lz4", row_group_size=share, statistics=True)
+
+
 class OrderedRuns:
-    """Rows of several files, each sorted by `order`, handed out in input order batch by batch."""
+    """Rows of several files, each sorted by `order`, handed out in input order batch by batch.
+
+    A batch's rows are spread over the files, so each file is read a row group of its share
+    at a time (written by `write_ordered`): memory is about one batch, however many files.
+    """
 
     def __init__(self, paths: list[Path], schema: dict[str, pl.DataType], chunk_rows: int) -> None:
         self._schema = schema
-        # a batch's rows are spread over the files: each reads its share, not a whole batch
-        share = max(4096, chunk_rows // max(1, len(paths)))
+        share = ordered_share(chunk_rows, len(paths))
         self._cursors = [_Cursor(path, share) for path in paths]
 
     def upto(self, last_order: int) -> pl.DataFrame:
