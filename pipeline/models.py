@@ -123,6 +123,7 @@ class Row:
     source_row: int
     body: bytes
     attempts: int = 0  # tries made by earlier runs (the results show the total)
+    org_id: str | None = None  # routes the row to its org's API key in a multi-org run
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ import structlog
 
 from .adaptive import Controller
 from .client import ZyntroClient
-from .errors import AbortError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
+from .errors import AbortError, AccountError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
 from .ledger import Journal, now_iso
-from .limiter import RateLimiter
+from .limiter import RateLimiter, StopEvent
 from .models import ErrorCode, Outcome, Row, Status
 from .telemetry import CREATED, ERROR, THROTTLED, Telemetry
 
@@ -101,6 +101,24 @@ class Progress:
         return left / self.rate if self.rate > 0 and left > 0 else None
 
 
+@dataclass
+class Lane:
+    """One API key's own path: its client, ceiling, controller, breaker and stop.
+
+    A multi-org run has a lane per org (README "Multi-org runs"): an account error or a
+    tripped breaker on one org stops that lane only; its rows stay `pending`.
+    """
+
+    client: ZyntroClient
+    limiter: RateLimiter
+    stop: asyncio.Event
+    controller: Controller | None = None
+    breaker: deque[str | None] = field(default_factory=lambda: deque(maxlen=0))
+    abort: AbortError | None = None
+    requests: int = 0
+    final: Counter[str] = field(default_factory=Counter)
+
+
 class Submitter:
     def __init__(
         self,
@@ -116,11 +134,15 @@ class Submitter:
         breaker: int = DEFAULT_BREAKER,
         on_progress: Callable[[Progress], None] | None = None,
         progress_every: float = PROGRESS_EVERY,
+        lanes: dict[str, Lane] | None = None,
     ) -> None:
-        self._client = client
-        self._limiter = limiter
-        self._controller = controller
-        self._breaker: deque[str | None] = deque(maxlen=breaker) if breaker else deque(maxlen=0)
+        self._limiter = limiter  # the default lane's: the progress display shows it
+        self._default = Lane(client, limiter, stop, controller, deque(maxlen=breaker))  # stops the run
+        self.lanes: dict[str, Lane] = lanes or {}  # org_id -> its lane (multi-org runs)
+        for lane in self.lanes.values():
+            lane.breaker = deque(maxlen=breaker)
+            if isinstance(stop, StopEvent):  # the run's stop stops every lane
+                stop.on_set(lane.stop.set)
         self._on_progress = on_progress
         self._progress_every = progress_every
         self._total = 0
@@ -175,47 +197,51 @@ class Submitter:
     async def _process(self, row: Row) -> None:
         last: TransientError | None = None
         loop = asyncio.get_running_loop()
+        lane = self.lanes.get(row.org_id or "", self._default)
+        if lane.stop.is_set():  # this org stopped (account error, breaker): the row stays pending
+            self._record(_not_sent(row, row.attempts, None), lane=lane)
+            return
         for attempt in range(1, self._retry.max_attempts + 1):
             total = row.attempts + attempt
             await self._journal.intent(row.row_key, total)
             # the token is taken last, immediately before the request leaves, so that neither a
             # slow disk nor a long group commit can bunch requests past the ceiling
-            if self._stop.is_set() or not await self._limiter.acquire() or self._stop.is_set():
-                self._record(_not_sent(row, total - 1, last))
+            if lane.stop.is_set() or not await lane.limiter.acquire() or lane.stop.is_set():
+                self._record(_not_sent(row, total - 1, last), lane=lane)
                 return
             sent_at = loop.time()
-            sent = self.stats.telemetry.sent(self._limiter.rate)
+            sent = self.stats.telemetry.sent(lane.limiter.rate)
+            lane.requests += 1
             self.in_flight += 1
             try:
-                outcome = await self._client.send(row, total)
+                outcome = await lane.client.send(row, total)
             except TransientError as exc:
                 last = exc
                 self.stats.telemetry.answered(sent, THROTTLED if exc.http_status == 429 else ERROR)
-                self._throttled(exc, sent_at)
-                self._record(_outcome(row, Status.FAILED, exc, total), final=attempt == self._retry.max_attempts)
-                if attempt == self._retry.max_attempts:
+                self._throttled(exc, sent_at, lane)
+                final = attempt == self._retry.max_attempts
+                self._record(_outcome(row, Status.FAILED, exc, total), final=final, lane=lane)
+                if final:
                     return
                 self.stats.retries += 1
-                await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng))
-                if self._stop.is_set():
+                await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
+                if lane.stop.is_set():
                     self.stats.final[Status.FAILED.value] += 1
+                    lane.final[Status.FAILED.value] += 1
                     return  # the row keeps its `failed` record
                 continue
             except PermanentHTTPError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
-                self._record(_outcome(row, Status.FAILED, exc, total))
+                self._record(_outcome(row, Status.FAILED, exc, total), lane=lane)
                 return
             except AmbiguousError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
-                self._record(_outcome(row, Status.UNKNOWN, exc, total))
+                self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
                 return
             except AbortError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
-                self._record(_outcome(row, Status.PENDING, exc, total - 1))
-                if self.stats.abort is None:
-                    self.stats.abort = exc
-                    log.error("run.abort", code=exc.code, reason=str(exc))
-                self._stop.set()
+                self._record(_outcome(row, Status.PENDING, exc, total - 1), lane=lane)
+                self._abort(exc, lane, row.org_id, whole_run=not isinstance(exc, (AccountError, CircuitOpen)))
                 return
             except asyncio.CancelledError:
                 self._record(
@@ -231,51 +257,62 @@ class Submitter:
                 raise
             finally:
                 self.in_flight -= 1
-            if self._controller is not None:
-                self._controller.succeeded()
+            if lane.controller is not None:
+                lane.controller.succeeded()
             self.stats.telemetry.answered(sent, CREATED if outcome.status == Status.CREATED else ERROR)
-            self._record(outcome)
-            self._trip_breaker(outcome)
+            self._record(outcome, lane=lane)
+            self._trip_breaker(outcome, lane, row.org_id)
             return
 
-    def _trip_breaker(self, outcome: Outcome) -> None:
+    def _abort(self, exc: AbortError, lane: Lane, org_id: str | None, *, whole_run: bool) -> None:
+        """An account error or a tripped breaker stops its lane; a config error (no endpoint,
+        an unverifiable certificate) stops the whole run."""
+        if lane.abort is None:
+            lane.abort = exc
+            log.error("run.abort", code=exc.code, reason=str(exc), org_id=org_id if self.lanes else None)
+        if self.stats.abort is None:
+            self.stats.abort = exc
+        lane.stop.set()
+        if whole_run or lane is self._default:
+            self._stop.set()
+
+    def _trip_breaker(self, outcome: Outcome, lane: Lane, org_id: str | None) -> None:
         """Stop when the last N API answers are all the same row-level error (every contact
         NOT_FOUND: the export came from another org); the rest of the rows stay `pending`."""
-        breaker = self._breaker
+        breaker = lane.breaker
         if breaker.maxlen == 0:
             return
         breaker.append(None if outcome.status == Status.CREATED else outcome.error_code)
         code = breaker[0]
         if code is None or len(breaker) < (breaker.maxlen or 0) or any(c != code for c in breaker):
             return
-        if self.stats.abort is None:
-            self.stats.abort = CircuitOpen(
-                code, f"the last {len(breaker)} answers were all {code}: {BREAKER_HINTS.get(code, BREAKER_HINT)}"
-            )
-            log.error("run.abort", code=code, reason=str(self.stats.abort))
-        self._stop.set()
+        hint = BREAKER_HINTS.get(code, BREAKER_HINT)
+        self._abort(CircuitOpen(code, f"the last {len(breaker)} answers were all {code}: {hint}"), lane, org_id,
+                    whole_run=False)  # fmt: skip
 
-    def _throttled(self, exc: TransientError, sent_at: float) -> None:
+    def _throttled(self, exc: TransientError, sent_at: float, lane: Lane) -> None:
         """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff)."""
         if exc.http_status == 429:
             self.stats.throttled += 1
-            if self._controller is not None:
-                self._controller.throttled(sent_at, exc.retry_after)
+            if lane.controller is not None:
+                lane.controller.throttled(sent_at, exc.retry_after)
                 return
-        if exc.retry_after:  # a fixed rate above the server's, or a 503: everyone waits
-            self._limiter.pause(exc.retry_after)
+        if exc.retry_after:  # a fixed rate above the server's, or a 503: everyone on this key waits
+            lane.limiter.pause(exc.retry_after)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Back off, waking early if the run is told to stop."""
+    async def _sleep(self, seconds: float, stop: asyncio.Event) -> None:
+        """Back off, waking early if the run (or this lane) is told to stop."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                await self._stop.wait()
+                await stop.wait()
 
-    def _record(self, outcome: Outcome, *, final: bool = True) -> None:
+    def _record(self, outcome: Outcome, *, final: bool = True, lane: Lane | None = None) -> None:
         self._journal.outcome(outcome)
         self.stats.outcomes[outcome.status.value] += 1
         if final:
             self.stats.final[outcome.status.value] += 1
+            if lane is not None:
+                lane.final[outcome.status.value] += 1
 
     async def _progress(self, total: int) -> None:
         """A snapshot now, then every `progress_every` seconds (cancelled when the run ends)."""
