@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__, crash, logs, report
 from .config import Config, load_config, load_credentials
-from .errors import LedgerError, PipelineError
+from .errors import ConfigError, LedgerError, PipelineError
 from .limiter import steady_rate
 
 
@@ -180,12 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 
-    rep = sub.add_parser("report", help="print the summary of a results file")
+    rep = sub.add_parser("report", help="print the summary of a results file (--html, --errors: more files)")
     rep.add_argument("results", type=Path)
     rep.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report to FILE")
     rep.add_argument(
         "--summary", type=Path, metavar="FILE",
         help="the run's --summary-json file, for the HTML report's timeline (default: RESULTS.run.json if present)",
+    )  # fmt: skip
+    rep.add_argument(
+        "--errors", type=Path, metavar="FILE",
+        help="write the rows that did not end created, with every input column, to FILE (.csv or .parquet) "
+        "to fix and feed back to run",
+    )  # fmt: skip
+    rep.add_argument(
+        "--inputs", type=Path, nargs="+", metavar="PATH",
+        help="the run's inputs, for --errors (default: as <RESULTS>.run.json names them)",
     )  # fmt: skip
 
     ledger = sub.add_parser("ledger", help="check or repair the ledger beside a results file")
@@ -238,14 +247,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "ledger":
         return _ledger(args.ledger_command, args.results)
     if args.command == "report":
-        summary = report.summarize(args.results)
-        print(report.render_text(summary))
-        if args.html is not None:
-            from .report_html import load_run_doc, render_html
-
-            render_html(load_run_doc(args.results, args.summary), args.results, args.html)
-            print(f"html report: {args.html}")
-        return 0
+        return _report(args)
     if args.command == "demo":
         from .demo import demo
 
@@ -265,6 +267,24 @@ def _estimate(to_send: int, settled: int, config: Config) -> str:
     seconds = to_send / steady_rate(float(config.run.rate))
     hours, rest = divmod(round(seconds), 3600)
     return text + f"; at --rate {config.run.rate:g} that takes about {hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _report(args: argparse.Namespace) -> int:
+    if args.inputs and args.errors is None:
+        raise ConfigError("--inputs names the inputs for --errors; add --errors FILE")
+    summary = report.summarize(args.results)
+    print(report.render_text(summary))
+    if args.html is not None:
+        from .report_html import load_run_doc, render_html
+
+        render_html(load_run_doc(args.results, args.summary), args.results, args.html)
+        print(f"html report: {args.html}")
+    if args.errors is not None:
+        from . import errorfile
+
+        rows = errorfile.write(args.results, args.errors, args.inputs)
+        print(f"error file: {args.errors}  ({rows} rows; fix them and feed the file back to `si-ingest run`)")
+    return 0
 
 
 def _ledger(action: str, results: Path) -> int:

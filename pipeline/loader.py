@@ -8,18 +8,20 @@ Memory is bounded by `chunk_rows` and the CSV block size, not by the file: CSV s
 (FIELD-NOTES: ~150 MiB flat). Parquet columns typed Date or Datetime become the API's
 `YYYY-MM-DD HH:MM:SS` (a Date at midnight); a time with a fraction of a second or a time zone
 is kept as text and so fails validation (INVALID_DATETIME) rather than being guessed at;
-numbers become their text.
+numbers become their text. A CSV the tool wrote (an error file or a results file, see
+`safe_csv`) has its formula neutralisation undone as it is read, header included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from . import csv_blocks
+from . import csv_blocks, safe_csv
 from .errors import InputError
 from .models import API_FIELDS
 from .validate import blank_to_null
@@ -28,6 +30,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("org_id", "contact_id", "sir_flag", "sir_con
 LOADED_FIELDS: tuple[str, ...] = (*API_FIELDS, "request_key")
 SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
 DATETIME_TEXT = "%Y-%m-%d %H:%M:%S"
+ROW_INDEX = "__si_ingest_row"  # the data row number while reading (no clash with an input column)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,8 @@ class InputFile:
     columns: Mapping[str, str]
     # every column of the file, in order
     header: tuple[str, ...] = ()
+    # a CSV the tool wrote: its cells (and header) are read back with the neutralisation undone
+    written_by_tool: bool = False
 
     @property
     def name(self) -> str:
@@ -72,7 +77,8 @@ def inspect(paths: list[Path], columns: Mapping[str, str], default_org_id: str |
     """Read each file's header and map its columns; a missing required column stops the run."""
     files = []
     for path in paths:
-        header = _header(path)
+        described = describe(path)
+        header = described.header
         mapped: dict[str, str] = {}
         for api_field in LOADED_FIELDS:
             wanted = columns.get(api_field, api_field)
@@ -83,40 +89,54 @@ def inspect(paths: list[Path], columns: Mapping[str, str], default_org_id: str |
             elif api_field in REQUIRED_FIELDS and not (api_field == "org_id" and default_org_id):
                 hint = " (or set ZYNTRO_ORG_ID for a default org)" if api_field == "org_id" else ""
                 raise InputError(f"{path}: missing required column '{wanted}'{hint}")
-        files.append(InputFile(path=path, columns=mapped, header=tuple(header)))
+        files.append(InputFile(path=path, columns=mapped, header=header, written_by_tool=described.written_by_tool))
     return files
+
+
+def describe(path: Path) -> InputFile:
+    """A file's header alone (no column mapped): what `raw_batches` needs."""
+    header, written = _header(path)
+    return InputFile(path=path, columns={}, header=tuple(header), written_by_tool=written)
 
 
 def batches(file: InputFile, chunk_rows: int, default_org_id: str | None) -> Iterator[pl.DataFrame]:
     """Yield the file's rows as DataFrames of `source`, `source_row` and every loaded field (strings)."""
-    try:
-        chunks = _parquet_chunks(file, chunk_rows) if file.is_parquet else _csv_chunks(file, chunk_rows)
+    loaded = sorted(set(file.columns.values()), key=file.header.index)
+    with _reading(file.path):
+        chunks = _parquet_chunks(file, chunk_rows) if file.is_parquet else _csv_chunks(file, chunk_rows, loaded)
         for chunk in chunks:
             yield _shape(chunk, file, default_org_id)
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from exc
-    except (OSError, EOFError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise InputError(f"{file.path}: cannot be read: {reason}") from exc
+
+
+def raw_batches(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """Every column of the file as stored (a CSV's as text), plus `ROW_INDEX` (Int64), in
+    batches of `chunk_rows`: the rows as the user wrote them, for the error file."""
+    with _reading(file.path):
+        chunks = _parquet_chunks(file, chunk_rows) if file.is_parquet else _csv_chunks(file, chunk_rows, file.header)
+        for chunk in chunks:
+            yield chunk.with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
 
 
 def _parquet_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    lf = pl.scan_parquet(file.path).with_row_index("source_row", offset=1)
+    lf = pl.scan_parquet(file.path).with_row_index(ROW_INDEX, offset=1)
     total = lf.select(pl.len()).collect().item()
     for offset in range(0, total, chunk_rows):
         yield lf.slice(offset, chunk_rows).collect()
 
 
-def _csv_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    """Parse only the columns the pipeline loads, block by block, then cut to `chunk_rows`."""
-    wanted = sorted({file.header.index(column) for column in file.columns.values()})
-    names = [file.header[i] for i in wanted]
+def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
+    """Parse only `columns` (in file order), block by block, then cut to `chunk_rows`."""
+    wanted = [file.header.index(column) for column in columns]
+    names = list(columns)
     pending: list[pl.DataFrame] = []
     held = 0
     for block in csv_blocks.blocks(file.path, len(file.header)):
         frame = pl.read_csv(block.data, has_header=False, columns=wanted, infer_schema=False, raise_if_empty=False)
         frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
-        pending.append(frame.with_columns(source_row=pl.int_range(block.first_row, block.first_row + frame.height)))
+        if file.written_by_tool:
+            frame = safe_csv.restore(frame)
+        rows = pl.int_range(block.first_row, block.first_row + frame.height, dtype=pl.Int64)
+        pending.append(frame.with_columns(rows.alias(ROW_INDEX)))
         held += frame.height
         if held >= chunk_rows:  # whole batches of chunk_rows; the rest waits for the next block
             joined = pl.concat(pending)
@@ -132,19 +152,19 @@ def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> 
     exprs: list[pl.Expr] = [
         pl.lit(file.name).alias("source"),
         pl.lit(str(file.path.resolve())).alias("source_path"),
-        pl.col("source_row").cast(pl.Int64),
+        pl.col(ROW_INDEX).cast(pl.Int64).alias("source_row"),
     ]
     schema = chunk.schema
     for api_field in LOADED_FIELDS:
         column = file.columns.get(api_field)
-        expr = pl.lit(None, dtype=pl.String) if column is None else _as_text(column, schema[column])
+        expr = pl.lit(None, dtype=pl.String) if column is None else as_text(column, schema[column])
         if api_field == "org_id" and default_org_id:
             expr = pl.coalesce(blank_to_null(expr), pl.lit(default_org_id))
         exprs.append(expr.alias(api_field))
     return chunk.select(exprs)
 
 
-def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+def as_text(column: str, dtype: pl.DataType) -> pl.Expr:
     """A column as the API's text; dates and times only where their meaning is unambiguous."""
     value = pl.col(column)
     if dtype == pl.Date:
@@ -155,11 +175,25 @@ def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
     return value.cast(pl.String)
 
 
-def _header(path: Path) -> list[str]:
-    try:
+def _header(path: Path) -> tuple[list[str], bool]:
+    """The file's column names, and whether it is a CSV the tool wrote (names then restored)."""
+    with _reading(path):
         if path.name.endswith(".parquet"):
-            return pl.scan_parquet(path).collect_schema().names()
-        return csv_blocks.header(path)
+            return pl.scan_parquet(path).collect_schema().names(), False
+        names = csv_blocks.header(path)
+    if not safe_csv.written_by_tool(names):
+        return names, False
+    restored = [safe_csv.restore_name(n) for n in names]
+    if len(set(restored)) < len(restored):
+        raise InputError(f"{path}: read back as an si-ingest file, its header names a column twice; rename the copies")
+    return restored, True
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """polars and OS errors while reading `path` -> one InputError naming it."""
+    try:
+        yield
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot be read: {_first_line(exc)}") from exc
     except (OSError, EOFError) as exc:

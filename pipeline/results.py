@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from . import safe_csv
 from .errors import InputError, LedgerError
 from .ledger.fold import Fold
 from .ledger.snapshot import fsync_dir, fsync_file
@@ -28,11 +29,10 @@ RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
 def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | None, int]]:
     """One row per input row, in input order: the local verdict, else the ledger's, else pending.
 
-    Streamed batch by batch (a polars IO source into a sink) to a temp file, fsynced and
-    renamed over the old one, so the file is always whole and memory stays one batch.
-    Returns the (status, error_code, rows) counts of what it wrote, for the summary.
+    Streamed batch by batch (a polars IO source into `sink`), so the file is always whole and
+    memory stays one batch. Returns the (status, error_code, rows) counts of what it wrote,
+    for the summary.
     """
-    schema = pl.Schema(RESULT_SCHEMA)
     batches = plan.results(view)
     counts: Counter[tuple[str | None, str | None]] = Counter()
 
@@ -44,34 +44,41 @@ def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | N
                 counts[(status, code)] += rows
             yield frame.cast(RESULT_SCHEMA)  # type: ignore[arg-type]  # a dict of dtypes is accepted
 
-    frame = register_io_source(source, schema=schema)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a run killed mid-render; we hold the lock
         stale.unlink(missing_ok=True)
     try:
-        if dest.name.endswith(".parquet"):
-            frame.sink_parquet(tmp)
-        else:
-            frame.sink_csv(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        sink(register_io_source(source, schema=pl.Schema(RESULT_SCHEMA)), dest)
         return [(status, code, rows) for (status, code), rows in counts.items()]
     except (OSError, pl.exceptions.PolarsError) as exc:
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):
             raise exc.__cause__ from None
         reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
         raise LedgerError(f"cannot write results file {dest}: {reason}") from exc
 
 
+def sink(frame: pl.LazyFrame, dest: Path) -> None:
+    """Stream `frame` into `dest`: Parquet by suffix, else CSV with its cells neutralised
+    (`safe_csv`), to a temp file that is fsynced and renamed over `dest`, so the file is
+    whole or absent. Raises OSError or PolarsError (the temp file removed)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        if dest.name.endswith(".parquet"):
+            frame.sink_parquet(tmp)
+        else:
+            safe_csv.neutralise(frame).sink_csv(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def scan(path: Path) -> pl.LazyFrame:
-    """A results file, typed, for reports and tests."""
+    """A results file, typed, for reports and tests (a CSV's neutralised cells restored)."""
     if not path.exists():
         raise InputError(f"results file {path} does not exist")
-    if path.name.endswith(".parquet"):
-        return pl.scan_parquet(path)
-    return pl.scan_csv(path, schema_overrides=RESULT_SCHEMA, infer_schema=False)
+    return safe_csv.scan_written(path, schema_overrides=RESULT_SCHEMA)
 
 
 def read(path: Path) -> pl.DataFrame:

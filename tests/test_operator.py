@@ -114,7 +114,9 @@ def test_run_writes_the_html_report_with_its_timeline(sandbox, write_input, tmp_
     box = sandbox("--latency", "5-10")
     html = tmp_path / "report.html"
     out = tmp_path / "r.csv"
-    result = run_cli(*run_args(box, [write_input("a.csv", make_rows(30))], out, "--rate", "60", "--report-html", str(html)))
+    result = run_cli(
+        *run_args(box, [write_input("a.csv", make_rows(30))], out, "--rate", "60", "--report-html", str(html))
+    )
     assert result.code == 0, result.stderr
     page = html.read_text()
     assert "<svg" in page and "no timeline was recorded" not in page.lower() and str(out) in page

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import polars as pl
 
+from .. import safe_csv
 from ..errors import LedgerDamaged, LedgerError
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
@@ -330,9 +331,7 @@ def _results_records(results: Path, workdir: Path) -> Path | None:
     if not results.exists():
         return None
     try:
-        scan = (
-            pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
-        )
+        scan = safe_csv.scan_written(results)
         frame = (
             scan.filter(
                 pl.col("status").is_in([s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)])
@@ -367,9 +366,7 @@ def _name_rows(report: Report) -> None:
     if not keys or not results.exists():
         return
     try:
-        scan = (
-            pl.scan_parquet(results) if results.name.endswith(".parquet") else pl.scan_csv(results, infer_schema=False)
-        )
+        scan = safe_csv.scan_written(results)
         rows = scan.filter(pl.col("row_key").is_in(keys)).select("row_key", "source", "source_row").collect()
     except (OSError, pl.exceptions.PolarsError):
         return

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .. import safe_csv
 from ..errors import ConfigError, LedgerDamaged, LedgerError
 from ..models import Status
 from . import reader, records
@@ -290,11 +291,7 @@ def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
     if not results.exists():
         return
     try:
-        if results.name.endswith(".parquet"):
-            frame = pl.scan_parquet(results)
-        else:
-            frame = pl.scan_csv(results, infer_schema=False)
-        sent = frame.select(pl.col("status").is_in(SENT_STATUSES).sum()).collect().item()
+        sent = safe_csv.scan_written(results).select(pl.col("status").is_in(SENT_STATUSES).sum()).collect().item()
     except (OSError, pl.exceptions.PolarsError):
         raise LedgerError(
             f"{results} exists but cannot be read as an si-ingest results file, and has no ledger beside it; "

@@ -1,0 +1,258 @@
+"""A results file + the run's inputs -> the rows that did not end `created`, as the user wrote them.
+
+The error file has every column of the inputs, in their names and order (the ones the tool
+ignores too), then `status`, `error_code`, `error_message`: fix it in a spreadsheet and feed
+it straight back to `si-ingest run` (the loader reads only the API columns; a CSV it wrote
+has its formula neutralisation undone, see `safe_csv`). Rows the ledger settled are not sent
+again, so only the fixed rows leave.
+
+Streaming, whatever the size: the non-created rows of the results are filtered lazily into
+one Parquet file per input (results are in input order), then each input is read in blocks
+by the loader and joined on its row number with a cursor over that file; the joined rows
+are staged as Parquet parts and streamed into the error file (`results.sink`). The results
+join on each input's name (`source`); the paths come from `--inputs`, else the run document
+`<results>.run.json` (`{"inputs": [...], "results": ...}`), else the results' `source_path`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from . import loader, results
+from .config import DEFAULT_CHUNK_ROWS
+from .errors import InputError
+from .ledger import LedgerPaths
+from .models import RESULT_COLUMNS, Status
+from .safe_csv import ERROR_COLUMNS
+
+RUN_DOCUMENT_SUFFIX = ".run.json"
+_HINT = "name the run's inputs with --inputs PATH..."
+_ERROR_SCHEMA = {"source_row": pl.Int64, **dict.fromkeys(ERROR_COLUMNS, pl.String)}
+
+
+def run_document(results_path: Path) -> Path:
+    return results_path.with_name(results_path.name + RUN_DOCUMENT_SUFFIX)
+
+
+def run_inputs(results_path: Path, recorded: Sequence[Path] = ()) -> list[Path]:
+    """The run's input paths: as the run document names them (relative ones from its `cwd`,
+    else from here), else the `source_path`s the results recorded."""
+    try:
+        return _from_document(results_path)
+    except InputError as exc:
+        if not recorded:
+            raise
+        unusable = exc
+    for path in recorded:
+        if not path.exists():
+            raise InputError(
+                f"input {path} of the run that wrote {results_path} no longer exists; {_HINT}"
+            ) from unusable
+    return list(recorded)
+
+
+def _from_document(results_path: Path) -> list[Path]:
+    doc = run_document(results_path)
+    if not doc.exists():
+        raise InputError(f"{doc} is missing, so the inputs of {results_path} are unknown; {_HINT}")
+    try:
+        data = json.loads(doc.read_text(encoding="utf-8"))
+        inputs = data["inputs"]
+        base = Path(data.get("cwd") or ".")
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise TypeError("inputs is not a list of paths")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{doc} cannot be read ({exc}); {_HINT}") from exc
+    paths = [base / name for name in inputs]
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"input {path} of the run that wrote {results_path} no longer exists; {_HINT}")
+    return paths
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The error file's columns: the inputs' (union, in order of appearance) then ERROR_COLUMNS."""
+
+    schema: pl.Schema
+
+    @classmethod
+    def of(cls, files: Sequence[loader.InputFile], parquet: bool) -> _Target:
+        dtypes: dict[str, pl.DataType] = {}
+        for file in files:
+            stored = pl.scan_parquet(file.path).collect_schema() if file.is_parquet else None
+            for name in file.header:
+                if name in ERROR_COLUMNS:  # an error file fed back: its old verdict makes way for the new one
+                    continue
+                dtype = stored[name] if stored is not None and parquet else pl.String()
+                dtypes[name] = dtype if dtypes.get(name, dtype) == dtype else pl.String()
+        return cls(pl.Schema({**dtypes, **dict.fromkeys(ERROR_COLUMNS, pl.String())}))
+
+    def shape(self, joined: pl.DataFrame) -> pl.DataFrame:
+        exprs = []
+        for name, dtype in self.schema.items():
+            if name not in joined.columns:
+                exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            elif dtype == pl.String and joined.schema[name] != pl.String:
+                exprs.append(loader.as_text(name, joined.schema[name]).alias(name))  # what `run` would read
+            else:
+                exprs.append(pl.col(name))
+        return joined.select(exprs)
+
+
+class _Cursor:
+    """One input's error rows in row order, read a slice at a time."""
+
+    def __init__(self, path: Path, source: str, step: int) -> None:
+        self._scan = pl.scan_parquet(path)
+        self._total: int = self._scan.select(pl.len()).collect().item()
+        self._source = source
+        self._step = step
+        self._read = 0
+        self._held = pl.DataFrame(schema=_ERROR_SCHEMA)
+
+    def upto(self, row: int) -> pl.DataFrame:
+        """The error rows numbered up to `row` not yet taken."""
+        while self._read < self._total and (self._held.is_empty() or self._held["source_row"][-1] <= row):
+            more = self._scan.slice(self._read, self._step).collect()
+            self._read += more.height
+            joined = pl.concat([self._held, more])
+            if not (joined["source_row"].diff().drop_nulls() > 0).all():
+                raise InputError(f"the results rows of {self._source} are not in input order; rerun `si-ingest run`")
+            self._held = joined
+        taken = self._held.filter(pl.col("source_row") <= row)
+        self._held = self._held.slice(taken.height)
+        return taken
+
+    @property
+    def left(self) -> int:
+        return self._total - self._read + self._held.height
+
+
+def write(
+    results_path: Path, dest: Path, inputs: Sequence[Path] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> int:
+    """Write the error file of `results_path` to `dest` (.parquet, else CSV); returns its rows."""
+    _check_dest(results_path, dest)
+    scan = results.scan(results_path)
+    not_created = pl.col("status") != Status.CREATED.value
+    try:
+        names = scan.collect_schema().names()
+        missing = [c for c in RESULT_COLUMNS if c not in names]
+        if missing:
+            raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
+        where = pl.col("source_path").first() if "source_path" in names else pl.lit(None, pl.String)
+        groups = (
+            scan.group_by("source", maintain_order=True)
+            .agg(rows=pl.len(), errors=not_created.sum(), path=where)
+            .collect(engine="streaming")
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+    counts = {source: (rows, errors) for source, rows, errors, _ in groups.iter_rows()}
+    paths = list(inputs) if inputs else run_inputs(results_path, [Path(p) for p in groups["path"].drop_nulls()])
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"input {path} does not exist")
+    files = _files(paths, counts)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".work", dir=dest.parent))
+    try:
+        staged = work / "errors.parquet"
+        try:
+            scan.filter(not_created).select("source", *_ERROR_SCHEMA).sink_parquet(staged)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+        target = _Target.of(files, parquet=dest.name.endswith(".parquet"))
+        rows = _ErrorRows(files, counts, staged, work, target, chunk_rows)
+        try:
+            parts = rows.stage()
+            results.sink(pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=target.schema), dest)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+            raise InputError(f"cannot write error file {dest}: {reason}") from exc
+        return rows.written
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_dest(results_path: Path, dest: Path) -> None:
+    if not dest.name.endswith((".csv", ".parquet")):
+        raise InputError(f"error file {dest} must end in .csv or .parquet, so that `si-ingest run` can read it back")
+    if not dest.parent.is_dir():
+        raise InputError(f"the folder of the error file {dest} does not exist")
+    paths = LedgerPaths(results_path)
+    own = {results_path, paths.journal, paths.snapshot, run_document(results_path)}
+    if dest.is_dir() or any(dest.resolve() == p.resolve() for p in own):
+        raise InputError(f"error file {dest} would replace the results file or its ledger; choose another path")
+
+
+def _files(paths: Sequence[Path], counts: dict[str, tuple[int, int]]) -> list[loader.InputFile]:
+    """The input files whose rows the results hold, in run order; every source with errors found."""
+    files: dict[str, loader.InputFile] = {}
+    for path in loader.discover(list(paths)):
+        if path.name not in counts:
+            continue  # not part of the run that wrote these results
+        if path.name in files:
+            raise InputError(
+                f"two inputs are named {path.name} ({files[path.name].path} and {path}); the results cannot tell "
+                f"their rows apart: {_HINT} (only one of them)"
+            )
+        files[path.name] = loader.describe(path)
+    for source, (_, errors) in counts.items():
+        if errors and source not in files:
+            raise InputError(f"the results hold rows of {source}, but no input is named {source}; {_HINT}")
+    return list(files.values())
+
+
+@dataclass
+class _ErrorRows:
+    """The error file's rows, input by input in run order, block by block."""
+
+    files: Sequence[loader.InputFile]
+    counts: dict[str, tuple[int, int]]  # source -> (rows in the results, rows not created)
+    staged: Path
+    work: Path
+    target: _Target
+    chunk_rows: int
+    written: int = 0
+
+    def stage(self) -> list[Path]:
+        """Write the rows as Parquet parts in the work folder, in order; returns their paths."""
+        parts: list[Path] = []
+        for index, file in enumerate(self.files):
+            expected, errors = self.counts[file.name]
+            if not errors:
+                continue
+            for frame in self._file(file, expected, self.work / f"source-{index}.parquet"):
+                part = self.work / f"part-{len(parts):06d}.parquet"
+                frame.write_parquet(part)
+                parts.append(part)
+        return parts
+
+    def _file(self, file: loader.InputFile, expected: int, own: Path) -> Iterator[pl.DataFrame]:
+        pl.scan_parquet(self.staged).filter(pl.col("source") == file.name).drop("source").sink_parquet(own)
+        cursor = _Cursor(own, file.name, self.chunk_rows)
+        seen = 0
+        for batch in loader.raw_batches(file, self.chunk_rows):
+            seen += batch.height
+            if batch.is_empty():
+                continue
+            wanted = cursor.upto(int(batch[loader.ROW_INDEX][-1]))
+            if wanted.is_empty():
+                continue
+            original = batch.drop(ERROR_COLUMNS, strict=False)
+            joined = original.join(wanted, left_on=loader.ROW_INDEX, right_on="source_row", maintain_order="left")
+            self.written += joined.height
+            yield self.target.shape(joined)
+        if seen != expected or cursor.left:
+            raise InputError(
+                f"input {file.path} has {seen} data rows but the run read {expected} from it: it changed since "
+                f"the run; {_HINT} (the files as they were)"
+            )
