@@ -105,8 +105,8 @@ def test_an_internal_error_exits_4_with_a_report_and_the_results_rendered(
     original = Submitter._record
     seen = []
 
-    def flaky(self, outcome):
-        original(self, outcome)
+    def flaky(self, outcome, **kwargs):
+        original(self, outcome, **kwargs)
         seen.append(outcome)
         if len(seen) == 10:
             raise RuntimeError("a bug in the submit loop")
