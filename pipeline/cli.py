@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--api-key", help="the key it accepts (default sandbox-api-key)")
     sandbox.add_argument("--developer-secret", help="the secret it accepts (default zdk_sandbox_secret)")
     sandbox.add_argument("--org-id", help="the account's org UUID")
+    sandbox.add_argument(
+        "--account", action="append", metavar="KEY:ORG_ID", help="another API key and its org (repeatable)"
+    )
     sandbox.add_argument("--whitelist", nargs="+", help="client IPs allowed (default loopback)")
     sandbox.add_argument("--contacts", type=Path, help="file of contact UUIDs the org has, one per line (default: all)")
     sandbox.add_argument(
@@ -352,7 +355,10 @@ def _run(args: argparse.Namespace) -> int:
     written = [str(config.run.results)]
     written += [str(p) for p in (config.run.summary_json, config.run.report_html) if p is not None]
     print(f"written: {', '.join(written)}")
-    if result.abort is not None:
+    org_aborts = {org: info["aborted"] for org, info in result.document.get("orgs", {}).items() if info["aborted"]}
+    for org_id, aborted in org_aborts.items():
+        print(f"si-ingest: aborted for org {org_id}: {aborted['message']} (its rows stay pending)", file=sys.stderr)
+    if result.abort is not None and not org_aborts:
         print(f"si-ingest: aborted: {result.abort}", file=sys.stderr)
     elif result.interrupted:
         print("si-ingest: interrupted; rerun the same command to continue", file=sys.stderr)

@@ -79,6 +79,8 @@ class ZyntroClient:
     ) -> None:
         self._on_headers = on_headers
         self.url = base_url.rstrip("/") + "/addSIRequest"
+        if credentials.api_key is None:
+            raise ValueError("a client needs one API key: use Credentials.for_org")
         self._prefix = (
             b'{"api_key":'
             + orjson.dumps(credentials.api_key.reveal())

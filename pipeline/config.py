@@ -10,6 +10,7 @@ import difflib
 import ipaddress
 import math
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ DEFAULT_SIR_STATUSES = ("Pending",)
 DEFAULT_BREAKER = 50
 DEFAULT_PROGRESS_EVERY = 5.0
 
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -139,15 +141,36 @@ class Config:
     # API field name -> the input's own column name
     default_org_id: str | None = None
     # resolved from the environment or [input].default_org_id
+    orgs: Mapping[str, OrgConfig] = field(default_factory=dict)
+    # org_id (lower-case) -> its own API key and rate: a multi-org run ([orgs."<org_id>"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrgConfig:
+    api_key_env: str
+    # environment variable holding this org's API key (the developer secret is shared)
+    rate: float | Literal["auto"] | None = None
+    # this org's requests per second (default: run.rate); each org has its own ceiling
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    api_key: Secret
+    api_key: Secret | None  # None in a multi-org run where every row's org has its own key
     developer_secret: Secret
+    org_keys: Mapping[str, Secret] = field(default_factory=dict)
 
     def values(self) -> tuple[str, ...]:
-        return (self.api_key.reveal(), self.developer_secret.reveal())
+        keys = [self.api_key.reveal()] if self.api_key is not None else []
+        return (*keys, *(k.reveal() for k in self.org_keys.values()), self.developer_secret.reveal())
+
+    def for_org(self, org_id: str | None) -> Credentials:
+        """The single-key credentials a client uses for `org_id` (the default key otherwise)."""
+        key = self.org_keys.get(org_id or "") or self.api_key
+        if key is None:
+            raise ConfigError(
+                f'no API key for org {org_id}: add [orgs."{org_id}"] to the config or set the default key'
+            )
+        return Credentials(key, self.developer_secret)
 
 
 _SECTIONS: dict[str, type] = {
@@ -181,18 +204,19 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
     for name in raw:
-        if name not in _SECTIONS and name != "columns":
-            raise ConfigError(f"{where}: unknown section or key '{name}'{_did_you_mean(name, [*_SECTIONS, 'columns'])}")
+        if name not in _SECTIONS and name not in ("columns", "orgs"):
+            known = [*_SECTIONS, "columns", "orgs"]
+            raise ConfigError(f"{where}: unknown section or key '{name}'{_did_you_mean(name, known)}")
     sections: dict[str, dict[str, Any]] = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: '{name}' must be a table")
         sections[name] = dict(table)
-        known = {f.name for f in fields(cls)}
+        fields_ = sorted(f.name for f in fields(cls))
         for key in table:
-            if key not in known:
-                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, sorted(known), name + '.')}")
+            if key not in fields_:
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, fields_, name + '.')}")
     origin: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -217,21 +241,59 @@ def load_config(
             raise ConfigError(f"{where}: 'columns.{key}' must be a non-empty string (the input's column name)")
     _check_base_url(api.base_url)
     default_org = (env.get(creds.org_id_env) or "").strip() or inp.default_org_id
-    return Config(api=api, run=run, input=inp, credentials=creds, columns=dict(columns), default_org_id=default_org)
+    orgs = _orgs(raw.get("orgs", {}), where)
+    return Config(
+        api=api,
+        run=run,
+        input=inp,
+        credentials=creds,
+        columns=dict(columns),
+        default_org_id=default_org,
+        orgs=orgs,
+    )
 
 
 def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:
+    """Every key from the environment. With [orgs], the default API key is optional (rows of
+    an org without an entry then need it, which the run checks before sending)."""
     env = os.environ if env is None else env
     names = config.credentials
-    missing = [n for n in (names.api_key_env, names.developer_secret_env) if not env.get(n, "").strip()]
+    wanted = [names.developer_secret_env, *(org.api_key_env for org in config.orgs.values())]
+    if not config.orgs:
+        wanted.insert(0, names.api_key_env)
+    missing = [n for n in dict.fromkeys(wanted) if not env.get(n, "").strip()]
     if missing:
         raise ConfigError(
             f"set {' and '.join(missing)} in the environment (credentials are never read from flags or files)"
         )
+    default = env.get(names.api_key_env, "").strip()
     return Credentials(
-        api_key=Secret(env[names.api_key_env].strip()),
+        api_key=Secret(default) if default else None,
         developer_secret=Secret(env[names.developer_secret_env].strip()),
+        org_keys={org_id: Secret(env[org.api_key_env].strip()) for org_id, org in config.orgs.items()},
     )
+
+
+def _orgs(raw: Any, where: str) -> dict[str, OrgConfig]:
+    """[orgs."<org_id>"] tables: api_key_env (required) and rate."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}: \'orgs\' must be tables like [orgs."<org_id>"] with api_key_env = "VAR"')
+    orgs: dict[str, OrgConfig] = {}
+    for org_id, table in raw.items():
+        name = f'orgs."{org_id}"'
+        if not UUID.fullmatch(org_id.strip()):
+            raise ConfigError(f"{where}: {name}: the key must be the org's UUID")
+        if not isinstance(table, dict):
+            raise ConfigError(f'{where}: {name} must be a table with api_key_env = "VAR"')
+        for key in table:
+            if key not in ("api_key_env", "rate"):
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, ['api_key_env', 'rate'])}")
+        env_name = table.get("api_key_env")
+        if not isinstance(env_name, str) or not env_name.strip():
+            raise ConfigError(f"{where}: {name}.api_key_env must name the environment variable holding its key")
+        rate = _check("run", "rate", table["rate"], where) if "rate" in table else None
+        orgs[org_id.strip().lower()] = OrgConfig(api_key_env=env_name.strip(), rate=rate)
+    return orgs
 
 
 def _check(section: str, key: str, value: Any, where: str) -> Any:

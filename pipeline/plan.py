@@ -79,6 +79,7 @@ class Plan:
     duplicate: int = 0
     settled: int = 0  # created or rejected earlier, or unknown without --resend-unknown
     to_send: int = 0
+    orgs: set[str] = field(default_factory=set)  # the (lower-case) org_ids of the valid rows
     _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
     _counted: tuple[int, int] | None = field(default=None, repr=False)  # (repeats, settled) from the lookup
 
@@ -90,10 +91,15 @@ class Plan:
             spill = pl.read_parquet(batch.path)
             decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
             send = decided.filter(pl.col("send")).select(
-                "row_key", "source", "source_row", _body().alias("body"), pl.col("attempts_j").fill_null(0)
+                "row_key",
+                "source",
+                "source_row",
+                _body().alias("body"),
+                pl.col("attempts_j").fill_null(0),
+                pl.col("org_id").str.to_lowercase(),
             )
-            for key, source, source_row, body, attempts in send.iter_rows():
-                yield Row(key, source, source_row, body.encode(), attempts)
+            for key, source, source_row, body, attempts, org_id in send.iter_rows():
+                yield Row(key, source, source_row, body.encode(), attempts, org_id)
 
     def results(self, view: Fold) -> Iterator[pl.DataFrame]:
         """The results file's rows, batch by batch in input order, from `view`'s state.
@@ -222,6 +228,7 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
                 path,
             )
             valid = checked.filter(valid_only)
+            plan.orgs.update(valid["org_id"].str.to_lowercase().unique().to_list())
             plan.rows += checked.height
             plan.valid += valid.height
             plan.invalid += checked.height - valid.height

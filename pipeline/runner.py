@@ -25,10 +25,10 @@ from typing import Any
 import structlog
 
 from . import loader, report, results
-from .adaptive import AUTO_START, Controller
-from .client import ZyntroClient
+from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
+from .lanes import open_lanes
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
@@ -88,6 +88,7 @@ async def run(
             )
             if not dry_run:
                 assert credentials is not None
+                _check_keys(plan, config, credentials)
                 stats, interrupted = await _send(plan, config, credentials, ledger, dest)
             counts = results.render(plan, ledger.view, dest)
         finally:
@@ -116,8 +117,9 @@ async def run(
         stats=stats,
         rate_mode="auto" if config.run.rate == "auto" else "fixed",
         rate_limit=_final_rate(config, stats),
-        aborted={"code": str(abort.code), "message": str(abort), "org_id": None} if abort else None,
+        aborted={"code": str(abort.code), "message": str(abort), "org_id": _org_of(abort, stats)} if abort else None,
         interrupted=interrupted,
+        orgs=_org_summary(stats),
     )
     _write_reports(document, summary, config)
     log.info(
@@ -134,6 +136,37 @@ async def run(
         exit_code=code,
     )
     return RunResult(summary, plan, stats, code, abort, interrupted, document)
+
+
+def _org_of(abort: AbortError, stats: SubmitStats | None) -> str | None:
+    lanes = stats.lanes if stats is not None else {}
+    return next((org_id for org_id, lane in lanes.items() if lane.abort is abort), None)
+
+
+def _check_keys(plan: Plan, config: Config, credentials: Credentials) -> None:
+    """Before any request: every org with rows to send has an API key."""
+    if credentials.api_key is not None:
+        return
+    unkeyed = sorted(plan.orgs - set(config.orgs))
+    if unkeyed:
+        raise ConfigError(
+            f'rows of org {", ".join(unkeyed)} have no API key: add [orgs."{unkeyed[0]}"] with api_key_env '
+            f"to the config, or set {config.credentials.api_key_env} for the orgs without an entry"
+        )
+
+
+def _org_summary(stats: SubmitStats | None) -> dict[str, Any]:
+    """Per org of a multi-org run: requests, each row's last status, and why it stopped, if it did."""
+    if stats is None:
+        return {}
+    return {
+        org_id: {
+            "requests": lane.requests,
+            "by_status": dict(lane.final),
+            "aborted": {"code": str(lane.abort.code), "message": str(lane.abort)} if lane.abort else None,
+        }
+        for org_id, lane in stats.lanes.items()
+    }
 
 
 def _final_rate(config: Config, stats: SubmitStats | None) -> float:
@@ -232,7 +265,6 @@ def _signals_interrupt() -> Iterator[None]:
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
     stop = StopEvent()
-    limiter = RateLimiter(AUTO_START if config.run.rate == "auto" else float(config.run.rate), stop)
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()
     signals = 0
@@ -255,36 +287,29 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        controller = Controller(limiter, loop.time) if config.run.rate == "auto" else None
-        async with ZyntroClient(
-            config.api.base_url,
-            credentials,
-            concurrency=config.run.concurrency,
-            connect_timeout=config.api.connect_timeout,
-            read_timeout=config.api.read_timeout,
-            retry_gateway_errors=config.api.retry_gateway_errors,
-            ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
-            on_headers=controller.headers if controller is not None else None,
-        ) as client:
+        async with open_lanes(config, credentials, stop) as (default, orgs):
+            limiter = default.limiter if default is not None else RateLimiter(1.0, stop)
             display = display_for(plan.to_send, config.run.log_format, config.run.progress_every)
             submitter = Submitter(
-                client,
+                default.client if default is not None else None,
                 limiter,
                 journal,
                 concurrency=config.run.concurrency,
                 retry=retry,
                 stop=stop,
-                controller=controller,
+                controller=default.controller if default is not None else None,
                 breaker=config.run.breaker,
                 on_progress=display,
                 progress_every=display.every,
+                lanes=orgs,
             )
             log.info(
                 "submit.start",
-                url=client.url,
+                url=config.api.base_url.rstrip("/") + "/addSIRequest",
                 rows=plan.to_send,
                 rate=config.run.rate,
                 concurrency=config.run.concurrency,
+                orgs=sorted(orgs) or None,
             )
             task = asyncio.ensure_future(submitter.run(plan.rows_to_send(), plan.to_send))
             with display:
@@ -299,6 +324,7 @@ async def _submit(plan: Plan, config: Config, credentials: Credentials, journal:
                     if failure is None:
                         raise
                     raise failure from None
+            stats.lanes = dict(orgs)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

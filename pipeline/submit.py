@@ -69,6 +69,7 @@ class SubmitStats:
     outcomes: Counter[str] = field(default_factory=Counter)  # every record, retries included
     final: Counter[str] = field(default_factory=Counter)  # each row's last status this run
     abort: AbortError | None = None  # the answer that stopped the run (account, endpoint, breaker)
+    lanes: dict[str, Lane] = field(default_factory=dict)  # a multi-org run's lanes, for the summary
 
     @property
     def requests(self) -> int:
@@ -109,7 +110,7 @@ class Lane:
     tripped breaker on one org stops that lane only; its rows stay `pending`.
     """
 
-    client: ZyntroClient
+    client: ZyntroClient | None  # None: no key for rows outside the configured orgs (checked before sending)
     limiter: RateLimiter
     stop: asyncio.Event
     controller: Controller | None = None
@@ -122,7 +123,7 @@ class Lane:
 class Submitter:
     def __init__(
         self,
-        client: ZyntroClient,
+        client: ZyntroClient | None,
         limiter: RateLimiter,
         journal: Journal,
         *,
@@ -214,6 +215,7 @@ class Submitter:
             lane.requests += 1
             self.in_flight += 1
             try:
+                assert lane.client is not None, "rows without a key are refused before sending"
                 outcome = await lane.client.send(row, total)
             except TransientError as exc:
                 last = exc

@@ -121,3 +121,60 @@ def test_run_writes_the_html_report_with_its_timeline(sandbox, write_input, tmp_
     page = html.read_text()
     assert "<svg" in page and "no timeline was recorded" not in page.lower() and str(out) in page
     assert str(html) in result.stdout
+
+
+ORG_A = "11111111-1111-4111-8111-111111111111"
+ORG_B = "22222222-2222-4222-8222-222222222222"
+
+
+def two_org_rows() -> dict[str, list[str]]:
+    rows = make_rows(20, seed=31)
+    rows["org_id"] = [ORG_A if i % 2 else ORG_B.upper() for i in range(20)]  # case does not matter
+    return rows
+
+
+def two_org_config(tmp_path: Path) -> Path:
+    config = tmp_path / "agency.toml"
+    config.write_text(
+        f'[orgs."{ORG_A}"]\napi_key_env = "KEY_A"\nrate = 50\n[orgs."{ORG_B}"]\napi_key_env = "KEY_B"\nrate = "auto"\n'
+    )
+    return config
+
+
+def test_multi_org_rows_go_out_with_their_own_key(sandbox, write_input, tmp_path):
+    box = sandbox("--account", f"key-a:{ORG_A}", "--account", f"key-b:{ORG_B}")
+    env = {"KEY_A": "key-a", "KEY_B": "key-b", "ZYNTRO_DEVELOPER_SECRET": CREDENTIAL_ENV["ZYNTRO_DEVELOPER_SECRET"]}
+    out = tmp_path / "r.csv"
+    args = run_args(box, [write_input("a.csv", two_org_rows())], out, "--config", str(two_org_config(tmp_path)))
+    result = run_cli(*args, env=env)
+    assert result.code == 0, result.stderr
+    accounts = [(r["org_id"].lower(), r["account"]) for r in box.created()]
+    assert len(accounts) == 20 and all(org == account for org, account in accounts)
+
+
+def test_an_account_error_stops_only_its_org(sandbox, write_input, tmp_path):
+    box = sandbox("--account", f"key-a:{ORG_A}", "--account", f"key-b:{ORG_B}")
+    env = {"KEY_A": "key-a", "KEY_B": "revoked", "ZYNTRO_DEVELOPER_SECRET": CREDENTIAL_ENV["ZYNTRO_DEVELOPER_SECRET"]}
+    out = tmp_path / "r.csv"
+    summary = tmp_path / "s.json"
+    args = run_args(box, [write_input("a.csv", two_org_rows())], out, "--config", str(two_org_config(tmp_path)))
+    result = run_cli(*args, "--summary-json", str(summary), "--concurrency", "2", env=env)
+    assert result.code == 3, result.stderr
+    assert f"aborted for org {ORG_B}: INVALID_API_KEY" in result.stderr
+    frame = results_mod.read(out)
+    by_org = {org: set(frame.filter(frame["org_id"].str.to_lowercase() == org)["status"]) for org in (ORG_A, ORG_B)}
+    assert by_org == {ORG_A: {"created"}, ORG_B: {"pending"}}
+    document = json.loads(summary.read_text())
+    assert document["orgs"][ORG_B]["aborted"]["code"] == "INVALID_API_KEY"
+    assert document["orgs"][ORG_A]["aborted"] is None and document["orgs"][ORG_A]["requests"] == 10
+
+
+def test_rows_of_an_org_without_a_key_stop_the_run_before_any_request(sandbox, write_input, tmp_path):
+    box = sandbox()
+    config = tmp_path / "one.toml"
+    config.write_text(f'[orgs."{ORG_A}"]\napi_key_env = "KEY_A"\n')
+    env = {"KEY_A": "key-a", "ZYNTRO_DEVELOPER_SECRET": "zdk"}
+    rows = write_input("a.csv", two_org_rows())
+    result = run_cli(*run_args(box, [rows], tmp_path / "r.csv", "--config", str(config)), env=env)
+    assert result.code == 2 and f"rows of org {ORG_B} have no API key" in result.stderr
+    assert box.stats()["requests"] == 0

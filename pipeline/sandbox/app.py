@@ -81,6 +81,7 @@ class SandboxConfig:
     api_key: str = DEFAULT_API_KEY
     developer_secret: str = DEFAULT_DEVELOPER_SECRET
     org_id: str = DEFAULT_ORG_ID
+    accounts: tuple[tuple[str, str], ...] = ()  # more (api_key, org_id) pairs: an agency's client orgs
     whitelist: tuple[str, ...] = ("127.0.0.1", "::1")
     contacts: frozenset[str] | None = None  # None: every contact of the org exists
     latency_ms: tuple[float, float] = (0.0, 0.0)
@@ -259,7 +260,8 @@ class Sandbox:
         field_ = _text(payload, "api_key")
         if not field_:
             return self._error(MSG_MISSING_API_KEY)
-        if field_ != cfg.api_key:
+        org_of_key = {cfg.api_key: cfg.org_id, **dict(cfg.accounts)}
+        if field_ not in org_of_key:
             return self._error(MSG_INVALID_API_KEY)
         if request.remote not in cfg.whitelist:
             return self._error(MSG_NOT_WHITELISTED)
@@ -278,7 +280,10 @@ class Sandbox:
         if channel not in CHANNELS:
             return self._error(MSG_INVALID_CHANNEL)
         contact = values["contact_id"]
-        if values["org_id"] != cfg.org_id or (cfg.contacts is not None and contact.lower() not in cfg.contacts):
+        own_org = org_of_key[field_]
+        if values["org_id"].lower() != own_org.lower() or (
+            cfg.contacts is not None and contact.lower() not in cfg.contacts
+        ):
             return self._error(MSG_NOT_FOUND)
         sir_id, self._next_id = self._next_id, self._next_id + 1
         record = {
@@ -290,6 +295,7 @@ class Sandbox:
             "sir_planned_dt": values["sir_planned_dt"],
             "sir_channel": channel,
             "sir_status": _text(payload, "sir_status") or "Pending",
+            "account": own_org,
         }
         self._state.created.append(record)
         if self._record is not None:

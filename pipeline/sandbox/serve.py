@@ -51,6 +51,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     }
     if args.api_key:
         values["api_key"] = args.api_key
+    if args.account:
+        values["accounts"] = tuple(tuple(a.split(":", 1)) for a in args.account)
     if args.developer_secret:
         values["developer_secret"] = args.developer_secret
     if args.org_id:

@@ -1,0 +1,53 @@
+"""The run's API keys, each with its own client, ceiling and controller (a lane per key).
+
+A single-key run has one lane. A multi-org run (config `[orgs."<org_id>"]`) has one per org,
+keyed by the lower-cased org_id, plus the default lane for rows of other orgs when the
+default key is set. A lane's stop is chained to the run's, so a signal stops every lane,
+while an account error stops only the lane it came from (submit.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from .adaptive import AUTO_START, Controller
+from .client import ZyntroClient
+from .config import Config, Credentials
+from .limiter import RateLimiter, StopEvent
+from .submit import Lane
+
+
+@contextlib.asynccontextmanager
+async def open_lanes(
+    config: Config, credentials: Credentials, stop: StopEvent
+) -> AsyncIterator[tuple[Lane | None, dict[str, Lane]]]:
+    """(the default lane or None when there is no default key, {org_id: its lane}), clients open."""
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def lane(creds: Credentials, rate: float | Literal["auto"], lane_stop: StopEvent) -> Lane:
+            limiter = RateLimiter(AUTO_START if rate == "auto" else float(rate), lane_stop)
+            controller = Controller(limiter, loop.time) if rate == "auto" else None
+            client = ZyntroClient(
+                config.api.base_url,
+                creds,
+                concurrency=config.run.concurrency,
+                connect_timeout=config.api.connect_timeout,
+                read_timeout=config.api.read_timeout,
+                retry_gateway_errors=config.api.retry_gateway_errors,
+                ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
+                on_headers=controller.headers if controller is not None else None,
+            )
+            await stack.enter_async_context(client)
+            return Lane(client, limiter, lane_stop, controller)
+
+        default = await lane(credentials.for_org(None), config.run.rate, stop) if credentials.api_key else None
+        orgs = {}
+        for org_id, org in config.orgs.items():
+            org_stop = StopEvent()
+            stop.on_set(org_stop.set)
+            orgs[org_id] = await lane(credentials.for_org(org_id), org.rate or config.run.rate, org_stop)
+        yield default, orgs
