@@ -20,7 +20,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .models import API_FIELDS, OPTIONAL_FIELDS
+from .models import API_FIELDS, OPTIONAL_FIELDS, SIR_CHANNELS, SIR_FLAGS
 
 DEFAULT_BASE_URL = "https://app.zyntrohq.com/apis/v2/public/crm"
 DEFAULT_RESULTS = "si-results.csv"
@@ -119,6 +119,11 @@ class InputConfig:
     # rows per batch read from a file; memory is bounded by this, not by the file
     sir_statuses: tuple[str, ...] = DEFAULT_SIR_STATUSES
     # allowed values of the optional sir_status column (the API documents only "Pending")
+    datetime_formats: tuple[str, ...] = ()
+    # strftime patterns a sir_planned_dt may also be written in ("%d/%m/%Y %H:%M"); such cells are
+    # rewritten to the API's YYYY-MM-DD HH:MM:SS. Anything matching none of them stays invalid.
+    normalize_case: bool = False
+    # accept sir_flag and sir_channel in any letter case (Keep_Warm -> keep_warm)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +148,12 @@ class Config:
     # resolved from the environment or [input].default_org_id
     orgs: Mapping[str, OrgConfig] = field(default_factory=dict)
     # org_id (lower-case) -> its own API key and rate: a multi-org run ([orgs."<org_id>"])
+    defaults: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # [defaults."<file name>"] (or "*" for every file): constant sir_channel / sir_flag / sir_status
+    # for a file that lacks the column or leaves the cell empty
+
+    def defaults_for(self, file_name: str) -> dict[str, str]:
+        return {**self.defaults.get("*", {}), **self.defaults.get(file_name, {})}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,8 +215,8 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
     for name in raw:
-        if name not in _SECTIONS and name not in ("columns", "orgs"):
-            known = [*_SECTIONS, "columns", "orgs"]
+        if name not in _SECTIONS and name not in ("columns", "orgs", "defaults"):
+            known = [*_SECTIONS, "columns", "orgs", "defaults"]
             raise ConfigError(f"{where}: unknown section or key '{name}'{_did_you_mean(name, known)}")
     sections: dict[str, dict[str, Any]] = {}
     for name, cls in _SECTIONS.items():
@@ -242,7 +253,9 @@ def load_config(
     _check_base_url(api.base_url)
     default_org = (env.get(creds.org_id_env) or "").strip() or inp.default_org_id
     orgs = _orgs(raw.get("orgs", {}), where)
+    defaults = _defaults(raw.get("defaults", {}), where, inp.sir_statuses)
     return Config(
+        defaults=defaults,
         api=api,
         run=run,
         input=inp,
@@ -272,6 +285,28 @@ def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Cr
         developer_secret=Secret(env[names.developer_secret_env].strip()),
         org_keys={org_id: Secret(env[org.api_key_env].strip()) for org_id, org in config.orgs.items()},
     )
+
+
+DEFAULTABLE = {"sir_flag": SIR_FLAGS, "sir_channel": SIR_CHANNELS, "sir_status": None}
+
+
+def _defaults(raw: Any, where: str, statuses: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """[defaults."<file>"] tables of constant sir_flag / sir_channel / sir_status, checked now."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where}: \'defaults\' must be tables like [defaults."planned.csv"] sir_channel = "email"')
+    out: dict[str, dict[str, str]] = {}
+    for file_name, table in raw.items():
+        name = f'defaults."{file_name}"'
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: {name} must be a table of sir_flag / sir_channel / sir_status")
+        for key, value in table.items():
+            if key not in DEFAULTABLE:
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, sorted(DEFAULTABLE))}")
+            allowed = DEFAULTABLE[key] or statuses
+            if value not in allowed:
+                raise ConfigError(f"{where}: {name}.{key} must be one of {', '.join(allowed)}, not {value!r}")
+        out[file_name] = dict(table)
+    return out
 
 
 def _orgs(raw: Any, where: str) -> dict[str, OrgConfig]:
@@ -348,7 +383,7 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
                 f"{where}: '{name}' {value!s} is not a readable PEM file of CA certificates: {reason}"
             ) from None
         return Path(value)
-    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors"):
+    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors", "normalize_case"):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
         return value
@@ -363,6 +398,10 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
         if not (path.name.endswith(".csv") or path.name.endswith(".parquet")):
             raise ConfigError(f"{where}: '{name}' must end in .csv or .parquet, not {path.name!r}")
         return path
+    if key == "datetime_formats":
+        if not isinstance(value, list) or not all(isinstance(v, str) and "%" in v for v in value):
+            raise ConfigError(f"{where}: '{name}' must be a list of strftime patterns like \"%d/%m/%Y %H:%M\"")
+        return tuple(value)
     if key == "sir_statuses":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: '{name}' must be a non-empty list of strings")

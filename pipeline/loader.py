@@ -14,9 +14,9 @@ numbers become their text. A CSV the tool wrote (an error file or a results file
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -42,6 +42,8 @@ class InputFile:
     header: tuple[str, ...] = ()
     # a CSV the tool wrote: its cells (and header) are read back with the neutralisation undone
     written_by_tool: bool = False
+    # constants for fields the file lacks or leaves empty (config [defaults])
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -73,12 +75,21 @@ def discover(inputs: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
-def inspect(paths: list[Path], columns: Mapping[str, str], default_org_id: str | None) -> list[InputFile]:
-    """Read each file's header and map its columns; a missing required column stops the run."""
+def inspect(
+    paths: list[Path],
+    columns: Mapping[str, str],
+    default_org_id: str | None,
+    defaults: Callable[[str], Mapping[str, str]] | None = None,
+) -> list[InputFile]:
+    """Read each file's header and map its columns; a missing required column stops the run.
+
+    `defaults(file_name)` gives the constants configured for a file ([defaults]): a column
+    the file lacks is then not missing."""
     files = []
     for path in paths:
         described = describe(path)
         header = described.header
+        constants = dict(defaults(path.name)) if defaults is not None else {}
         mapped: dict[str, str] = {}
         for api_field in LOADED_FIELDS:
             wanted = columns.get(api_field, api_field)
@@ -86,10 +97,20 @@ def inspect(paths: list[Path], columns: Mapping[str, str], default_org_id: str |
                 mapped[api_field] = wanted
             elif api_field in columns:
                 raise InputError(f"{path}: no column '{wanted}' (mapped to {api_field} by [columns])")
+            elif api_field in constants:
+                continue
             elif api_field in REQUIRED_FIELDS and not (api_field == "org_id" and default_org_id):
                 hint = " (or set ZYNTRO_ORG_ID for a default org)" if api_field == "org_id" else ""
                 raise InputError(f"{path}: missing required column '{wanted}'{hint}")
-        files.append(InputFile(path=path, columns=mapped, header=header, written_by_tool=described.written_by_tool))
+        files.append(
+            InputFile(
+                path=path,
+                columns=mapped,
+                header=header,
+                written_by_tool=described.written_by_tool,
+                defaults=constants,
+            )
+        )
     return files
 
 
@@ -160,6 +181,8 @@ def _shape(chunk: pl.DataFrame, file: InputFile, default_org_id: str | None) -> 
         expr = pl.lit(None, dtype=pl.String) if column is None else as_text(column, schema[column])
         if api_field == "org_id" and default_org_id:
             expr = pl.coalesce(blank_to_null(expr), pl.lit(default_org_id))
+        elif api_field in file.defaults:
+            expr = pl.coalesce(blank_to_null(expr), pl.lit(file.defaults[api_field]))
         exprs.append(expr.alias(api_field))
     return chunk.select(exprs)
 

@@ -210,7 +210,12 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
     for file in files:
         for batch in loader.batches(file, config.input.chunk_rows, config.default_org_id):
             checked = (
-                validate(batch.lazy(), config.input.sir_statuses)
+                validate(
+                    batch.lazy(),
+                    config.input.sir_statuses,
+                    normalize_case=config.input.normalize_case,
+                    datetime_formats=config.input.datetime_formats,
+                )
                 .with_columns(keys.row_key(), order=pl.int_range(plan.rows, plan.rows + batch.height, dtype=pl.Int64))
                 .with_columns(keys.partition_hash())
                 .collect()

@@ -57,7 +57,7 @@ async def run(
     """Run the pipeline once. `credentials` None means a dry run (validate only)."""
     started, started_at = time.monotonic(), datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     dry_run = credentials is None or config.run.dry_run
-    files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id)
+    files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
     dest = config.run.results
     _check_results_path(dest, files)
     stats: SubmitStats | None = None

@@ -28,15 +28,38 @@ _MAX_SHOWN = 60  # characters of a bad value quoted in an error message
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 
-def validate(batch: FrameT, sir_statuses: Iterable[str]) -> FrameT:
-    """Trim every field and mark invalid rows with their code and message."""
+def validate(
+    batch: FrameT,
+    sir_statuses: Iterable[str],
+    *,
+    normalize_case: bool = False,
+    datetime_formats: Iterable[str] = (),
+) -> FrameT:
+    """Trim every field and mark invalid rows with their code and message.
+
+    `normalize_case` reads sir_flag and sir_channel in any letter case; `datetime_formats`
+    rewrites a sir_planned_dt written in one of those strftime patterns to the API's format.
+    Both happen before the checks (and before the row key is computed from the fields).
+    """
     trimmed = batch.with_columns(blank_to_null(pl.col(f)).alias(f) for f in _TEXT_FIELDS)
+    if normalize_case:
+        trimmed = trimmed.with_columns(pl.col("sir_flag", "sir_channel").str.to_lowercase())
+    formats = list(datetime_formats)
+    if formats:
+        trimmed = trimmed.with_columns(sir_planned_dt=_reformatted(pl.col("sir_planned_dt"), formats))
     statuses = list(sir_statuses)
     code, message = _verdict(statuses)
     checked = trimmed.with_columns(error_code=code, error_message=message)
     return checked.with_columns(
         status=pl.when(pl.col("error_code").is_not_null()).then(pl.lit(Status.INVALID.value)).otherwise(None)
     )
+
+
+def _reformatted(dt: pl.Expr, formats: list[str]) -> pl.Expr:
+    """The API's format where a cell matches one of `formats` (the first that parses wins)."""
+    parsed = [dt.str.strptime(pl.Datetime, f, strict=False).dt.strftime(DATETIME_FORMAT) for f in formats]
+    already = dt.str.contains(DATETIME_PATTERN)
+    return pl.when(already).then(dt).otherwise(pl.coalesce(*parsed, dt))
 
 
 def blank_to_null(expr: pl.Expr) -> pl.Expr:

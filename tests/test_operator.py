@@ -178,3 +178,34 @@ def test_rows_of_an_org_without_a_key_stop_the_run_before_any_request(sandbox, w
     result = run_cli(*run_args(box, [rows], tmp_path / "r.csv", "--config", str(config)), env=env)
     assert result.code == 2 and f"rows of org {ORG_B} have no API key" in result.stderr
     assert box.stats()["requests"] == 0
+
+
+def test_friendlier_inputs_still_strict(sandbox, write_input, tmp_path):
+    box = sandbox()
+    rows = make_rows(5, seed=41)
+    del rows["sir_channel"]  # the file has no channel column: [defaults] gives it
+    rows["sir_flag"] = ["Keep_Warm", "KEEP_WARM", "keep_warm", "keep-warm", "keep_warm"]
+    rows["sir_planned_dt"] = [
+        "05/04/2026 09:00", "2026-04-05 10:00:00", "31/12/2026 23:59", "13/13/2026 09:00", "tomorrow 9am"
+    ]  # fmt: skip
+    config = tmp_path / "friendly.toml"
+    config.write_text(
+        '[input]\ndatetime_formats = ["%d/%m/%Y %H:%M"]\nnormalize_case = true\n'
+        '[defaults."plans.csv"]\nsir_channel = "email"\n'
+    )
+    out = tmp_path / "r.csv"
+    result = run_cli(*run_args(box, [write_input("plans.csv", rows)], out, "--config", str(config)))
+    assert result.code == 1, result.stderr
+    frame = results_mod.read(out)
+    assert frame["status"].to_list() == ["created", "created", "created", "invalid", "invalid"]
+    assert frame["error_code"].to_list()[3:] == ["INVALID_FLAG", "INVALID_DATETIME"]
+    sent = sorted((r["sir_planned_dt"], r["sir_flag"], r["sir_channel"]) for r in box.created())
+    assert sent == [
+        ("2026-04-05 09:00:00", "keep_warm", "email"),
+        ("2026-04-05 10:00:00", "keep_warm", "email"),
+        ("2026-12-31 23:59:00", "keep_warm", "email"),
+    ]
+    strict = tmp_path / "strict.toml"
+    strict.write_text('[defaults."plans.csv"]\nsir_channel = "fax"\n')
+    bad = run_cli(*run_args(box, [tmp_path / "plans.csv"], tmp_path / "s.csv", "--config", str(strict)))
+    assert bad.code == 2 and "sir_channel must be one of" in bad.stderr
