@@ -209,3 +209,19 @@ def test_friendlier_inputs_still_strict(sandbox, write_input, tmp_path):
     strict.write_text('[defaults."plans.csv"]\nsir_channel = "fax"\n')
     bad = run_cli(*run_args(box, [tmp_path / "plans.csv"], tmp_path / "s.csv", "--config", str(strict)))
     assert bad.code == 2 and "sir_channel must be one of" in bad.stderr
+
+
+async def test_the_library_entry_point_returns_the_summary(sandbox, write_input, tmp_path, monkeypatch):
+    import pipeline
+
+    box = sandbox()
+    for name, value in CREDENTIAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    config = pipeline.load_config(
+        None, {"run.results": tmp_path / "r.csv", "api.base_url": box.url.removesuffix("/"), "run.rate": 100.0}
+    )
+    result = await pipeline.run([write_input("a.csv", make_rows(12))], config, pipeline.load_credentials(config))
+    assert isinstance(result, pipeline.RunResult) and result.exit_code == 0
+    assert result.document["by_status"]["created"] == 12 and result.document["schema_version"] == 1
+    with pytest.raises(pipeline.PipelineError):
+        await pipeline.run([tmp_path / "missing.csv"], config, pipeline.load_credentials(config))
