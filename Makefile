@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/si-ingest demo
 
 test: install
-	$(BIN)/python -m pytest -q --cov --cov-report=term-missing
+	$(BIN)/python -m pytest -q -n 2 --cov --cov-report=term-missing
 
 bench: install
 	$(BIN)/python bench/bench_submit.py
