@@ -2,7 +2,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -252,18 +251,6 @@ async def test_a_body_cut_short_is_unknown():
         with pytest.raises(AmbiguousError) as info:
             await post_to(base)
     assert info.value.code == "CONNECTION_LOST"
-
-
-@pytest.fixture
-def self_signed(tmp_path):
-    """(key, cert) of a self-signed certificate for localhost, made with the openssl CLI."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, cert
 
 
 async def test_https_verifies_certificates_and_takes_a_custom_ca(self_signed):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -132,19 +131,8 @@ def test_an_internal_error_exits_4_with_a_report_and_the_results_rendered(
     assert len(contexts) == len(set(contexts))
 
 
-@pytest.fixture
-def localhost_cert(tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, cert
-
-
-def test_https_verifies_the_certificate_and_takes_a_ca_bundle(sandbox, write_input, tmp_path, localhost_cert):
-    key, cert = localhost_cert
+def test_https_verifies_the_certificate_and_takes_a_ca_bundle(sandbox, write_input, tmp_path, self_signed):
+    key, cert = self_signed
     box = sandbox("--tls-cert", str(cert), "--tls-key", str(key))
     assert box.url.startswith("https://")
     rows = write_input("a.csv", make_rows(5))

@@ -71,6 +71,18 @@ _JSON_DTYPE = pl.Struct(
         "L": pl.Boolean,
     }
 )
+# A record's state columns and the short keys they are written under (the one place that maps them).
+SHORT_KEYS: tuple[tuple[str, str], ...] = (
+    ("row_key", "k"),
+    ("status", "s"),
+    ("attempts", "n"),
+    ("sir_id", "id"),
+    ("error_code", "c"),
+    ("error_message", "m"),
+    ("http_status", "h"),
+    ("updated_at", "t"),
+    ("legacy", "L"),
+)
 _OUTCOME_FIELDS = (("sir_id", "id"), ("error_code", "c"), ("error_message", "m"), ("http_status", "h"))
 # The compact shape the writer gives a record's fields (orjson or polars' encoder: no spaces).
 # Both checks hold a non-header record to it, so they agree on what a record says: a number is
@@ -126,18 +138,9 @@ def outcome(seq: int, result: Outcome) -> bytes:
 
 def outcome_lines(state: pl.DataFrame, first_seq: int) -> pl.DataFrame:
     """Outcome lines (one `line` column, newline not included) for a state frame, vectorised."""
-    payload = pl.struct(
-        q=pl.int_range(first_seq, first_seq + state.height, dtype=pl.Int64),
-        k=pl.col("row_key"),
-        s=pl.col("status"),
-        n=pl.col("attempts").fill_null(0),
-        id=pl.col("sir_id"),
-        c=pl.col("error_code"),
-        m=pl.col("error_message"),
-        h=pl.col("http_status"),
-        t=pl.col("updated_at"),
-        L=pl.col("legacy"),
-    ).struct.json_encode()
+    fields = [pl.int_range(first_seq, first_seq + state.height, dtype=pl.Int64).alias("q")]
+    fields += [(pl.col(c).fill_null(0) if short == "n" else pl.col(c)).alias(short) for c, short in SHORT_KEYS]
+    payload = pl.struct(fields).struct.json_encode()
     framed = state.select(payload.alias("p"))
     return framed.select(line=pl.col("p") + pl.lit("\t") + sha256_hex(pl.col("p")).str.head(CHECKSUM_HEX))
 
@@ -250,20 +253,10 @@ def decode_lines(lines: pl.DataFrame) -> pl.DataFrame:
     valid = (pl.col("q") == pos) & pl.when(pos == 0).then(is_header).otherwise(
         (is_intent | is_outcome) & keyed & shaped & in_range & header_free
     )
+    columns = {column: pl.col(short) for column, short in SHORT_KEYS}
+    columns |= {"row_key": pl.coalesce("i", "k"), "legacy": pl.col("L").fill_null(False)}
     records = decoded.select(
-        "pos",
-        ok=valid.fill_null(False),
-        q=pl.col("q"),
-        intent=is_intent.fill_null(False),
-        row_key=pl.coalesce("i", "k"),
-        status=pl.col("s"),
-        sir_id=pl.col("id"),
-        error_code=pl.col("c"),
-        error_message=pl.col("m"),
-        attempts=pl.col("n"),
-        http_status=pl.col("h"),
-        updated_at=pl.col("t"),
-        legacy=pl.col("L").fill_null(False),
+        "pos", ok=valid.fill_null(False), q=pl.col("q"), intent=is_intent.fill_null(False), **columns
     )
     joined = checked.select("pos", "sums_ok").join(records, on="pos", how="left", maintain_order="left")
     return joined.with_columns(ok=pl.col("sums_ok") & pl.col("ok").fill_null(False)).drop("sums_ok")
