@@ -14,6 +14,7 @@ from . import __version__, crash, logs, report
 from .config import Config, load_config, load_credentials
 from .errors import ConfigError, LedgerError, PipelineError
 from .limiter import steady_rate
+from .sandbox.args import add_sandbox_arguments
 
 
 def _rate(value: str) -> float | str:
@@ -23,47 +24,6 @@ def _rate(value: str) -> float | str:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number of requests per second or 'auto', not {value!r}") from None
-
-
-def _probability(value: str) -> float:
-    try:
-        p = float(value)
-    except ValueError:
-        p = -1.0
-    if not 0.0 <= p <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, not {value!r}")
-    return p
-
-
-def _statuses(value: str) -> tuple[int, ...]:
-    try:
-        statuses = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        statuses = ()
-    if not statuses or not all(500 <= s <= 599 for s in statuses):
-        raise argparse.ArgumentTypeError(f"must be comma-separated 5xx statuses, like 500,502,503, not {value!r}")
-    return statuses
-
-
-def _schedule(value: str) -> tuple[tuple[float, int], ...]:
-    try:
-        steps = tuple((float(at), int(limit)) for at, _, limit in (part.partition(":") for part in value.split(",")))
-    except ValueError:
-        steps = ()
-    if not steps or any(at < 0 or limit < 1 for at, limit in steps):
-        raise argparse.ArgumentTypeError(f"must be SECONDS:LIMIT pairs, like 0:100,20:50, not {value!r}")
-    return steps
-
-
-def _range_ms(value: str) -> tuple[float, float]:
-    try:
-        low, _, high = value.partition("-")
-        pair = (float(low), float(high or low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be MIN-MAX milliseconds, like 5-50, not {value!r}") from None
-    if not 0 <= pair[0] <= pair[1]:
-        raise argparse.ArgumentTypeError(f"must be MIN-MAX milliseconds with 0 <= MIN <= MAX, not {value!r}")
-    return pair
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,68 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--log-format", choices=("json", "console"))
 
-    sandbox = sub.add_parser("sandbox", help="run the local Zyntro simulator in the foreground")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on start)")
-    sandbox.add_argument("--api-key", help="the key it accepts (default sandbox-api-key)")
-    sandbox.add_argument("--developer-secret", help="the secret it accepts (default zdk_sandbox_secret)")
-    sandbox.add_argument("--org-id", help="the account's org UUID")
-    sandbox.add_argument(
-        "--account", action="append", metavar="KEY:ORG_ID", help="another API key and its org (repeatable)"
-    )
-    sandbox.add_argument("--whitelist", nargs="+", help="client IPs allowed (default loopback)")
-    sandbox.add_argument("--contacts", type=Path, help="file of contact UUIDs the org has, one per line (default: all)")
-    sandbox.add_argument(
-        "--latency", type=_range_ms, default=(0.0, 0.0), metavar="MIN-MAX", help="milliseconds per request"
-    )
-    sandbox.add_argument("--rate-limit", type=int, help="requests per second before answering 429")
-    sandbox.add_argument("--retry-after", type=float, default=1.0, help="seconds sent in Retry-After (429, 503)")
-    sandbox.add_argument(
-        "--error-rate", type=_probability, default=0.0, help="probability of a 500/502/503 HTML answer"
-    )
-    sandbox.add_argument(
-        "--malformed-rate", type=_probability, default=0.0, help="probability of a 200 that is not JSON"
-    )
-    sandbox.add_argument(
-        "--drop-before", type=_probability, default=0.0, help="probability of dropping the connection before processing"
-    )
-    sandbox.add_argument(
-        "--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request"
-    )
-    sandbox.add_argument(
-        "--error-statuses", type=_statuses, default=(500, 502, 503), metavar="S,S",
-        help="which 5xx statuses --error-rate answers (default 500,502,503)",
-    )  # fmt: skip
-    sandbox.add_argument(
-        "--error-after", type=_probability, default=0.0,
-        help="probability of a 500/502/504 page after creating the request",
-    )  # fmt: skip
-    sandbox.add_argument(
-        "--cut-after", type=_probability, default=0.0,
-        help="probability of cutting the success answer short after creating the request",
-    )  # fmt: skip
-    sandbox.add_argument(
-        "--trickle-after", type=_probability, default=0.0,
-        help="probability of trickling the answer a byte at a time after creating the request",
-    )  # fmt: skip
-    sandbox.add_argument("--trickle-interval", type=float, default=1.0, help="seconds between trickled bytes")
-    sandbox.add_argument(
-        "--odd-error-rate", type=_probability, default=0.0,
-        help="probability of an error answer whose message the API does not document",
-    )  # fmt: skip
-    sandbox.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; needs --tls-key)")
-    sandbox.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
-    sandbox.add_argument(
-        "--limit-schedule", type=_schedule, default=(), metavar="S:N,...",
-        help="a sliding-window limit that changes: N requests/s from S seconds after start, e.g. 0:100,20:50,40:150",
-    )  # fmt: skip
-    sandbox.add_argument("--rate-headers", action="store_true", help="state the limit in RateLimit-* headers")
-    sandbox.add_argument(
-        "--leaky-rate", type=float, help="nginx limit_req instead: requests/s, 429 without Retry-After past the burst"
-    )
-    sandbox.add_argument("--leaky-burst", type=int, default=10, help="the leaky bucket's burst (default 10)")
-    sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
-    sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
+    add_sandbox_arguments(sub.add_parser("sandbox", help="run the local Zyntro simulator in the foreground"))
 
     rep = sub.add_parser("report", help="print the summary of a results file (--html, --errors: more files)")
     rep.add_argument("results", type=Path)

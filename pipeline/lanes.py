@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter, deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .adaptive import AUTO_START, Controller
 from .client import ZyntroClient
 from .config import Config, Credentials
+from .errors import AbortError
 from .limiter import RateLimiter, StopEvent
-from .submit import Lane
+
+
+@dataclass
+class Lane:
+    """One API key's own path: its client, ceiling, controller, breaker and stop.
+
+    A multi-org run has a lane per org (README "Multi-org runs"): an account error or a
+    tripped breaker on one org stops that lane only; its rows stay `pending`.
+    """
+
+    client: ZyntroClient | None  # None: no key for rows outside the configured orgs (checked before sending)
+    limiter: RateLimiter
+    stop: asyncio.Event
+    controller: Controller | None = None
+    breaker: deque[str | None] = field(default_factory=lambda: deque(maxlen=0))
+    abort: AbortError | None = None
+    requests: int = 0
+    final: Counter[str] = field(default_factory=Counter)
 
 
 @contextlib.asynccontextmanager

@@ -10,15 +10,33 @@ then). Off a terminal (cron, Kubernetes, CI) every stderr line is a JSON object:
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-
-from .submit import Progress as Snapshot
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
 log = structlog.get_logger("si_ingest.run")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot for the progress display."""
+
+    done: int  # rows with a final outcome this run
+    total: int  # rows to send
+    outcomes: dict[str, int]
+    requests: int
+    rate: float  # requests/s lately
+    rate_limit: float
+    in_flight: int
+
+    @property
+    def eta_seconds(self) -> float | None:
+        left = self.total - self.done
+        return left / self.rate if self.rate > 0 and left > 0 else None
 
 
 BAR_EVERY = 0.25  # seconds between two redraws of the bar
@@ -65,7 +83,7 @@ class Bar:
     def __init__(self, total: int) -> None:
         self.every = BAR_EVERY
         self._console = Console(stderr=True)
-        self._bar = Progress(
+        self._bar = RichProgress(
             TextColumn("[bold]sending"),
             BarColumn(),
             MofNCompleteColumn(),

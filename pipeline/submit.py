@@ -28,9 +28,11 @@ import structlog
 from .adaptive import Controller
 from .client import ZyntroClient
 from .errors import AbortError, AccountError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
+from .lanes import Lane
 from .ledger import Journal, now_iso
 from .limiter import RateLimiter, StopEvent
 from .models import ErrorCode, Outcome, Row, Status
+from .progress import Snapshot
 from .telemetry import CREATED, ERROR, THROTTLED, Telemetry
 
 log = structlog.get_logger("si_ingest.submit")
@@ -84,42 +86,6 @@ class SubmitStats:
         return self.telemetry.mean_rate()
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A snapshot for the progress display."""
-
-    done: int  # rows with a final outcome this run
-    total: int  # rows to send
-    outcomes: dict[str, int]
-    requests: int
-    rate: float  # requests/s lately
-    rate_limit: float
-    in_flight: int
-
-    @property
-    def eta_seconds(self) -> float | None:
-        left = self.total - self.done
-        return left / self.rate if self.rate > 0 and left > 0 else None
-
-
-@dataclass
-class Lane:
-    """One API key's own path: its client, ceiling, controller, breaker and stop.
-
-    A multi-org run has a lane per org (README "Multi-org runs"): an account error or a
-    tripped breaker on one org stops that lane only; its rows stay `pending`.
-    """
-
-    client: ZyntroClient | None  # None: no key for rows outside the configured orgs (checked before sending)
-    limiter: RateLimiter
-    stop: asyncio.Event
-    controller: Controller | None = None
-    breaker: deque[str | None] = field(default_factory=lambda: deque(maxlen=0))
-    abort: AbortError | None = None
-    requests: int = 0
-    final: Counter[str] = field(default_factory=Counter)
-
-
 class Submitter:
     def __init__(
         self,
@@ -133,7 +99,7 @@ class Submitter:
         seed: int | None = None,
         controller: Controller | None = None,
         breaker: int = DEFAULT_BREAKER,
-        on_progress: Callable[[Progress], None] | None = None,
+        on_progress: Callable[[Snapshot], None] | None = None,
         progress_every: float = PROGRESS_EVERY,
         lanes: dict[str, Lane] | None = None,
     ) -> None:
@@ -327,7 +293,7 @@ class Submitter:
             return
         outcomes = {status: self.stats.final[status] for status in FINAL}
         self._on_progress(
-            Progress(
+            Snapshot(
                 done=sum(outcomes.values()),
                 total=self._total,
                 outcomes=outcomes,
