@@ -11,6 +11,7 @@ from pipeline import cli
 from pipeline.ledger import LedgerPaths, replay
 from pipeline.ledger.records import header, outcome
 from pipeline.models import Outcome, Status
+from pipeline.sandbox import args as sandbox_args
 
 
 def exit_code(argv: list[str]) -> int:
@@ -28,18 +29,18 @@ def test_rate_is_a_number_or_auto():
 
 @pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("1", 1.0), ("0.25", 0.25)])
 def test_probability_accepts_zero_to_one(text: str, value: float):
-    assert cli._probability(text) == value
+    assert sandbox_args._probability(text) == value
 
 
 @pytest.mark.parametrize("text", ["-0.1", "1.01", "half", "nan", ""])
 def test_probability_refuses_anything_else(text: str):
     with pytest.raises(argparse.ArgumentTypeError, match=f"between 0 and 1, not {text!r}"):
-        cli._probability(text)
+        sandbox_args._probability(text)
 
 
 @pytest.mark.parametrize(("text", "pair"), [("5-50", (5.0, 50.0)), ("7", (7.0, 7.0)), ("0-0", (0.0, 0.0))])
 def test_range_ms_reads_min_max(text: str, pair: tuple[float, float]):
-    assert cli._range_ms(text) == pair
+    assert sandbox_args._range_ms(text) == pair
 
 
 @pytest.mark.parametrize(
@@ -48,7 +49,7 @@ def test_range_ms_reads_min_max(text: str, pair: tuple[float, float]):
 )
 def test_range_ms_refuses_what_is_not_a_range(text: str, message: str):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
-        cli._range_ms(text)
+        sandbox_args._range_ms(text)
 
 
 def test_bad_flag_values_are_usage_errors(capsys):
