@@ -113,7 +113,7 @@ def _wrap(owner: Any, attr: str, wrapper: Callable[[Callable[..., Any]], Any]) -
 
 
 def install() -> None:
-    """Timers around the stages of plan.py / results.py as of commit 5f54f06 (later names may move)."""
+    """Timers around the stages of plan.py / results.py as of commit 99f905e (later names may move)."""
     from pipeline import loader, plan, report, results, runner
     from pipeline.ledger import fold, snapshot, store
 
@@ -121,10 +121,10 @@ def install() -> None:
     _wrap(store.Ledger, "open", lambda f: timed("ledger.open", f))
     _wrap(runner, "build_plan", lambda f: timed("plan", f))
     _wrap(loader, "batches", lambda f: timed_iter("pass1.read_csv", f))
-    _wrap(plan, "_write_ipc", lambda f: timed("pass1.spill_ipc", f))
+    _wrap(plan, "_write", lambda f: timed("pass1.spill", f))
     _wrap(plan, "write_run", lambda f: timed("pass1.write_key_run", f))
     _wrap(plan.Plan, "_lookup", lambda f: timed(lambda self, view, tag: f"pass2.lookup.{tag}", f))
-    _wrap(plan, "_write", lambda f: timed("lookup.write_verdicts", f))
+    _wrap(plan, "_write_verdicts", lambda f: timed("lookup.write_verdicts", f))
     _wrap(fold.Fold, "partition", lambda f: timed("lookup.ledger_partition", f))
     _wrap(snapshot.Snapshot, "partition", lambda f: timed("lookup.snapshot_read_verify", f))
     _wrap(plan.Plan, "_count", lambda f: timed("pass3", f))

@@ -469,7 +469,7 @@ STAGE_ROWS = (
     ("ledger.open", "open the ledger (locate, replay journal)"),
     ("pass1", "pass 1: load + validate + key + spill, total"),
     ("pass1.read_csv", "  CSV reader (time blocked in next batch)"),
-    ("pass1.spill_ipc", "  spill batch (Arrow IPC)"),
+    ("pass1.spill", "  spill batch (Parquet, lz4)"),
     ("pass1.write_key_run", "  sort + write key run (Parquet)"),
     ("pass1.other", "  validate + row_key + kp (one collect), filters"),
     ("pass2.lookup.plan", "pass 2: partition lookup (dups + ledger), total"),
@@ -495,7 +495,7 @@ def stage_table(report: dict[str, object]) -> list[tuple[str, float, float]]:
     peaks: dict[str, float] = {k: v / 1024 for k, v in dict(report["peak_anon_kb"]).items()}  # type: ignore[arg-type]
     lookup = times.get("pass2.lookup.plan", 0.0)
     times["pass1"] = times.get("plan", 0.0) - lookup - times.get("pass3", 0.0)
-    parts1 = ("pass1.read_csv", "pass1.spill_ipc", "pass1.write_key_run")
+    parts1 = ("pass1.read_csv", "pass1.spill", "pass1.write_key_run")
     times["pass1.other"] = times["pass1"] - sum(times.get(k, 0.0) for k in parts1)
     if lookup:
         parts2 = ("lookup.ledger_partition", "lookup.write_verdicts")
