@@ -1,5 +1,5 @@
-"""python -m pipeline -> cli.main()."""
+"""python -m pipeline -> entry.main() (the console script's entry point too)."""
 
-from .cli import main
+from .entry import main
 
 main()

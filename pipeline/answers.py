@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from . import redact
 from .errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, TransientError
 from .models import ACCOUNT_CODES, ErrorCode, Outcome, Status
 
@@ -175,8 +176,9 @@ class Classifier:
         """The most serious code among the error messages (account-level first), and the messages."""
         data = payload.get("data") if isinstance(payload, dict) else None
         messages = [str(m) for m in data] if isinstance(data, list) else [str(data or "")]
-        messages = [self.scrub(m) for m in messages if m.strip()] or ["(no message)"]
-        codes = [code_for_message(m) for m in messages]
+        messages = [m for m in messages if m.strip()] or ["(no message)"]
+        codes = [code_for_message(m) for m in messages]  # matched as sent, then scrubbed to be kept
+        messages = [self.scrub(m) for m in messages]
         known = [c for c in codes if c in ACCOUNT_CODES] or [c for c in codes if c != ErrorCode.API_ERROR] or codes
         return known[0], _cut("; ".join(messages), MESSAGE_CHARS)
 
@@ -189,13 +191,11 @@ class Classifier:
 
     def _snippet(self, body: bytes) -> str:
         """The body's start as one line: scrubbed first, then cut (a cut never halves a secret)."""
-        text = body.decode("utf-8", "replace")
+        text = redact.window(body.decode("utf-8", "replace"), SNIPPET_CHARS, self._secrets)
         return _cut(self.scrub(" ".join(text.split())), SNIPPET_CHARS) or "(empty body)"
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "********")
-        return text
+        return redact.scrub(text, self._secrets)
 
 
 def _sir_id(value: object) -> int | None:

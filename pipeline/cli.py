@@ -129,8 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"si-ingest: error: {exc}", file=sys.stderr)
         code = exc.exit_code
-    except KeyboardInterrupt:
-        print("si-ingest: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (entry.py makes it one)
+        print(f"si-ingest: interrupted by {exc.args[0] if exc.args else 'SIGINT'}", file=sys.stderr)
         code = 130
     except Exception as exc:  # a bug: one line, the traceback in a file, exit 4
         report = crash.write_report(exc, argv if argv is not None else sys.argv[1:])

@@ -9,7 +9,8 @@ from typing import Any
 
 import structlog
 
-REDACTED = "********"
+from .redact import REDACTED, scrub
+
 _SECRET_KEYS = frozenset({"api_key", "developer_secret", "password", "secret", "authorization"})
 
 
@@ -28,9 +29,7 @@ class Redactor:
         return event
 
     def scrub_text(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return scrub(text, self.secrets)
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):

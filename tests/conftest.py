@@ -165,12 +165,12 @@ def server_contexts(box: SandboxProcess) -> list[str]:
     return [r["sir_context"] for r in box.created()]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 @pytest.fixture

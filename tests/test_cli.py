@@ -87,4 +87,4 @@ def test_ctrl_c_outside_a_run_exits_130(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "_dispatch", interrupted)
     assert exit_code(["report", "x.csv"]) == 130
-    assert capsys.readouterr().err.strip() == "si-ingest: interrupted"
+    assert capsys.readouterr().err.strip() == "si-ingest: interrupted by SIGINT"

@@ -95,6 +95,27 @@ def test_a_signal_while_loading_exits_130_and_removes_the_work_folder(tmp_path):
     assert not (tmp_path / "r.csv.work").exists()
 
 
+def _importing_polars(pid: int) -> bool:
+    try:
+        return "polars" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return True  # gone: the assertions below say how
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_python_still_imports_exits_130_in_one_line(tmp_path, write_input, signum):
+    # on main a SIGTERM in the first half second killed the run silently (143) and a SIGINT
+    # printed a KeyboardInterrupt traceback from numpy's import
+    rows = write_input("a.csv", make_rows(5))
+    proc = cli_process("validate", str(rows), "--results", str(tmp_path / "r.csv"))
+    wait_for(lambda: _importing_polars(proc.pid), timeout=30, interval=0.002)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().startswith("si-ingest: interrupted by "), stderr
+    assert signal.Signals(signum).name in stderr and not (tmp_path / "r.csv.work").exists()
+
+
 def test_an_internal_error_exits_4_with_a_report_and_the_results_rendered(
     sandbox, write_input, tmp_path, monkeypatch, capsys
 ):

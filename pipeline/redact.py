@@ -1,0 +1,80 @@
+"""Secrets out of any text we keep (results, journal, logs, crash reports): one scrubber for all.
+
+A whole secret is not the only leak. A server may echo the request and cut its own body in
+the middle of the API key, or echo it JSON-escaped (`key\\u002d...`), percent-encoded, or
+split across lines. So `scrub`:
+
+1. reads `\\uXXXX` and `%XX` escapes first (the text kept is the decoded one);
+2. masks every whole secret;
+3. masks every run of text made of `FRAGMENT`-character (8) pieces of a secret (a secret cut
+   at either end, or a piece from its middle);
+4. masks a shorter piece of a secret (at least `EDGE` characters) standing at either end of
+   the text, where a cut made it: `...api_key=key-QW` keeps nothing of the key.
+
+Pieces shorter than that stay: a 7-character run of a 40-character key tells an attacker
+little, while masking every short word a secret happens to contain (the API's own "Invalid
+developer_secret" against a secret like `zdk_secret_987`) would garble the messages. The
+API's error messages are matched to codes before they are scrubbed. The cost is one set
+lookup per character of text per secret, so callers cut a body to a window (`window`)
+before scrubbing: a snippet of 200 characters never scans 1 MiB.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+REDACTED = "********"
+FRAGMENT = 8
+EDGE = 4
+
+_U_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+_PERCENT = re.compile(r"%([0-9a-fA-F]{2})")
+_MASKED_RUN = re.compile(rb"\x01+")
+
+
+def window(text: str, keep: int, secrets: Iterable[str]) -> str:
+    """The start of `text` that can matter for a `keep`-character result: escapes decode to
+    fewer characters, so a secret written with six characters for each of its own still fits."""
+    longest = max((len(s) for s in secrets), default=0)
+    return text[: keep + 6 * longest + 6]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with whole secrets and pieces of them replaced by REDACTED (see the module doc)."""
+    kept = tuple(s for s in secrets if s)
+    if not kept or not text:
+        return text
+    if "\\u" in text:
+        text = _U_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    if "%" in text:
+        text = _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text)
+    masked = bytearray(len(text))
+    for secret in kept:
+        _mark(text, secret, masked)
+    pieces: list[str] = []
+    last = 0
+    for run in _MASKED_RUN.finditer(masked):
+        pieces += (text[last : run.start()], REDACTED)
+        last = run.end()
+    return "".join(pieces) + text[last:]
+
+
+def _mark(text: str, secret: str, masked: bytearray) -> None:
+    start = text.find(secret)
+    while start != -1:
+        masked[start : start + len(secret)] = b"\x01" * len(secret)
+        start = text.find(secret, start + 1)
+    if len(secret) > FRAGMENT:
+        pieces = {secret[i : i + FRAGMENT] for i in range(len(secret) - FRAGMENT + 1)}
+        for i in range(len(text) - FRAGMENT + 1):
+            if text[i : i + FRAGMENT] in pieces:
+                masked[i : i + FRAGMENT] = b"\x01" * FRAGMENT
+    for size in range(min(len(secret) - 1, len(text)), EDGE - 1, -1):
+        if text.endswith(secret[:size]):
+            masked[len(text) - size :] = b"\x01" * size
+            break
+    for size in range(min(len(secret) - 1, len(text)), EDGE - 1, -1):
+        if text.startswith(secret[-size:]):
+            masked[:size] = b"\x01" * size
+            break
