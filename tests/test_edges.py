@@ -181,3 +181,30 @@ def test_an_undocumented_error_is_failed_and_sent_again_next_run(sandbox, write_
     assert odd.stats()["requests"] == 4  # an error answer is final for this run
     healthy = sandbox()
     assert run_cli(*run_args(healthy, [rows], out)).code == 0 and len(healthy.created()) == 4
+
+
+def test_the_heap_left_by_planning_is_frozen_while_sending_and_released_after(
+    sandbox, write_input, tmp_path, monkeypatch
+):
+    # full GC passes over the objects of imports and planning put the loop's p99 lag at 17-20 ms
+    # (bench/RESULTS.md, Rate, section 3); frozen while sending, they are not walked
+    import gc
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(5))
+    original = Submitter._record
+    frozen: list[int] = []
+
+    def record(self, outcome, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        original(self, outcome, **kwargs)
+
+    monkeypatch.setattr(Submitter, "_record", record)
+    monkeypatch.chdir(tmp_path)
+    for name, value in CREDENTIAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(run_args(box, [rows], tmp_path / "r.csv", "--log-format", "json"))
+    assert exit_info.value.code == 0 and len(box.created()) == 5
+    assert len(frozen) == 5 and min(frozen) > 10_000  # the modules, config and plan: all frozen
+    assert gc.get_freeze_count() == 0
