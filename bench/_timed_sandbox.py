@@ -3,7 +3,8 @@
     python -c "from bench._timed_sandbox import main; main()" --port 0 --rate-limit 100 ...
 Takes `si-ingest sandbox`'s options (parsed by pipeline.cli, built by pipeline.sandbox.serve),
 prints the same "sandbox listening on URL" line, and adds `GET /_bench/log`:
-{"t0": when the limiter started (its schedule's second 0), "log": [[arrival, status], ...]},
+{"t0": when the limiter started (its schedule's second 0), "log": [[arrival, status], ...],
+"gc": [[start, generation, seconds], ...] (the sandbox's own garbage collections)},
 times on CLOCK_MONOTONIC, which every process on the machine shares. The sandbox's own
 `--record` holds created requests without times, and `/_sandbox/stats` only 1-second peaks;
 per-phase goodput and the 429s' arrival times need this. Nothing in pipeline/ is changed:
@@ -13,6 +14,7 @@ the route handler is wrapped from outside.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -33,7 +35,17 @@ class TimedSandbox(Sandbox):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.log: list[tuple[float, int]] = []
+        self.gc: list[tuple[float, int, float]] = []  # (monotonic start, generation, seconds) of each collection
         self.t0 = time.monotonic()
+        started = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.monotonic()
+            else:
+                self.gc.append((started[0], info["generation"], time.monotonic() - started[0]))
+
+        gc.callbacks.append(on_gc)
 
     def app(self) -> web.Application:
         app = super().app()
@@ -57,7 +69,9 @@ class TimedSandbox(Sandbox):
             self.log.append((arrived, status))
 
     async def _bench_log(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps({"t0": self.t0, "log": self.log}), content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"t0": self.t0, "log": self.log, "gc": self.gc}), content_type="application/json"
+        )
 
 
 async def serve(argv: list[str]) -> None:
