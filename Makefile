@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install check format demo test bench clean
+.PHONY: install check format demo test bench bench-smoke clean
 
 $(BIN)/si-ingest: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -n 2 --cov --cov-report=term-missing
 
+# the rate benchmark (issue 8; it took over bench_submit.py's CLI vs bare aiohttp loop), ~12 min:
+# prints each figure beside its same-run baseline and rewrites the Rate section of bench/RESULTS.md;
+# exits 1 if a target fails. The ledger scale benchmark (10M rows, ~10 min) is bench/ledger_scale.py.
 bench: install
-	$(BIN)/python bench/bench_submit.py
+	$(BIN)/python bench/bench_rate.py
+
+# every case of bench_rate.py once at tiny sizes (~15 s), so the benchmarks never rot; CI runs it
+bench-smoke: install
+	$(BIN)/python bench/bench_rate.py --quick
 
 clean:
 	rm -rf $(VENV) si-demo .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -58,6 +58,24 @@ def write_rows(path: Path, n: int, seed: int = 1) -> Path:
     return path
 
 
+RATE_BEGIN = "<!-- bench_rate: begin (bench/bench_rate.py rewrites this section) -->"
+RATE_END = "<!-- bench_rate: end -->"
+
+
+def write_results_md(dest: Path, text: str, *, rate_section: str | None = None) -> None:
+    """Write bench/RESULTS.md: `text` (the ledger scale part), then the Rate section between its
+    markers. Each benchmark passes its own part; the other's is kept from the file as it is."""
+    old = dest.read_text() if dest.exists() else ""
+    kept = ""
+    if RATE_BEGIN in old and RATE_END in old:
+        head, rest = old.split(RATE_BEGIN, 1)
+        kept = RATE_BEGIN + rest.split(RATE_END, 1)[0] + RATE_END + "\n"
+        old = head.rstrip("\n") + "\n" + rest.split(RATE_END, 1)[1].lstrip("\n")
+    ledger = text if text else old
+    rate = rate_section if rate_section is not None else kept
+    dest.write_text(ledger.rstrip("\n") + "\n" + ("\n" + rate.rstrip("\n") + "\n" if rate else ""))
+
+
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args],

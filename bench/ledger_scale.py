@@ -53,6 +53,7 @@ import polars_hash  # noqa: F401 - registers .chash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import write_results_md  # noqa: E402
 from pipeline import keys, loader  # noqa: E402
 from pipeline.config import DEFAULT_CHUNK_ROWS  # noqa: E402
 from pipeline.ledger.partition import in_partition, iter_parts, partition_count  # noqa: E402
@@ -639,7 +640,7 @@ def write_results(bench: Bench, stages: list[tuple[str, dict[str, object]]], com
                 lines.append(
                     f"| {text.replace('  ', '&nbsp;&nbsp;')} | {seconds:.2f} | {f'{peak:.0f}' if peak else '-'} |"
                 )
-    dest.write_text("\n".join(lines) + "\n")
+    write_results_md(dest, "\n".join(lines) + "\n")  # keeps bench_rate.py's Rate section
 
 
 def main() -> None:
