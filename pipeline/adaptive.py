@@ -19,6 +19,12 @@ Where this differs, and why:
 - Retry-After makes the throttled row wait, and pauses every worker only when it is longer
   than PAUSE_OVER seconds (a server asking for a real break); a sliding window's 1-second
   Retry-After is not a reason to stop the other workers, nor to cut more than once.
+- A limit that rose is searched for, not crept up to: once the probe has carried the rate
+  RISEN (5%) above W_max and the measured rate is past W_max too, with no throttle, slow
+  start resumes from there (doubling per second until the next 429). Pure CUBIC (C = 0.4)
+  took up to 8 s to follow a limit raised from 50/s to 150/s, depending on how long before
+  the change the last probe was throttled; with this, 1.3-5.3 s (virtual-clock
+  simulation over twelve phases, tests/test_adaptive.py; bench_rate measures it for real).
 - Only real API answers (created, rejected, failed) grow the rate; 5xx, timeouts and connect
   errors neither grow nor cut it.
 - Standard headers are read when a gateway sends them (`RateLimit-Limit`/`-Remaining`/
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from .limiter import RateLimiter
@@ -43,6 +50,7 @@ MEASURE_BUCKET = 0.5  # seconds per send-rate bucket
 SMOOTH = 0.8  # weight of the newest bucket in the measured rate
 UPDATE_EVERY = 0.05  # seconds between two rate changes on success (limits timer churn)
 PAUSE_OVER = 2.0  # seconds: a longer Retry-After pauses every worker
+RISEN = 0.05  # sent this share above W_max with no throttle: the limit rose, slow start again
 _POLICY = re.compile(r"^\s*(\d+)\s*;\s*w\s*=\s*(\d+)")
 
 
@@ -63,6 +71,7 @@ class Controller:
         self._bucket_start = now
         self._bucket_sent = limiter.sent
         self.measured = 0.0
+        self._successes: deque[float] = deque()  # times of the last second's successes (at most AUTO_MAX)
         self.throttles = 0
         limiter.set_rate(start)
 
@@ -80,6 +89,8 @@ class Controller:
             return
         self.throttles += 1
         w_max = min(self.measured or self.rate, self.rate)
+        if self._slow_start:  # climbing fast, the smoothed rate lags: what got through counts
+            w_max = max(w_max, self._recent_successes(now))
         self._slow_start = False
         self._w_max = max(AUTO_MIN, w_max)
         self._k = (self._w_max * (1.0 - BETA) / C) ** (1.0 / 3.0)
@@ -90,6 +101,9 @@ class Controller:
         """A real API answer: grow along the curve (at most every UPDATE_EVERY seconds)."""
         now = self._clock()
         self._measure(now)
+        self._successes.append(now)
+        if len(self._successes) > AUTO_MAX:
+            self._successes.popleft()
         if now - self._last_update < UPDATE_EVERY:
             return
         if self._slow_start:
@@ -97,6 +111,9 @@ class Controller:
         else:
             t = now - self._epoch
             target = C * (t - self._k) ** 3 + self._w_max
+            if target > self._w_max * (1.0 + RISEN) and self.measured > self._w_max:
+                # probed past the old limit with no throttle: it rose; search up fast
+                self._slow_start, self._w_max, self._epoch = True, target, now
         if self.measured:
             target = min(target, 2.0 * self.measured)
         self._set(target)
@@ -118,6 +135,12 @@ class Controller:
         reset = _number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
         if remaining == 0 and reset is not None and 0 < reset <= 3600:
             self._limiter.pause(reset)
+
+    def _recent_successes(self, now: float) -> float:
+        """Answers that got through in the last second (the server's own window, seen from here)."""
+        while self._successes and self._successes[0] <= now - 1.0:
+            self._successes.popleft()
+        return float(len(self._successes))
 
     def _set(self, rate: float) -> None:
         rate = min(max(rate, AUTO_MIN), AUTO_MAX, self._stated_cap)

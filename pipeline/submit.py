@@ -132,6 +132,7 @@ class Submitter:
                 await asyncio.wait(tasks)  # not queue.join(): an empty queue at the start is not the end
                 progress.cancel()
         finally:
+            self.stats.telemetry.stop()  # the summary's rate is the sending's, not the results render's too
             self._journal.flush()
             self.report_progress()
         return self.stats

@@ -20,6 +20,7 @@ class Telemetry:
     def __init__(self, clock: Callable[[], float], seed: int | None = None) -> None:
         self._clock = clock
         self._origin: float | None = None
+        self._end: float | None = None
         self._bins: dict[int, list[float]] = {}  # second -> [requests, created, throttled, errors, rate limit]
         self._latencies: list[float] = []
         self._answered = 0
@@ -66,9 +67,17 @@ class Telemetry:
             row = self._bins[second] = [0, 0, 0, 0, previous[4] if previous else 0.0]
         return row
 
+    def stop(self) -> None:
+        """Sending is over: `seconds` (and so `mean_rate`) stop counting here."""
+        if self._end is None:
+            self._end = self._clock()
+
     @property
     def seconds(self) -> float:
-        return 0.0 if self._origin is None else max(0.0, self._clock() - self._origin)
+        """From the first request to `stop` (or to now while sending)."""
+        if self._origin is None:
+            return 0.0
+        return max(0.0, (self._end if self._end is not None else self._clock()) - self._origin)
 
     def current_rate(self, window: int = 3) -> float:
         """Requests per second over the last `window` whole seconds."""

@@ -7,6 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from pipeline.adaptive import AUTO_START, BETA, Controller
 from pipeline.limiter import RateLimiter
 
@@ -103,6 +105,26 @@ def test_follows_a_limit_that_drops_and_rises():
     assert out.goodput(25, 40) >= 0.85 * 50  # followed within 5 s
     assert out.goodput(45, 60) >= 0.85 * 150
     assert out.throttle_share() <= 0.03
+
+
+def _reached(out: Outcome, change: float, limit: float) -> float:
+    """Seconds after `change` until the next 2 s carry 85% of the new limit (bench_rate's reading)."""
+    t = change
+    while out.goodput(t, t + 2) < 0.85 * limit:
+        t += 0.25
+        assert t < change + 30, "never followed"
+    return t - change
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.4, 1.6, 3.6])
+def test_a_risen_limit_is_searched_for_within_about_5_s_whatever_the_probe_phase(phase):
+    # pure CUBIC took 7.25-8.75 s at these phases (the last probe's throttle just before the
+    # change makes it creep up from the old limit); bench_rate saw 7.25 s on a real run
+    rise = 40 + phase
+    out, _ = simulate(SlidingWindow(lambda t: 50 if t < rise else 150), seconds=rise + 20)
+    assert _reached(out, rise, 150) <= 5.5
+    assert out.goodput(rise + 5, rise + 20) >= 0.9 * 150
+    assert out.throttle_share() <= 0.02
 
 
 def test_a_leaky_bucket_without_retry_after():

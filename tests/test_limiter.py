@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.limiter import JITTER, RateLimiter, StopEvent, steady_rate
+from pipeline.limiter import RateLimiter, StopEvent, steady_rate
 from pipeline.sandbox.app import peak_per_second
 
 from .virtual_clock import run_virtual
@@ -43,8 +43,8 @@ def test_ceiling_holds_in_every_window_and_the_mean_is_at_least_95_percent(rate,
     times = run_virtual(acquisitions(RateLimiter(rate), count, workers=32, stall_every=stall_every))
     assert len(times) == count
     assert peak_per_second(times) <= rate  # the first second included (aiolimiter alone: ~2x)
-    rng = random.Random(rate)  # the network may bunch requests by up to JITTER on their way
-    assert peak_per_second([t + rng.uniform(0, JITTER) for t in times]) <= rate
+    rng = random.Random(rate)  # the network, a proxy or the server may bunch requests by 40 ms (README)
+    assert peak_per_second([t + rng.uniform(0, 0.04) for t in times]) <= rate
     if rate >= 10:
         assert (count - 1) / (times[-1] - times[0]) >= 0.95 * rate
 
