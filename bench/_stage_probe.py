@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-STACK: list[str] = ["startup"]
+# Stages running, per thread (the planner reads ahead and writes behind on threads: background.py)
+STACKS: dict[int, list[str]] = {threading.get_ident(): ["startup"]}
 TIMES: dict[str, float] = {}
 CALLS: dict[str, int] = {}
 PEAKS: dict[str, int] = {}
@@ -40,7 +41,8 @@ def _anon_kb() -> int:
 def _poll() -> None:
     while True:
         kb = _anon_kb()
-        for stage in set(STACK):  # every stage running now: peaks are inclusive, like the times
+        running = {stage for stack in list(STACKS.values()) for stage in list(stack)}
+        for stage in running:  # every stage running now, on any thread: peaks are inclusive, like the times
             if kb > PEAKS.get(stage, 0):
                 PEAKS[stage] = kb
         time.sleep(0.02)
@@ -51,13 +53,17 @@ class _Stage:
         self.name = name
 
     def __enter__(self) -> None:
-        STACK.append(self.name)
+        _stack().append(self.name)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
         TIMES[self.name] = TIMES.get(self.name, 0.0) + time.perf_counter() - self.start
         CALLS[self.name] = CALLS.get(self.name, 0) + 1
-        STACK.pop()
+        _stack().pop()
+
+
+def _stack() -> list[str]:
+    return STACKS.setdefault(threading.get_ident(), [])
 
 
 def timed(name: str | Callable[..., str], fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,7 +98,7 @@ def _inside(name: str, *outers: str) -> Callable[..., str]:
     """A label `<outer>.<name>` for the innermost of `outers` running (or `other.<name>`)."""
 
     def label(*args: Any, **kwargs: Any) -> str:
-        for stage in reversed(STACK):
+        for stage in reversed(_stack()):
             if stage in outers:
                 return f"{stage}.{name}"
         return f"other.{name}"

@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from . import keys, loader
+from .background import Writer, read_ahead
 from .config import Config
 from .errors import LedgerError
 from .ledger.fold import Fold
@@ -207,47 +208,48 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
     legacy = view.legacy_rows > 0
     keys_held: list[pl.DataFrame] = []
     held = 0
-    for file in files:
-        for batch in loader.batches(file, config.input.chunk_rows, config.default_org_id):
-            checked = (
-                validate(
-                    batch.lazy(),
-                    config.input.sir_statuses,
-                    normalize_case=config.input.normalize_case,
-                    datetime_formats=config.input.datetime_formats,
+    with Writer() as writer:  # spills and key runs written while the next batch validates
+        for file in files:
+            for batch in read_ahead(loader.batches(file, config.input.chunk_rows, config.default_org_id)):
+                checked = (
+                    validate(
+                        batch.lazy(),
+                        config.input.sir_statuses,
+                        normalize_case=config.input.normalize_case,
+                        datetime_formats=config.input.datetime_formats,
+                    )
+                    .with_columns(
+                        keys.row_key(), order=pl.int_range(plan.rows, plan.rows + batch.height, dtype=pl.Int64)
+                    )
+                    .with_columns(keys.partition_hash())
+                    .collect()
                 )
-                .with_columns(keys.row_key(), order=pl.int_range(plan.rows, plan.rows + batch.height, dtype=pl.Int64))
-                .with_columns(keys.partition_hash())
-                .collect()
-            )
-            path = workdir / f"input-{len(plan.batches):06d}.parquet"
-            valid_only = pl.col("status").is_null()
-            _write(
-                checked.select(
+                path = workdir / f"input-{len(plan.batches):06d}.parquet"
+                valid_only = pl.col("status").is_null()
+                spill = checked.select(
                     "order",
                     *IDENTITY,
                     *LOCAL,
                     pl.when(valid_only).then(pl.col("sir_context")).alias("sir_context"),
                     pl.when(valid_only).then(pl.col("sir_status")).alias("sir_status"),
-                ),
-                path,
-            )
-            valid = checked.filter(valid_only)
-            plan.orgs.update(valid["org_id"].str.to_lowercase().unique().to_list())
-            plan.rows += checked.height
-            plan.valid += valid.height
-            plan.invalid += checked.height - valid.height
-            plan.batches.append(Batch(path, plan.rows - 1))
-            key_rows = valid.select("order", "row_key", "kp", alt=pl.lit(False))
-            if legacy:
-                key_rows = pl.concat([key_rows, _legacy_rows(valid)])
-            keys_held.append(key_rows)
-            held += key_rows.height
-            if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
-                plan.key_runs.append(_key_run(keys_held, workdir, len(plan.key_runs)))
-                keys_held, held = [], 0
-    if keys_held:
-        plan.key_runs.append(_key_run(keys_held, workdir, len(plan.key_runs)))
+                )
+                writer.submit(_write, spill, path)
+                valid = checked.filter(valid_only)
+                plan.orgs.update(valid["org_id"].str.to_lowercase().unique().to_list())
+                plan.rows += checked.height
+                plan.valid += valid.height
+                plan.invalid += checked.height - valid.height
+                plan.batches.append(Batch(path, plan.rows - 1))
+                key_rows = valid.select("order", "row_key", "kp", alt=pl.lit(False))
+                if legacy:
+                    key_rows = pl.concat([key_rows, _legacy_rows(valid)])
+                keys_held.append(key_rows)
+                held += key_rows.height
+                if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
+                    plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
+                    keys_held, held = [], 0
+        if keys_held:
+            plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
     merger = plan._lookup(view, "plan")
     if plan._counted is not None:
         plan.duplicate, plan.settled = plan._counted
@@ -257,13 +259,17 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
     return plan
 
 
-def _key_run(frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
+def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
     path = workdir / f"keys-{index:06d}.parquet"
+    writer.submit(_write_key_run, pl.concat(frames), path)
+    return path
+
+
+def _write_key_run(frame: pl.DataFrame, path: Path) -> None:
     try:
-        write_run(pl.concat(frames), path)
+        write_run(frame, path)
     except OSError as exc:
         raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
-    return path
 
 
 def _repeats(primary: pl.DataFrame) -> pl.Series:

@@ -24,7 +24,7 @@ QUOTE = "'"
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 # The columns an error file ends with (`si-ingest report --errors`).
 ERROR_COLUMNS: tuple[str, ...] = ("status", "error_code", "error_message")
-_STARTS_SPECIAL = r"^([=+\-@\t\r'])"
+_SPECIAL_FIRST = [*TRIGGERS, QUOTE]
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
@@ -32,7 +32,11 @@ FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 def neutralise(frame: FrameT) -> FrameT:
     """Every String cell starting with a trigger or `'` gets a leading `'` (nulls stay null),
     and so does every column name (a header is cells to a spreadsheet too)."""
-    cells = frame.with_columns(pl.col(pl.String).str.replace(_STARTS_SPECIAL, f"{QUOTE}$1"))
+    text = pl.col(pl.String)
+    # The first character compared to a list: a third of the cost of an anchored regex replace
+    # (0.12 vs 0.46 s per 1M results rows, bench/PROFILE.md), the same cells changed.
+    special = text.str.slice(0, 1).is_in(_SPECIAL_FIRST)
+    cells = frame.with_columns(pl.when(special).then(pl.lit(QUOTE) + text).otherwise(text).name.keep())
     return cells.rename(neutralise_name)
 
 

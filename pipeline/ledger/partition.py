@@ -19,6 +19,10 @@ import polars as pl
 
 PARTITION_ROWS = 250_000  # rows of one side held in memory at once (~60-80 bytes each, more while joining)
 RUN_GROUP_ROWS = 16_384  # rows per Parquet row group in a sorted run: the pruning grain
+# Rows OrderedRuns reads ahead over all its files together. Each read of a Parquet slice costs
+# about 1 ms whatever its size, so reading a batch's share (chunk_rows / files) at a time made
+# the merge 0.22 s per 1M dense verdicts in 8 files; reads of this budget's share, 0.10 s.
+ORDERED_BUFFER_ROWS = 400_000
 _U64_BITS = 64
 
 
@@ -52,8 +56,10 @@ def scan_partition(paths: list[Path], lo: int, hi: int, schema: dict[str, pl.Dat
 
 
 def ordered_share(chunk_rows: int, files: int) -> int:
-    """Rows each of `files` ordered runs contributes to a batch: the row group to write them in."""
-    return max(4096, chunk_rows // max(1, files))
+    """Rows each of `files` ordered runs is read by at a time: the row group to write them in.
+
+    At least a batch's share (chunk_rows / files); up to ORDERED_BUFFER_ROWS over all files."""
+    return max(4096, max(chunk_rows, ORDERED_BUFFER_ROWS) // max(1, files))
 
 
 def write_ordered(frame: pl.DataFrame, path: Path, share: int) -> None:

@@ -291,7 +291,8 @@ def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
     if not results.exists():
         return
     try:
-        sent = safe_csv.scan_written(results).select(pl.col("status").is_in(SENT_STATUSES).sum()).collect().item()
+        counted = safe_csv.scan_written(results).select(pl.col("status").is_in(SENT_STATUSES).sum())
+        sent = counted.collect(engine="streaming").item()  # one column, streamed: a 5M-row file stays small
     except (OSError, pl.exceptions.PolarsError):
         raise LedgerError(
             f"{results} exists but cannot be read as an si-ingest results file, and has no ledger beside it; "
