@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 # Stages running, per thread (the planner reads ahead and writes behind on threads: background.py)
-STACKS: dict[int, list[str]] = {threading.get_ident(): ["startup"]}
+MAIN = threading.get_ident()
+STACKS: dict[int, list[str]] = {MAIN: ["startup"]}
 TIMES: dict[str, float] = {}
 CALLS: dict[str, int] = {}
 PEAKS: dict[str, int] = {}
@@ -98,7 +99,8 @@ def _inside(name: str, *outers: str) -> Callable[..., str]:
     """A label `<outer>.<name>` for the innermost of `outers` running (or `other.<name>`)."""
 
     def label(*args: Any, **kwargs: Any) -> str:
-        for stage in reversed(_stack()):
+        # a polars thread pulls the results' batches: then the main thread says which pass it is
+        for stage in [*reversed(_stack()), *reversed(STACKS[MAIN])]:
             if stage in outers:
                 return f"{stage}.{name}"
         return f"other.{name}"
