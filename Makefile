@@ -33,9 +33,11 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_rate.py
 
-# every case of bench_rate.py once at tiny sizes (~15 s), so the benchmarks never rot; CI runs it
+# every case of bench_rate.py and bench/ledger_scale.py once at tiny sizes (~25 s), so the
+# benchmarks never rot; CI runs it (figures are not checked at these sizes)
 bench-smoke: install
 	$(BIN)/python bench/bench_rate.py --quick
+	$(BIN)/python bench/ledger_scale.py --quick
 
 clean:
 	rm -rf $(VENV) si-demo .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
