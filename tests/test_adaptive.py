@@ -116,13 +116,15 @@ def _reached(out: Outcome, change: float, limit: float) -> float:
     return t - change
 
 
-@pytest.mark.parametrize("phase", [0.0, 0.4, 1.6, 3.6])
-def test_a_risen_limit_is_searched_for_within_about_5_s_whatever_the_probe_phase(phase):
+@pytest.mark.parametrize("phase", [0.0, 0.4, 1.6, 2.6, 3.6])
+def test_a_risen_limit_is_searched_for_within_5_s_whatever_the_probe_phase(phase):
     # pure CUBIC took 7.25-8.75 s at these phases (the last probe's throttle just before the
-    # change makes it creep up from the old limit); bench_rate saw 7.25 s on a real run
+    # change makes it creep up from the old limit); bench_rate saw 7.25 s on a real run. A
+    # search that doubled per second took 5.25 s at phase 2.6 (and bench_rate 5.25 s once);
+    # tripling, at most 4.5 s over 24 phases 0.2 s apart.
     rise = 40 + phase
     out, _ = simulate(SlidingWindow(lambda t: 50 if t < rise else 150), seconds=rise + 20)
-    assert _reached(out, rise, 150) <= 5.5
+    assert _reached(out, rise, 150) <= 4.5
     assert out.goodput(rise + 5, rise + 20) >= 0.9 * 150
     assert out.throttle_share() <= 0.02
 
@@ -137,7 +139,7 @@ def test_slow_start_then_one_cut_per_episode():
         loop = asyncio.get_running_loop()
         limiter = RateLimiter(AUTO_START)
         controller = Controller(limiter, loop.time)
-        for _ in range(40):  # 2 s of successes: the rate doubles every second
+        for _ in range(40):  # 2 s of successes: the rate grows GROWTH-fold every second (capped at 2x measured)
             limiter.sent += 5
             await asyncio.sleep(0.05)
             controller.succeeded()
