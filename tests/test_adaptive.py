@@ -121,10 +121,10 @@ def test_a_risen_limit_is_searched_for_within_5_s_whatever_the_probe_phase(phase
     # pure CUBIC took 7.25-8.75 s at these phases (the last probe's throttle just before the
     # change makes it creep up from the old limit); bench_rate saw 7.25 s on a real run. A
     # search that doubled per second took 5.25 s at phase 2.6 (and bench_rate 5.25 s once);
-    # tripling, at most 4.5 s over 24 phases 0.2 s apart.
+    # tripling, at most 4.5 s over 24 phases 0.2 s apart; with BETA 0.95, 4.0 s.
     rise = 40 + phase
     out, _ = simulate(SlidingWindow(lambda t: 50 if t < rise else 150), seconds=rise + 20)
-    assert _reached(out, rise, 150) <= 4.5
+    assert _reached(out, rise, 150) <= 4.0
     assert out.goodput(rise + 5, rise + 20) >= 0.9 * 150
     assert out.throttle_share() <= 0.02
 
