@@ -2,14 +2,19 @@
 
 Pass 1 (plan.py) reads a CSV block, validates and keys it, then writes its spill and key run.
 The reading (numpy and polars' CSV parser) and the Parquet writes release the GIL, so on two
-cores they can run while the main thread validates the next batch. Measured on the 1M-row rerun
-and the 5M-row validate (bench/ledger_scale.py): see bench/RESULTS.md.
+cores they run while the main thread validates the next batch: the 5M-row validate went from
+11.6-13.2 s to 10.0-10.5 s (bench/PROFILE.md, last section).
 
-Memory stays bounded: the reader holds at most `depth` batches ahead and the writer at most
-`depth` frames not yet written. Errors cross over: a reader's exception is raised where the
-consumer asks for the next batch, a write's at the next `write` or at `close`. Both threads
-stop when the consumer stops (an error, a signal's exception or a finished loop), so nothing
-is written into a work folder after it was removed.
+Memory stays bounded: the reader makes an item only when fewer than `depth` wait beyond the one
+the consumer holds (a slot is taken before the item is made, not after), and the writer holds at
+most `depth` queued writes besides the one running. Errors cross over: a reader's exception is
+raised where the consumer asks for the next item, a write's at the next `submit` or at `close`.
+
+Stopping: when the consumer leaves early (an error, or the planner's signal handler raising in
+the main thread) the reader is told to stop and is not waited for beyond JOIN_S: it only reads
+input, and a block being parsed must not hold up Ctrl-C. The writer, which writes into the work
+folder, is always waited for, even through a second signal, so nothing is written into the
+folder after the run removed it.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from types import TracebackType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 _POLL_S = 0.1
+JOIN_S = 0.2  # the longest an early exit waits for the reader thread
 
 
 class _End:
@@ -33,27 +40,28 @@ _END = _End()
 
 
 def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """`items`, produced by a thread up to `depth` items ahead of the consumer."""
-    slots: queue.Queue[tuple[T | _End | None, BaseException | None]] = queue.Queue(maxsize=depth)
+    """`items`, produced by a thread at most `depth` items ahead of the one the consumer holds."""
+    slots: queue.Queue[tuple[T | _End | None, BaseException | None]] = queue.Queue()
+    room = threading.Semaphore(depth)
     stop = threading.Event()
 
-    def put(entry: tuple[T | _End | None, BaseException | None]) -> bool:
+    def wait_for_room() -> bool:
         while not stop.is_set():
-            try:
-                slots.put(entry, timeout=_POLL_S)
+            if room.acquire(timeout=_POLL_S):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def produce() -> None:
         try:
-            for item in items:
-                if not put((item, None)):
+            while wait_for_room():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    slots.put((_END, None))
                     return
-            put((_END, None))
+                slots.put((item, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            put((None, exc))
+            slots.put((None, exc))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -61,21 +69,24 @@ def read_ahead(items: Iterator[T], depth: int = 1) -> Iterator[T]:
 
     thread = threading.Thread(target=produce, name="si-ingest-read-ahead", daemon=True)
     thread.start()
+    finished = False
     try:
         while True:
             item, error = slots.get()
             if error is not None:
                 raise error
             if isinstance(item, _End):
+                finished = True
                 return
+            room.release()  # the consumer holds this one now: the reader may make the next
             yield item  # type: ignore[misc]  # not None: an entry without error carries an item
     finally:
         stop.set()
-        thread.join()
+        thread.join(None if finished else JOIN_S)
 
 
 class Writer:
-    """Runs writes on a thread, at most `depth` behind the caller; `close` waits for them all."""
+    """Runs writes on a thread, at most `depth` queued behind the caller; `close` waits for them all."""
 
     def __init__(self, depth: int = 1) -> None:
         self._depth = depth
@@ -94,7 +105,7 @@ class Writer:
             while self._pending:
                 self._pending.pop(0).result()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._abandon()
 
     def __enter__(self) -> Writer:
         return self
@@ -104,5 +115,22 @@ class Writer:
     ) -> None:
         if kind is None:
             self.close()
-            return
-        self._pool.shutdown(wait=True, cancel_futures=True)  # leaving on an error: queued writes are dropped
+        else:
+            self._abandon()  # leaving on an error: queued writes are dropped, the running one finishes
+
+    def _abandon(self) -> None:
+        """Drop the queued writes and wait for the running one, whatever is raised meanwhile."""
+        for future in self._pending:
+            future.cancel()
+        running = [f for f in self._pending if not f.cancelled()]
+        self._pending = []
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        interrupted: BaseException | None = None
+        while running:
+            try:
+                wait_all(running)
+                running = []
+            except BaseException as exc:  # a second signal: the write still lands before the folder goes
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted

@@ -13,13 +13,15 @@ import contextlib
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .adaptive import AUTO_START, Controller
-from .client import ZyntroClient
 from .config import Config, Credentials
 from .errors import AbortError
 from .limiter import RateLimiter, StopEvent
+
+if TYPE_CHECKING:  # aiohttp loads only when a run has something to send (runner._submit)
+    from .client import ZyntroClient
 
 
 @dataclass
@@ -45,6 +47,8 @@ async def open_lanes(
     config: Config, credentials: Credentials, stop: StopEvent
 ) -> AsyncIterator[tuple[Lane | None, dict[str, Lane]]]:
     """(the default lane or None when there is no default key, {org_id: its lane}), clients open."""
+    from .client import ZyntroClient  # aiohttp, loaded only for a run that sends
+
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
 

@@ -10,16 +10,18 @@
     3. count, from the verdicts alone, what is a repeat, settled earlier, or to send.
 Sending merges the verdicts back into each spilled batch in input order and builds request
 bodies for the rows to send only; the results are rendered the same way from a lookup
-against the ledger as the run left it. Memory is one batch plus one partition, whatever the
-input or the ledger hold (bench/ledger_scale.py).
+against the ledger as the run left it. Memory is a few batches (pass 1 reads one ahead and
+writes one behind on threads: background.py) plus one partition, whatever the input or the
+ledger hold (bench/ledger_scale.py).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -270,10 +272,7 @@ def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: i
 
 
 def _write_key_run(frame: pl.DataFrame, path: Path) -> None:
-    try:
-        write_run(frame, path)
-    except OSError as exc:
-        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
+    _work_file(path, write_run, frame, path)
 
 
 def _repeats(primary: pl.DataFrame) -> pl.Series:
@@ -316,14 +315,24 @@ def _body() -> pl.Expr:
 
 
 def _write_verdicts(frame: pl.DataFrame, path: Path, share: int) -> None:
-    try:
-        write_ordered(frame, path, share)
-    except OSError as exc:
-        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
+    _work_file(path, write_ordered, frame, path, share)
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
+    _work_file(path, frame.write_parquet, path, compression="lz4", row_group_size=65_536)
+
+
+def _work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """`write(...)` of a work file; the disk's refusal becomes one LedgerError line (exit 2).
+
+    polars reports a failed write as a ComputeError, not an OSError, and its text depends on
+    where the write broke (a full disk gave "underlying IO error: No space left on device" for
+    one file and "Invalid thrift: transport error" for another), so every polars error of a
+    work-file write is reported this way, as the snapshot writer does (ledger/snapshot.py).
+    """
     try:
-        frame.write_parquet(path, compression="lz4", row_group_size=65_536)
-    except OSError as exc:
-        raise LedgerError(f"cannot write work file {path}: {exc.strerror or exc}") from exc
+        write(*args, **kwargs)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        text = str(exc).strip()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else text.splitlines()[0] if text else ""
+        raise LedgerError(f"cannot write work file {path}: {reason or type(exc).__name__}") from exc

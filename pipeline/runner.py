@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -33,9 +33,7 @@ from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
 from .progress import display_for
-
-if TYPE_CHECKING:
-    from .submit import SubmitStats
+from .submit import SubmitStats  # light: aiohttp loads with the lanes, in _submit
 
 log = structlog.get_logger("si_ingest.run")
 

@@ -22,11 +22,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from .adaptive import Controller
-from .client import ZyntroClient
 from .errors import AbortError, AccountError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
 from .lanes import Lane
 from .ledger import Journal, now_iso
@@ -34,6 +34,9 @@ from .limiter import RateLimiter, StopEvent
 from .models import ErrorCode, Outcome, Row, Status
 from .progress import Snapshot
 from .telemetry import CREATED, ERROR, THROTTLED, Telemetry
+
+if TYPE_CHECKING:
+    from .client import ZyntroClient
 
 log = structlog.get_logger("si_ingest.submit")
 PROGRESS_EVERY = 5.0  # seconds between progress snapshots (--progress-every)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline import background
 from pipeline.background import Writer, read_ahead
 
 
@@ -22,8 +23,8 @@ def test_read_ahead_yields_every_item_in_order_and_runs_at_most_depth_ahead():
     seen = []
     for item in read_ahead(items(), depth=2):
         time.sleep(0.002)
-        # the consumer holds `item`; the thread may have made `depth` more and hold one at the door
-        assert len(produced) <= item + 1 + 2 + 1
+        # the consumer holds `item`; the thread may have made `depth` more, never a third
+        assert len(produced) <= item + 1 + 2
         seen.append(item)
     assert seen == list(range(20))
 
@@ -105,3 +106,45 @@ def test_leaving_on_an_error_drops_the_queued_writes_and_waits_for_the_running_o
         threading.Timer(0.05, release.set).start()
         raise KeyboardInterrupt
     assert written == [0]  # the running write finished before the with block was left; 1 never ran
+
+
+def test_leaving_early_does_not_wait_for_a_reader_stuck_in_a_slow_read():
+    release = threading.Event()
+
+    def items() -> Iterator[int]:
+        yield 1
+        release.wait(5)  # a batch that takes long to parse (or a slow mount)
+        yield 2
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):  # as the planner's signal handler raises
+        for _ in read_ahead(items()):
+            time.sleep(0.05)
+            raise KeyboardInterrupt
+    assert time.monotonic() - started < 1.0  # JOIN_S, not the 5 s read
+    release.set()
+
+
+def test_a_second_interrupt_while_leaving_still_waits_for_the_running_write(monkeypatch):
+    started, finished = threading.Event(), threading.Event()
+
+    def write() -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    real_wait = background.wait_all
+    calls = []
+
+    def interrupted_once(futures):  # the first wait is cut short by another signal
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("second signal")
+        return real_wait(futures)
+
+    monkeypatch.setattr(background, "wait_all", interrupted_once)
+    with pytest.raises(KeyboardInterrupt), Writer(depth=1) as writer:
+        writer.submit(write)
+        assert started.wait(2)
+        raise KeyboardInterrupt("first signal")
+    assert finished.is_set()  # the write landed before the with block was left

@@ -208,3 +208,37 @@ def test_the_heap_left_by_planning_is_frozen_while_sending_and_released_after(
     assert exit_info.value.code == 0 and len(box.created()) == 5
     assert len(frozen) == 5 and min(frozen) > 10_000  # the modules, config and plan: all frozen
     assert gc.get_freeze_count() == 0
+
+
+DISK_FULL = """
+import os, sys
+import polars as pl
+target = sys.argv.pop(1)
+write = pl.DataFrame.write_parquet
+def full(self, file, *args, **kwargs):  # the disk fills while this work file is written
+    if os.path.basename(str(file)).startswith(target):
+        file = "/dev/full"
+    return write(self, file, *args, **kwargs)
+pl.DataFrame.write_parquet = full
+from pipeline import entry
+entry.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("work_file", ["input-000000", "keys-000000", "verdict-plan"])
+def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.csv"
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, work_file, "validate", str(write_input("a.csv", make_rows(50))),
+         "--results", str(out)],
+        env={**os.environ, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()  # polars calls it a ComputeError: it was exit 4 and a crash file
+    assert line.startswith("si-ingest: error: cannot write work file") and work_file in line
+    assert not list(tmp_path.glob("*.work")) and not list(Path.cwd().glob("si-ingest-crash-*"))

@@ -227,3 +227,16 @@ async def test_the_library_entry_point_returns_the_summary(sandbox, write_input,
     assert result.document["by_status"]["created"] == 12 and result.document["schema_version"] == 1
     with pytest.raises(pipeline.PipelineError):
         await pipeline.run([tmp_path / "missing.csv"], config, pipeline.load_credentials(config))
+
+
+def test_the_library_result_type_resolves_its_hints_and_a_run_that_sends_nothing_never_loads_aiohttp():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, typing, pipeline\n"
+        "hints = typing.get_type_hints(pipeline.RunResult)\n"  # frameworks (Dagster, pydantic) introspect it
+        "print(hints['stats'], 'aiohttp' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["pipeline.submit.SubmitStats", "|", "None", "False"]

@@ -105,3 +105,11 @@ def test_results_keys_that_look_like_formulas_survive_results_and_repair(sandbox
     assert again.code == 0, again.stderr
     assert box.stats()["requests"] == len(keys)  # nothing sent twice
     assert [r["sir_context"] for r in box.created()] == rows["sir_context"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(CELL, min_size=1, max_size=20))
+def test_exactly_the_cells_starting_with_a_trigger_or_a_quote_get_one_quote(cells):
+    expected = [None if c is None else ("'" + c if c[:1] in (*TRIGGERS, "'") else c) for c in cells]
+    got = safe_csv.neutralise(pl.DataFrame({"c": cells}, schema={"c": pl.String}))["c"].to_list()
+    assert got == expected  # neither fewer (unsafe) nor more (a round trip alone would not see it)

@@ -58,8 +58,10 @@ def scan_partition(paths: list[Path], lo: int, hi: int, schema: dict[str, pl.Dat
 def ordered_share(chunk_rows: int, files: int) -> int:
     """Rows each of `files` ordered runs is read by at a time: the row group to write them in.
 
-    At least a batch's share (chunk_rows / files); up to ORDERED_BUFFER_ROWS over all files."""
-    return max(4096, max(chunk_rows, ORDERED_BUFFER_ROWS) // max(1, files))
+    At least a batch's share (chunk_rows / files); up to ORDERED_BUFFER_ROWS over all files, but
+    never more than 8 batches' worth, so a smaller chunk_rows still means a smaller buffer."""
+    budget = max(chunk_rows, min(ORDERED_BUFFER_ROWS, 8 * chunk_rows))
+    return max(4096, budget // max(1, files))
 
 
 def write_ordered(frame: pl.DataFrame, path: Path, share: int) -> None:
