@@ -7,25 +7,16 @@ does, before anything heavy is imported: an interrupt during the import is one l
 exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The run's own
 phases then install their handlers (planning: `runner._signals_interrupt`; sending: the
 event loop's), which say more and finish the work in flight.
-
-It also tunes polars' allocator. polars loads jemalloc with `dirty_decay_ms:500,muzzy_decay_ms:1000`
-and appends `_RJEM_MALLOC_CONF` to that when set (polars/__init__.py; pola-rs/polars#18088),
-the last setting winning. One arena instead of four per core, and freed pages returned within
-250 ms, took 40-50 MB off the peak of `validate` (1M rows: ~350 -> ~300 MB RssAnon; 5M: ~370 ->
-~325 MB) at no measurable cost in time (three runs each, bench/ledger_scale.py's inputs).
-A value the user set is kept.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
 
 EXIT_INTERRUPTED = 130
-ALLOCATOR = "narenas:1,background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -34,7 +25,6 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
-    os.environ.setdefault("_RJEM_MALLOC_CONF", ALLOCATOR)  # before polars is imported
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt as exc:

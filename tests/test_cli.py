@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, entry
+from pipeline import cli
 from pipeline.ledger import LedgerPaths, replay
 from pipeline.ledger.records import header, outcome
 from pipeline.models import Outcome, Status
@@ -88,31 +88,3 @@ def test_ctrl_c_outside_a_run_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_dispatch", interrupted)
     assert exit_code(["report", "x.csv"]) == 130
     assert capsys.readouterr().err.strip() == "si-ingest: interrupted by SIGINT"
-
-
-ALLOCATOR_PROBE = """
-import os, sys
-from pipeline import entry
-try:
-    entry.main(["--version"])
-except SystemExit:
-    pass
-print(os.environ.get("_RJEM_MALLOC_CONF"), "polars" in sys.modules)
-"""
-
-
-@pytest.mark.parametrize(("preset", "expected"), [(None, entry.ALLOCATOR), ("dirty_decay_ms:0", "dirty_decay_ms:0")])
-def test_the_console_script_sets_the_allocator_before_polars_loads_and_keeps_a_users_setting(preset, expected):
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
-    if preset is not None:
-        env["_RJEM_MALLOC_CONF"] = preset
-    out = subprocess.run(
-        [sys.executable, "-c", ALLOCATOR_PROBE], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    # polars puts its own defaults in front when it loads; jemalloc lets the last setting win
-    assert out[-2].endswith("," + expected)
-    assert out[-1] == "True"  # polars was imported after the setting (cli imports it)
