@@ -194,6 +194,7 @@ class Measure:
     rows: int
     seconds: float = 0.0
     anon_mb: float = 0.0  # peak of RssAnon summed over the process tree
+    anon_at: float = 0.0  # seconds from start when that peak was seen (compare with events["plan.ready"])
     rss_mb: float = 0.0  # peak of VmRSS summed over the process tree
     hwm_mb: float = 0.0  # VmHWM (per process, summed over the tree)
     maxrss_mb: float = 0.0  # ru_maxrss from wait4
@@ -253,7 +254,8 @@ def measure(label: str, rows: int, argv: list[str], workdir: Path) -> Measure:
                 anon += s.get("RssAnon", 0)
                 rss += s.get("VmRSS", 0)
                 hwm[p] = max(hwm.get(p, 0), s.get("VmHWM", 0))
-            m.anon_mb = max(m.anon_mb, anon / 1024)
+            if anon / 1024 > m.anon_mb:
+                m.anon_mb, m.anon_at = anon / 1024, time.perf_counter() - start
             m.rss_mb = max(m.rss_mb, rss / 1024)
             time.sleep(POLL_S)
         m.hwm_mb = sum(hwm.values()) / 1024
@@ -457,6 +459,9 @@ def show(m: Measure, b: Measure | None) -> None:
     tail = ""
     if b is not None:
         tail = f"  ({ratio(m.seconds, b.seconds)} time, {ratio(m.anon_mb, b.anon_mb)} RssAnon of polars alone)"
+    if "plan.ready" in m.events:  # where the peak fell: planning (passes 1-3) or sending and rendering after it
+        phase = "planning" if m.anon_at <= m.events["plan.ready"] else "after plan.ready"
+        tail += f"  peak at {m.anon_at:.1f} s ({phase}, plan.ready at {m.events['plan.ready']:.1f} s)"
     print(
         f"{m.label:<18} {m.seconds:7.2f} s (cpu {m.cpu_s:6.2f} s) {m.rows_per_s / 1e6:6.2f}M rows/s  "
         f"RssAnon {m.anon_mb:6.0f} MB  VmRSS {m.rss_mb:6.0f} MB  VmHWM {m.hwm_mb:6.0f} MB  exit {m.exit_code}  "
