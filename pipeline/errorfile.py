@@ -31,6 +31,7 @@ from .errors import InputError
 from .ledger import LedgerPaths
 from .models import RESULT_COLUMNS, Status
 from .safe_csv import ERROR_COLUMNS
+from .workfile import write_work_file
 
 RUN_DOCUMENT_SUFFIX = ".run.json"
 _HINT = "name the run's inputs with --inputs PATH..."
@@ -232,7 +233,7 @@ class _ErrorRows:
                 continue
             for frame in self._file(file, expected, self.work / f"source-{index}.parquet"):
                 part = self.work / f"part-{len(parts):06d}.parquet"
-                frame.write_parquet(part)
+                write_work_file(part, frame.write_parquet, part)
                 parts.append(part)
         return parts
 

@@ -18,17 +18,15 @@ ledger hold (bench/ledger_scale.py).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from . import keys, loader
 from .background import Writer, read_ahead
 from .config import Config
-from .errors import LedgerError
 from .ledger.fold import Fold
 from .ledger.partition import (
     OrderedRuns,
@@ -42,6 +40,7 @@ from .ledger.partition import (
 from .ledger.records import STATE_SCHEMA, now_iso
 from .models import API_FIELDS, EXTRA_RESULT_COLUMNS, RESULT_COLUMNS, ErrorCode, Row, Status
 from .validate import validate
+from .workfile import write_work_file
 
 IDENTITY = (*RESULT_COLUMNS[:8], *EXTRA_RESULT_COLUMNS)  # row_key .. sir_planned_dt, source_path
 LOCAL = ("status", "error_code", "error_message")
@@ -272,7 +271,7 @@ def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: i
 
 
 def _write_key_run(frame: pl.DataFrame, path: Path) -> None:
-    _work_file(path, write_run, frame, path)
+    write_work_file(path, write_run, frame, path)
 
 
 def _repeats(primary: pl.DataFrame) -> pl.Series:
@@ -315,24 +314,8 @@ def _body() -> pl.Expr:
 
 
 def _write_verdicts(frame: pl.DataFrame, path: Path, share: int) -> None:
-    _work_file(path, write_ordered, frame, path, share)
+    write_work_file(path, write_ordered, frame, path, share)
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:
-    _work_file(path, frame.write_parquet, path, compression="lz4", row_group_size=65_536)
-
-
-def _work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    """`write(...)` of a work file; the disk's refusal becomes one LedgerError line (exit 2).
-
-    polars reports a failed write as a ComputeError, not an OSError, and its text depends on
-    where the write broke (a full disk gave "underlying IO error: No space left on device" for
-    one file and "Invalid thrift: transport error" for another), so every polars error of a
-    work-file write is reported this way, as the snapshot writer does (ledger/snapshot.py).
-    """
-    try:
-        write(*args, **kwargs)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        text = str(exc).strip()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else text.splitlines()[0] if text else ""
-        raise LedgerError(f"cannot write work file {path}: {reason or type(exc).__name__}") from exc
+    write_work_file(path, frame.write_parquet, path, compression="lz4", row_group_size=65_536)

@@ -33,6 +33,7 @@ from .. import safe_csv
 from ..errors import LedgerDamaged, LedgerError
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
+from ..workfile import write_work_file
 from . import reader, records
 from .fold import UNANSWERED
 from .partition import iter_parts, partition_count
@@ -282,7 +283,7 @@ class _Scan:
         path = self.workdir / f"repair-{tag}-{len(self.runs)}-{uuid.uuid4().hex[:8]}.parquet"
         if "kp" not in frame.columns:
             frame = frame.with_columns(partition_hash())
-        frame.select(*reader.RUN_SCHEMA).sort("kp").write_parquet(path)
+        write_work_file(path, frame.select(*reader.RUN_SCHEMA).sort("kp").write_parquet, path)
         return path
 
 
@@ -355,7 +356,9 @@ def _results_records(results: Path, workdir: Path) -> Path | None:
     except (OSError, pl.exceptions.PolarsError):
         return None
     path = workdir / "repair-results.parquet"
-    frame.with_columns(partition_hash()).select(*reader.RUN_SCHEMA).sort("kp").write_parquet(path)
+    write_work_file(
+        path, frame.with_columns(partition_hash()).select(*reader.RUN_SCHEMA).sort("kp").write_parquet, path
+    )
     return path
 
 
