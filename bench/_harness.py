@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import platform
 import random
 import signal
 import subprocess
 import sys
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | {
     "ZYNTRO_API_KEY": DEFAULT_API_KEY,
@@ -84,3 +89,24 @@ def cli(*args: str, **kwargs) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         **kwargs,
     )
+
+
+def machine(libraries: Mapping[str, str]) -> dict[str, str]:
+    """The date, the commit (and pipeline/'s own, dirty or not) and the machine, with `libraries`'
+    versions after python's: the header of each section of bench/RESULTS.md."""
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = " plus uncommitted changes" if git("status", "--porcelain", "--", "pipeline") else ""
+    pipeline_at = git("log", "-1", "--format=%h", "--", "pipeline")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": f"{git('rev-parse', '--short', 'HEAD')} (pipeline/ as of {pipeline_at}{dirty})",
+        "nproc": str(os.cpu_count()),
+        "RAM": f"{int(mem) / 2**20:.1f} GiB",
+        "python": platform.python_version(),
+        **libraries,
+        "kernel": platform.release(),
+    }

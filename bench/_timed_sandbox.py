@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.cli import build_parser
 from pipeline.sandbox.app import Sandbox
-from pipeline.sandbox.serve import config_from_args
+from pipeline.sandbox.serve import config_from_args, until_signalled
 
 
 class TimedSandbox(Sandbox):
@@ -79,12 +78,8 @@ async def serve(argv: list[str]) -> None:
     sandbox = TimedSandbox(config_from_args(args))
     url = await sandbox.start(args.host, args.port)
     print(f"sandbox listening on {url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         await sandbox.stop()
 

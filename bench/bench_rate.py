@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import ENV, RATE_BEGIN, RATE_END, write_results_md, write_rows
+from bench._harness import machine as harness_machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1020,25 +1019,9 @@ def render(results: list[Result], loads: tuple[float, float], command: str, elap
 
 
 def machine() -> dict[str, str]:
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = " plus uncommitted changes" if git("status", "--porcelain", "--", "pipeline") else ""
-    pipeline_at = git("log", "-1", "--format=%h", "--", "pipeline")
     import uvloop
 
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": f"{git('rev-parse', '--short', 'HEAD')} (pipeline/ as of {pipeline_at}{dirty})",
-        "nproc": str(os.cpu_count()),
-        "RAM": f"{int(mem) / 2**20:.1f} GiB",
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "uvloop": uvloop.__version__,
-        "kernel": platform.release(),
-    }
+    return harness_machine({"aiohttp": aiohttp.__version__, "uvloop": uvloop.__version__})
 
 
 def print_result(r: Result) -> None:

@@ -36,7 +36,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -53,6 +52,7 @@ import polars_hash  # noqa: F401 - registers .chash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import machine as harness_machine  # noqa: E402
 from bench._harness import write_results_md  # noqa: E402
 from pipeline import keys, loader  # noqa: E402
 from pipeline.config import DEFAULT_CHUNK_ROWS  # noqa: E402
@@ -565,26 +565,9 @@ def verdicts(bench: Bench) -> list[tuple[str, bool, str]]:
 
 
 def machine() -> dict[str, str]:
-    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = " plus uncommitted changes" if git("status", "--porcelain", "--", "pipeline") else ""
-    pipeline_at = git("log", "-1", "--format=%h", "--", "pipeline")
-    commit = f"{git('rev-parse', '--short', 'HEAD')} (pipeline/ as of {pipeline_at}{dirty})"
     import polars_hash as plh
 
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(os.cpu_count()),
-        "RAM": f"{int(mem) / 2**20:.1f} GiB",
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "polars-hash": getattr(plh, "__version__", "?"),
-        "kernel": platform.release(),
-        "commit": commit,
-    }
+    return harness_machine({"polars": pl.__version__, "polars-hash": getattr(plh, "__version__", "?")})
 
 
 def write_results(bench: Bench, stages: list[tuple[str, dict[str, object]]], command: str, dest: Path) -> None:

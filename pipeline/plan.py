@@ -266,12 +266,8 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
 
 def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
     path = workdir / f"keys-{index:06d}.parquet"
-    writer.submit(_write_key_run, pl.concat(frames), path)
+    writer.submit(write_work_file, path, write_run, pl.concat(frames), path)
     return path
-
-
-def _write_key_run(frame: pl.DataFrame, path: Path) -> None:
-    write_work_file(path, write_run, frame, path)
 
 
 def _repeats(primary: pl.DataFrame) -> pl.Series:

@@ -29,11 +29,12 @@ from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
+from .lanes import open_lanes  # light: aiohttp loads inside open_lanes, only for a run that sends
 from .ledger import Journal, Ledger, LedgerPaths, RunLock
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan, build_plan
 from .progress import display_for
-from .submit import SubmitStats  # light: aiohttp loads with the lanes, in _submit
+from .submit import RetryPolicy, SubmitStats, Submitter
 
 log = structlog.get_logger("si_ingest.run")
 
@@ -281,10 +282,6 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 async def _submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
-    # imported here: a run with nothing to send (a rerun, validate) never loads aiohttp (~0.08 s)
-    from .lanes import open_lanes
-    from .submit import RetryPolicy, Submitter
-
     stop = StopEvent()
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()

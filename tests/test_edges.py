@@ -225,43 +225,43 @@ entry.main(sys.argv[1:])
 """
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.parametrize("work_file", ["input-000000", "keys-000000", "verdict-plan"])
-def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file):
+def disk_full(target: str, *argv: str, cwd: Path) -> tuple[int, str]:
+    """The CLI with every Parquet file whose name starts with `target` written to /dev/full:
+    (exit code, the one stderr line). Runs in `cwd`, where a crash report would land."""
     import os
     import subprocess
     import sys
 
-    out = tmp_path / "r.csv"
     done = subprocess.run(
-        [sys.executable, "-c", DISK_FULL, work_file, "validate", str(write_input("a.csv", make_rows(50))),
-         "--results", str(out)],
-        env={**os.environ, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [sys.executable, "-c", DISK_FULL, target, *argv],
+        env={**os.environ, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}, capture_output=True, text=True, timeout=60, cwd=cwd,
     )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    [line] = done.stderr.strip().splitlines()  # polars calls it a ComputeError: it was exit 4 and a crash file
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # polars calls it a ComputeError: it was exit 4 and a crash file
+    assert not list(cwd.glob("si-ingest-crash-*"))
+    return done.returncode, lines[0]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("work_file", ["input-000000", "keys-000000", "verdict-plan"])
+def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file):
+    out = tmp_path / "r.csv"
+    code, line = disk_full(work_file, "validate", str(write_input("a.csv", make_rows(50))), "--results", str(out),
+                           cwd=tmp_path)  # fmt: skip
+    assert code == 2
     assert line.startswith("si-ingest: error: cannot write work file") and work_file in line
-    assert not list(tmp_path.glob("*.work")) and not list(tmp_path.glob("si-ingest-crash-*"))
+    assert not list(tmp_path.glob("*.work"))
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_while_report_errors_stages_its_parts_is_one_line_and_exit_2(write_input, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     rows = make_rows(30)
     rows["sir_flag"][3] = "not_a_flag"  # one invalid row: the error file has a part to write
     source = write_input("a.csv", rows)
     out = tmp_path / "r.csv"
-    env = {**os.environ, "ZYNTRO_ORG_ID": DEFAULT_ORG_ID}
-    assert run_cli("validate", str(source), "--results", str(out), env=env).code == 1
-    done = subprocess.run(
-        [sys.executable, "-c", DISK_FULL, "part-", "report", str(out), "--errors", str(tmp_path / "errors.csv"),
-         "--inputs", str(source)],
-        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 2, done.stderr  # it was exit 4 with a crash file
-    [line] = done.stderr.strip().splitlines()
+    assert run_cli("validate", str(source), "--results", str(out), env={"ZYNTRO_ORG_ID": DEFAULT_ORG_ID}).code == 1
+    code, line = disk_full("part-", "report", str(out), "--errors", str(tmp_path / "errors.csv"), "--inputs",
+                           str(source), cwd=tmp_path)  # fmt: skip
+    assert code == 2  # it was exit 4 with a crash file
     assert line.startswith("si-ingest: error: cannot write work file") and "part-000000.parquet" in line
-    assert not (tmp_path / "errors.csv").exists() and not list(tmp_path.glob("si-ingest-crash-*"))
+    assert not (tmp_path / "errors.csv").exists()

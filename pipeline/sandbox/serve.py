@@ -83,14 +83,19 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
         drop_after=config.drop_after_rate,
         seed=config.seed,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        await until_signalled()
     finally:
         stats = sandbox.stats()
         await sandbox.stop()
         log.info("sandbox.stop", **stats)
     return 0
+
+
+async def until_signalled() -> None:
+    """Return at the first SIGINT or SIGTERM (a served sandbox's whole life)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
