@@ -216,19 +216,7 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
     with Writer() as writer:  # spills and key runs written while the next batch validates
         for file in files:
             for batch in read_ahead(loader.batches(file, config.input.chunk_rows, config.default_org_id)):
-                checked = (
-                    validate(
-                        batch.lazy(),
-                        config.input.sir_statuses,
-                        normalize_case=config.input.normalize_case,
-                        datetime_formats=config.input.datetime_formats,
-                    )
-                    .with_columns(
-                        keys.row_key(), order=pl.int_range(plan.rows, plan.rows + batch.height, dtype=pl.Int64)
-                    )
-                    .with_columns(keys.partition_hash())
-                    .collect()
-                )
+                checked = _checked(batch, config, plan.rows)
                 path = workdir / f"input-{len(plan.batches):06d}.parquet"
                 valid_only = pl.col("status").is_null()
                 spill = checked.select(
@@ -262,6 +250,21 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
     else:  # format 1 records may answer for rows of other partitions: count in input order
         plan._count(merger)
     return plan
+
+
+def _checked(batch: pl.DataFrame, config: Config, first: int) -> pl.DataFrame:
+    """A batch validated and keyed (row_key, kp) in one collect, its rows numbered from `first`."""
+    return (
+        validate(
+            batch.lazy(),
+            config.input.sir_statuses,
+            normalize_case=config.input.normalize_case,
+            datetime_formats=config.input.datetime_formats,
+        )
+        .with_columns(keys.row_key(), order=pl.int_range(first, first + batch.height, dtype=pl.Int64))
+        .with_columns(keys.partition_hash())
+        .collect()
+    )
 
 
 def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
