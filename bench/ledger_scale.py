@@ -378,6 +378,19 @@ class Bench:
             if ready["rows"] != n or ready["to_send"] != n:
                 raise SystemExit(f"validate {n}: unexpected plan {ready}")
             self.add("validate", m)
+        # A nightly validate over the same --results path: its old results file (no ledger) is
+        # read at start to refuse one that records sends (not a target; it must not add a peak).
+        n = self.sizes.validate[-1]
+        results = self.folder / f"validate-{fmt_rows(n)}" / "results.csv"
+        m = measure(
+            f"validate {fmt_rows(n)} again",
+            n,
+            cli("validate", str(self.input(n)), "--results", str(results)),
+            self.folder,
+        )
+        if m.exit_code != 0:
+            raise SystemExit(f"validate {n} again: exit {m.exit_code}")
+        self.add("validate", m)
 
     def rerun(self) -> None:
         n = self.sizes.rerun

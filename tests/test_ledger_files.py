@@ -10,6 +10,7 @@ import orjson
 import polars as pl
 import pytest
 
+from pipeline import csv_blocks, safe_csv
 from pipeline.errors import LedgerDamaged, LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
 from pipeline.ledger import reader as reader_mod
@@ -436,3 +437,25 @@ def test_a_format_1_journal_longer_than_a_batch_is_read_whole(tmp_path: Path, mo
     paths = v1_journal(tmp_path, *lines)
     state = replay(paths.journal)[0]
     assert state.height == 10 and statuses(state)["k2"] == "rejected" and statuses(state)["k9"] == "created"
+
+
+def test_csv_results_are_counted_block_by_block(tmp_path: Path, monkeypatch):
+    """The start-up check reads an old CSV results file a block at a time (polars' own scan
+    holds ~290 MB for a 5M-row file), and still sees a sent row in any block, as stored."""
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 64)
+    rows = "".join(f"k{i},pending,'=x\n" for i in range(200))
+    (tmp_path / "r.csv").write_text(f"row_key,status,note\n{rows}k200,created,\nk201,pending,\n")
+    (tmp_path / "work").mkdir()
+    read = []
+    monkeypatch.setattr(pl, "scan_csv", lambda *a, **k: read.append(a))  # not the unbounded scan
+    with pytest.raises(LedgerError, match="records 1 rows sent"):
+        Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True)
+    assert safe_csv.count_written(tmp_path / "r.csv", "status", ["pending"]) == 201
+    assert not read
+
+
+def test_a_ragged_csv_results_file_and_no_ledger_is_refused(tmp_path: Path):
+    (tmp_path / "r.csv").write_text("row_key,status\nk1,pending\nk2,created,extra\n")
+    (tmp_path / "work").mkdir()
+    with pytest.raises(LedgerError, match="cannot be read as an si-ingest results file"):
+        Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True)

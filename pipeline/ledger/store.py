@@ -37,7 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from .. import safe_csv
-from ..errors import ConfigError, LedgerDamaged, LedgerError
+from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError
 from ..models import Status
 from . import reader, records
 from .fold import Fold
@@ -291,9 +291,8 @@ def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
     if not results.exists():
         return
     try:
-        counted = safe_csv.scan_written(results).select(pl.col("status").is_in(SENT_STATUSES).sum())
-        sent = counted.collect(engine="streaming").item()  # one column, streamed: a 5M-row file stays small
-    except (OSError, pl.exceptions.PolarsError):
+        sent = safe_csv.count_written(results, "status", SENT_STATUSES)
+    except (OSError, KeyError, InputError, pl.exceptions.PolarsError):
         raise LedgerError(
             f"{results} exists but cannot be read as an si-ingest results file, and has no ledger beside it; "
             "choose another --results path"
