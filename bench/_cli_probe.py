@@ -3,7 +3,7 @@
     python -c "from bench._cli_probe import main; main()" PROBE.json [--fsync-delay S] [--lag] -- run ...
 - `--fsync-delay S`: `os.fsync` sleeps S seconds, then fsyncs for real: every journal commit
   (and every other fsync of the run) is a disk stall of S.
-- `--lag`: while the rows are being sent (around `pipeline.runner._submit`), a task on the
+- `--lag`: while the rows are being sent (around `pipeline.sending.submit`), a task on the
   run's event loop sleeps LAG_TICK in a loop and records how late it wakes (loop lag).
 - always: fsync count and seconds spent in it, the CPU time of the loop's thread while sending,
   full garbage collections (gc.callbacks), CPU seconds per thread at exit, the monotonic times
@@ -92,7 +92,7 @@ def main() -> None:
 
     os.fsync = counted_fsync
 
-    from pipeline import cli, runner
+    from pipeline import cli, sending
 
     for assignment in opts.set:
         name, value = assignment.split("=", 1)
@@ -128,7 +128,7 @@ def main() -> None:
         limiter.RateLimiter.set_rate = set_rate  # type: ignore[method-assign]
         adaptive.Controller.throttled = throttled  # type: ignore[method-assign]
 
-    real_submit = runner._submit
+    real_submit = sending.submit
     lags: list[float] = []
 
     async def timed_submit(*args: Any, **kwargs: Any) -> Any:
@@ -152,7 +152,7 @@ def main() -> None:
             if monitor is not None:
                 monitor.cancel()
 
-    runner._submit = timed_submit
+    sending.submit = timed_submit
     gc_pauses: list[tuple[float, int, float]] = []  # (perf_counter at start, generation, seconds)
     gc_started = [0.0]
 

@@ -945,7 +945,7 @@ def render(results: list[Result], loads: tuple[float, float], command: str, elap
                 "classification), nothing else. Whole process: rows / (CLI start to exit: imports, load, validate, "
                 "plan, send, results). Sending: the summary JSON's `mean_rate` (requests / seconds from the first "
                 "request to when the summary is made, after the results file is rendered). Probe: rows / the time "
-                "spent in `runner._submit`. Server: (n - 1) / span of arrivals at the sandbox. Loop CPU: CPU time of "
+                "spent in `sending.submit`. Server: (n - 1) / span of arrivals at the sandbox. Loop CPU: CPU time of "
                 "the event loop's thread while sending, per request (bare loops, probe runs); process CPU: the whole "
                 "CLI process. Ratios are to the bare uvloop loop (the CLI runs on uvloop) at its best in this run "
                 f"({best[0] or 0:.0f} rows/s, {best[1] or 0:.0f} at the server, {best[2] or 0:.0f} us of loop CPU "
