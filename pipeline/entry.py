@@ -7,10 +7,15 @@ does, before anything heavy is imported: an interrupt during the import is one l
 exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The run's own
 phases then install their handlers (planning: `runner._signals_interrupt`; sending: the
 event loop's), which say more and finish the work in flight.
+
+numpy (csv_blocks' record scan) starts OpenBLAS threads that spin for ~0.1 CPU-s at import,
+though the tool makes no BLAS call: one is enough (the user's own setting wins), which gives
+the CPU to the run (and, on loopback, to the sandbox it sends to).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +30,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see the docstring
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt as exc:
