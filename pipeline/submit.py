@@ -197,10 +197,9 @@ class Submitter:
                     return
                 self.stats.retries += 1
                 await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
-                if lane.stop.is_set():
-                    self.stats.final[Status.FAILED.value] += 1
-                    lane.final[Status.FAILED.value] += 1
-                    return  # the row keeps its `failed` record
+                if lane.stop.is_set():  # stopped while waiting to try again: nothing was created
+                    self._record(_not_sent(row, total, last), lane=lane)
+                    return
                 continue
             except PermanentHTTPError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
@@ -328,8 +327,18 @@ def _outcome(
 
 
 def _not_sent(row: Row, attempts: int, last: TransientError | None) -> Outcome:
+    """A row the run stopped before (re)sending: `pending` (the contract: nothing was created and
+    `--max-attempts` was not used up), with the last try's answer when there was one."""
     if last is not None:
-        return _outcome(row, Status.FAILED, last, attempts)
+        return Outcome(
+            row.row_key,
+            Status.PENDING,
+            error_code=str(last.code),
+            error_message=f"the run stopped before this row was tried again; last try: {last.message}",
+            attempts=attempts,
+            http_status=last.http_status,
+            updated_at=now_iso(),
+        )
     return Outcome(
         row.row_key,
         Status.PENDING,

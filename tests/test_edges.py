@@ -76,7 +76,12 @@ def test_a_signal_during_a_retry_after_pause_ends_the_run_at_once(sandbox, write
     assert time.monotonic() - started < 10
     frame = results_mod.read(out)
     assert frame.height == 20 and Counter(frame["status"])["created"] == len(box.created())
-    assert set(frame["status"]) <= {"created", "failed", "pending"}
+    # the contract: `failed` is for --max-attempts used up; a row stopped while it waited for its
+    # next try is `pending`, with its last answer and the try it had
+    assert set(frame["status"]) == {"created", "pending"}
+    throttled = frame.filter(pl.col("error_code") == "HTTP_429")
+    assert throttled.height >= 1 and set(throttled["status"]) == {"pending"}
+    assert set(throttled["attempts"]) == {1} and set(throttled["http_status"]) == {429}
 
 
 def test_a_signal_while_loading_exits_130_and_removes_the_work_folder(tmp_path):
