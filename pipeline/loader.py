@@ -231,3 +231,40 @@ def _has_suffix(path: Path) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
+    """`columns` of a file the tool wrote (a results file), batch by batch in bounded memory.
+
+    A CSV is read block by block (csv_blocks) with its neutralisation undone, its cells as text;
+    never `pl.scan_csv`, whose streaming read held ~290 MB for a 5M-row results file whatever was
+    selected. A Parquet file is read in slices, as stored. A column the file lacks raises
+    InputError; so does a CSV record with the wrong field count.
+    """
+    if path.name.endswith(".parquet"):
+        scan = pl.scan_parquet(path)
+        missing = [c for c in columns if c not in scan.collect_schema().names()]
+        if missing:
+            raise InputError(f"{path} has no column {missing[0]!r}")
+        total = scan.select(pl.len()).collect().item()
+        for offset in range(0, total, chunk_rows):
+            yield scan.slice(offset, chunk_rows).select(columns).collect()
+        return
+    header = tuple(safe_csv.restore_name(name) for name in csv_blocks.header(path))
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise InputError(f"{path} has no column {missing[0]!r}")
+    file = InputFile(path, {}, header, written_by_tool=True)
+    for chunk in _csv_chunks(file, chunk_rows, columns):
+        yield chunk.select(columns)
+
+
+def count_written(path: Path, column: str, values: Sequence[str]) -> int:
+    """Rows of a file the tool wrote whose `column` is one of `values` (`written_batches`)."""
+    return sum(
+        int(batch.select(pl.col(column).cast(pl.String).is_in(values).sum()).item())
+        for batch in written_batches(path, [column], WRITTEN_ROWS)
+    )
+
+
+WRITTEN_ROWS = 500_000  # rows per batch of a file the tool wrote, read back (a few columns each)

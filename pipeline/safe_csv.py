@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import polars as pl
 
-from . import csv_blocks
 from .models import RESULT_COLUMNS
 
 QUOTE = "'"
@@ -70,26 +69,3 @@ def scan_written(path: Path, schema_overrides: Mapping[str, type[pl.DataType]] |
     if path.name.endswith(".parquet"):
         return pl.scan_parquet(path)
     return restore(pl.scan_csv(path, infer_schema=False, schema_overrides=schema_overrides))
-
-
-def count_written(path: Path, column: str, values: Sequence[str]) -> int:
-    """Rows of a file the tool wrote whose `column` is one of `values`, in bounded memory.
-
-    A CSV is read block by block (csv_blocks), parsing that one column: polars' streaming CSV
-    scan holds about 290 MB whatever is selected (a 5M-row results file), which a run would
-    stack under its own planning when it checks an old results file at start. A record with
-    the wrong field count raises InputError; a missing column, KeyError.
-    """
-    if path.name.endswith(".parquet"):
-        counted = pl.scan_parquet(path).select(pl.col(column).is_in(values).sum())
-        return int(counted.collect(engine="streaming").item())
-    names = [restore_name(name) for name in csv_blocks.header(path)]
-    index = names.index(column) if column in names else -1
-    if index < 0:
-        raise KeyError(column)
-    stored = [neutralise_name(value) for value in values]  # a cell is written as a name is
-    total = 0
-    for block in csv_blocks.blocks(path, len(names)):
-        cells = pl.read_csv(block.data, has_header=False, columns=[index], infer_schema=False, raise_if_empty=False)
-        total += int(cells.select(pl.first().is_in(stored).sum()).item())
-    return total

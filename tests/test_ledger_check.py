@@ -8,11 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline import results as results_mod
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
 from pipeline.ledger import reader as reader_mod
 from pipeline.ledger import store as store_mod
-from pipeline.ledger.check import MAX_LISTED, check, repair
+from pipeline.ledger.check import MAX_LISTED, Finding, Report, check, repair
 from pipeline.ledger.reader import V1_HEADER
 from pipeline.ledger.records import encode, header, intent, outcome
 from pipeline.ledger.snapshot import META_KEY
@@ -430,3 +431,57 @@ def test_a_snapshot_row_hidden_from_every_partition_is_a_finding(tmp_path: Path,
         (paths.snapshot, None, "1 records cannot be located")
     ]
     assert report.unattributed
+
+
+def test_a_journal_damaged_over_many_lines_is_counted_and_repaired_in_batches(tmp_path: Path, work: Path, monkeypatch):
+    """Every line's bytes damaged: each is a finding (counted, the first MAX_LISTED kept), and
+    repair, writing the rows they name in batches, makes every one of them unknown."""
+    monkeypatch.setattr(reader_mod, "BATCH_LINES", 100)
+    n = 3 * MAX_LISTED
+    paths = LedgerPaths(tmp_path / "r.csv")
+    lines = [outcome(i, created(f"k{i}", i)) for i in range(1, n + 1)]
+    damaged = [line.replace(b'"s":"created"', b'"s":"CREATED"') for line in lines[:-1]] + [lines[-1]]
+    paths.journal.write_bytes(header(0, "L", None) + b"".join(damaged))
+    report = check(paths.results, work)
+    assert report.count == n - 1 and len(report.findings) == MAX_LISTED and not report.unattributed
+    assert f"{n - 1} damaged record(s)" in report.render() and f"... and {n - 1 - MAX_LISTED} more" in report.render()
+    report, marked = repair(paths.results, work)
+    assert marked == n - 1 and report.count == n - 1
+    assert statuses(paths) == {f"k{i}": "unknown" for i in range(1, n)} | {f"k{n}": "created"}
+
+
+def test_a_file_level_finding_seen_twice_is_one(tmp_path: Path):
+    report = Report(LedgerPaths(tmp_path / "r.csv"))
+    whole = Finding(tmp_path / "r.csv.journal", None, "its header names no ledger")
+    for finding in (whole, whole, Finding(whole.file, 3, "checksum mismatch", "k3")):
+        report.add(finding)
+    assert report.findings == [whole, Finding(whole.file, 3, "checksum mismatch", "k3")] and report.count == 2
+    assert report.unattributed
+
+
+@pytest.mark.parametrize("name", ["r.csv", "r.parquet"])
+def test_repair_reads_the_results_file_in_batches_and_its_last_row_of_a_key_wins(
+    tmp_path: Path, work: Path, monkeypatch, name: str
+):
+    """The results file is read a batch at a time (it had been collected whole: 920 MB for 1M
+    rows), its rows ordered before every ledger record and among themselves by position."""
+    monkeypatch.setattr(reader_mod, "BATCH_LINES", 2)
+    paths = LedgerPaths(tmp_path / name)
+    paths.journal.write_bytes(header(0, "L", None) + b"garbage\n" + outcome(2, created("k9", 9)))
+    frame = pl.DataFrame(
+        {
+            "row_key": ["k1", "k2", "k1", "=k3", "k2", "k9"],
+            "status": ["failed", "created", "created", "created", "duplicate", "pending"],
+            "sir_id": [None, "2", "11", "3", None, None],
+        }
+    )
+    frame = frame.with_columns(source=pl.lit("in.csv"), source_row=pl.int_range(1, 7), attempts=pl.lit("1"))
+    columns = list(results_mod.RESULT_SCHEMA)
+    frame = frame.with_columns(pl.lit(None, pl.String).alias(c) for c in columns if c not in frame.columns)
+    results_mod.write(iter([frame.select(columns).cast(results_mod.RESULT_SCHEMA)]), paths.results)
+    repair(paths.results, work)
+    state = state_of(paths)
+    assert (state["k1"]["status"], state["k1"]["sir_id"]) == ("created", 11)  # its later row
+    assert (state["k2"]["status"], state["k2"]["sir_id"]) == ("created", 2)  # a duplicate row was never sent
+    assert state["=k3"]["sir_id"] == 3  # a neutralised cell read back as written
+    assert state["k9"]["sir_id"] == 9  # the ledger's own record wins over the results file

@@ -10,7 +10,7 @@ import orjson
 import polars as pl
 import pytest
 
-from pipeline import csv_blocks, safe_csv
+from pipeline import csv_blocks, loader
 from pipeline.errors import LedgerDamaged, LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
 from pipeline.ledger import reader as reader_mod
@@ -450,7 +450,7 @@ def test_csv_results_are_counted_block_by_block(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(pl, "scan_csv", lambda *a, **k: read.append(a))  # not the unbounded scan
     with pytest.raises(LedgerError, match="records 1 rows sent"):
         Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True)
-    assert safe_csv.count_written(tmp_path / "r.csv", "status", ["pending"]) == 201
+    assert loader.count_written(tmp_path / "r.csv", "status", ["pending"]) == 201
     assert not read
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import safe_csv
+from .. import loader
 from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError
 from ..models import Status
 from . import reader, records
@@ -291,8 +291,8 @@ def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
     if not results.exists():
         return
     try:
-        sent = safe_csv.count_written(results, "status", SENT_STATUSES)
-    except (OSError, KeyError, InputError, pl.exceptions.PolarsError):
+        sent = loader.count_written(results, "status", SENT_STATUSES)  # bounded: not pl.scan_csv
+    except (OSError, InputError, pl.exceptions.PolarsError):
         raise LedgerError(
             f"{results} exists but cannot be read as an si-ingest results file, and has no ledger beside it; "
             "choose another --results path"
