@@ -352,16 +352,6 @@ def _count_lines(path: Path) -> int:
 # journal's count from 0, so row n of the results file is q = n - RESULTS_Q (the last row of a
 # key wins among them, as the last record of a key does in the journal).
 RESULTS_Q = 1 << 62
-_RESULTS_COLUMNS = (
-    "row_key",
-    "status",
-    "sir_id",
-    "error_code",
-    "error_message",
-    "attempts",
-    "http_status",
-    "updated_at",
-)
 
 
 def _results_records(results: Path, workdir: Path) -> list[Path]:
@@ -375,7 +365,7 @@ def _results_records(results: Path, workdir: Path) -> list[Path]:
     runs: list[Path] = []
     first = 0
     try:
-        for batch in loader.written_batches(results, _RESULTS_COLUMNS, reader.BATCH_LINES):
+        for batch in loader.written_batches(results, tuple(records.STATE_SCHEMA), reader.BATCH_LINES):
             frame = (
                 batch.with_columns(q=pl.int_range(first, first + batch.height, dtype=pl.Int64) - RESULTS_Q)
                 .filter(pl.col("status").cast(pl.String).is_in(sendable))
