@@ -13,6 +13,11 @@ before, at 11 us of event-loop CPU per request (20% of a bare aiohttp POST: with
 config, every request awaits a handful of trace signals); the connector costs about 1 us.
 An answer is read up to `answers.BODY_CAP` bytes only.
 Redirects are never followed: a 307/308 would re-send the body, credentials included.
+
+Proxies: an `https_proxy` / `HTTPS_PROXY` in the environment is used for the API (not for
+loopback hosts; `no_proxy` is honoured), through a CONNECT tunnel, so the proxy never sees the
+body or the credentials. A tunnel the proxy refuses means nothing was sent: a 407 stops the run
+(ProxyError, exit 2), any other refusal is CONNECT_ERROR and retried.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import aiohttp.helpers
 import orjson
+import yarl
 
 from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
-from .config import Credentials
-from .errors import AmbiguousError, TLSError, TransientError
+from .config import Credentials, is_loopback
+from .errors import AmbiguousError, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
 
 __all__ = ["Classifier", "ZyntroClient", "code_for_message", "map_aiohttp_errors", "parse_retry_after"]
@@ -41,6 +48,17 @@ def map_aiohttp_errors() -> Iterator[None]:
     """Translate aiohttp's exceptions into the pipeline's, in one place (httpx-style)."""
     try:
         yield
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT: the tunnel never opened
+        if exc.status == 407:
+            raise ProxyError(
+                ErrorCode.PROXY_AUTH_REQUIRED,
+                "the HTTPS proxy asks for credentials (407); nothing was sent. Put them in the proxy "
+                "variable (https_proxy=http://user:password@host:port)",
+                exc.status,
+            ) from exc
+        raise TransientError(
+            ErrorCode.CONNECT_ERROR, f"the HTTPS proxy refused the tunnel: {exc.status} {exc.message}"
+        ) from exc
     except aiohttp.ClientConnectorCertificateError as exc:
         raise TLSError(
             "TLS_VERIFY_FAILED",
@@ -102,6 +120,7 @@ class ZyntroClient:
         self._ca_bundle = ca_bundle
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.proxy, self._proxy_auth = env_proxy(self.url)
 
     def __repr__(self) -> str:
         return f"ZyntroClient(url={self.url!r})"
@@ -137,7 +156,9 @@ class ZyntroClient:
             async with asyncio.timeout(self._connect_timeout + self._read_timeout) as deadline:
                 token = _DEADLINE.set(_Deadline(deadline, self._read_timeout))
                 try:
-                    async with self._session.post(self.url, data=body, allow_redirects=False) as resp:
+                    async with self._session.post(
+                        self.url, data=body, allow_redirects=False, proxy=self.proxy, proxy_auth=self._proxy_auth
+                    ) as resp:
                         payload, complete = await _read_capped(resp)
                         status, headers = resp.status, resp.headers
                 finally:
@@ -183,6 +204,25 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         if size > BODY_CAP:
             return b"".join(chunks)[:BODY_CAP], False
     return b"".join(chunks), True
+
+
+def env_proxy(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for `url` (https_proxy / HTTPS_PROXY, honouring no_proxy),
+    as curl and requests read it: (its URL without credentials, its credentials). Loopback hosts
+    (the sandbox) never go through one. Read once per client, not per request (aiohttp's own
+    `trust_env` looks it up on a thread for every request, and would also add ~/.netrc
+    credentials to requests to the API host)."""
+    target = yarl.URL(url)
+    if target.host is None or is_loopback(target.host):
+        return None, None
+    try:
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(target)
+    except LookupError:  # none named, or no_proxy covers the host
+        return None, None
+    if proxy.user is not None:  # credentials in the variable itself
+        auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
+        proxy = proxy.with_user(None)
+    return proxy, auth
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:

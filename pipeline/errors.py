@@ -110,6 +110,12 @@ class TLSError(AbortError):
     exit_code = 2
 
 
+class ProxyError(AbortError):
+    """The HTTPS proxy refused the tunnel for want of credentials (407): nothing was sent; a config error."""
+
+    exit_code = 2
+
+
 class RequestError(Exception):
     """One request did not produce an API answer for the row."""
 

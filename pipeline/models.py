@@ -89,6 +89,7 @@ class ErrorCode(enum.StrEnum):
     # transport: retryable, then failed
     CONNECT_ERROR = "CONNECT_ERROR"
     CONNECT_TIMEOUT = "CONNECT_TIMEOUT"
+    PROXY_AUTH_REQUIRED = "PROXY_AUTH_REQUIRED"  # the HTTPS proxy answered CONNECT with 407
     BAD_RESPONSE = "BAD_RESPONSE"
     # transport: ambiguous, the API may have processed the request
     CONNECTION_LOST = "CONNECTION_LOST"

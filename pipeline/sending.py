@@ -19,6 +19,7 @@ import gc
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +32,9 @@ from .limiter import RateLimiter, StopEvent
 from .plan import Plan
 from .progress import display_for
 from .submit import RetryPolicy, SubmitStats, Submitter
+
+if TYPE_CHECKING:
+    from .client import ZyntroClient
 
 log = structlog.get_logger("si_ingest.run")
 
@@ -130,6 +134,7 @@ async def submit(plan: Plan, config: Config, credentials: Credentials, journal: 
                 rate=config.run.rate,
                 concurrency=config.run.concurrency,
                 orgs=sorted(orgs) or None,
+                proxy=_shown_proxy(default.client if default is not None else None),
             )
             task = asyncio.ensure_future(submitter.run(plan.rows_to_send(), plan.to_send))
             with display:
@@ -149,6 +154,11 @@ async def submit(plan: Plan, config: Config, credentials: Credentials, journal: 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return stats, signals > 0
+
+
+def _shown_proxy(client: ZyntroClient | None) -> str | None:
+    """The proxy requests go through, for the log (its credentials, if any, are not in it)."""
+    return str(client.proxy) if client is not None and client.proxy is not None else None
 
 
 def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:

@@ -20,6 +20,7 @@ from pipeline.errors import (
     AmbiguousError,
     EndpointError,
     PermanentHTTPError,
+    ProxyError,
     TLSError,
     TransientError,
 )
@@ -386,3 +387,14 @@ def test_parse_retry_after():
     assert parse_retry_after("-5") == 0.0
     later = datetime.now(UTC) + timedelta(seconds=120)
     assert 110 <= parse_retry_after(format_datetime(later, usegmt=True)) <= 121
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "code"), [(407, ProxyError, "PROXY_AUTH_REQUIRED"), (502, TransientError, "CONNECT_ERROR")]
+)
+async def test_a_tunnel_the_proxy_refuses_sent_nothing(status, kind, code):
+    """The proxy answers CONNECT itself: the API never saw the request, whatever the status."""
+    refused = aiohttp.ClientHttpProxyError(Mock(real_url=URL), (), status=status, message="refused")
+    with pytest.raises(kind) as info:
+        await send({}, exc=refused)
+    assert info.value.code == code
