@@ -98,6 +98,7 @@ class ZyntroClient:
         concurrency: int,
         connect_timeout: float,
         read_timeout: float,
+        keepalive_timeout: float = 4.0,
         retry_gateway_errors: bool = False,
         ca_bundle: str | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
@@ -117,6 +118,7 @@ class ZyntroClient:
         self._concurrency = concurrency
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
+        self._keepalive_timeout = keepalive_timeout
         self._ca_bundle = ca_bundle
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -129,7 +131,7 @@ class ZyntroClient:
         connector = _Connector(
             limit=self._concurrency,
             limit_per_host=self._concurrency,
-            keepalive_timeout=15,
+            keepalive_timeout=self._keepalive_timeout,  # config.DEFAULT_KEEPALIVE_TIMEOUT says why
             ssl=tls_context(self._ca_bundle),
         )
         self._session = aiohttp.ClientSession(

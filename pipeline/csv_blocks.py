@@ -25,7 +25,7 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
-from .errors import InputError
+from .errors import InputError, reason_of
 
 BLOCK_BYTES = 8 << 20
 MAX_RECORD_BYTES = 64 << 20  # a "record" longer than this is an unbalanced quote, not data
@@ -55,7 +55,7 @@ def header(path: Path, separator: str = ",") -> list[str]:
     try:
         names = pl.read_csv(first, has_header=False, infer_schema=False, separator=separator).row(0)
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot read its header line: {_first_line(exc)}") from exc
+        raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}") from exc
     columns = [str(n) if n is not None else "" for n in names]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
@@ -147,8 +147,3 @@ def _first_record(fh: BinaryIO, path: Path) -> bytes:
             return data
         if len(data) > MAX_RECORD_BYTES:
             raise InputError(f"{path}: the header opens a quote that never closes")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -27,7 +27,7 @@ import polars as pl
 
 from . import loader, results
 from .config import DEFAULT_CHUNK_ROWS
-from .errors import InputError
+from .errors import InputError, reason_of
 from .ledger import LedgerPaths
 from .models import RESULT_COLUMNS, Status
 from .safe_csv import ERROR_COLUMNS
@@ -176,8 +176,7 @@ def write(
             parts = rows.stage()
             results.sink(pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=target.schema), dest)
         except (OSError, pl.exceptions.PolarsError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-            raise InputError(f"cannot write error file {dest}: {reason}") from exc
+            raise InputError(f"cannot write error file {dest}: {reason_of(exc)}") from exc
         return rows.written
     finally:
         shutil.rmtree(work, ignore_errors=True)

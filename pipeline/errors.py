@@ -26,6 +26,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def reason_of(exc: BaseException) -> str:
+    """The reason an OS or polars error gives, in a few words: the OS's text where it has one
+    (polars raises OSErrors whose strerror is None: then their text), else the first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class PipelineError(Exception):
     """Base of the errors that stop a run. `exit_code` is what the CLI returns."""
 

@@ -20,7 +20,7 @@ from .config import Config, Credentials
 from .errors import AbortError
 from .limiter import RateLimiter, StopEvent
 
-if TYPE_CHECKING:  # aiohttp loads only when a run has something to send (runner._submit)
+if TYPE_CHECKING:  # aiohttp loads only when a run has something to send (sending.submit)
     from .client import ZyntroClient
 
 
@@ -61,6 +61,7 @@ async def open_lanes(
                 concurrency=config.run.concurrency,
                 connect_timeout=config.api.connect_timeout,
                 read_timeout=config.api.read_timeout,
+                keepalive_timeout=config.api.keepalive_timeout,
                 retry_gateway_errors=config.api.retry_gateway_errors,
                 ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
                 on_headers=controller.headers if controller is not None else None,

@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from . import csv_blocks, safe_csv
-from .errors import InputError
+from .errors import InputError, reason_of
 from .models import API_FIELDS
 from .validate import blank_to_null
 
@@ -218,19 +218,13 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot be read: {_first_line(exc)}") from exc
+        raise InputError(f"{path}: cannot be read: {reason_of(exc)}") from exc
     except (OSError, EOFError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise InputError(f"{path}: cannot be read: {reason}") from exc
+        raise InputError(f"{path}: cannot be read: {reason_of(exc)}") from exc
 
 
 def _has_suffix(path: Path) -> bool:
     return any(path.name.endswith(s) for s in SUFFIXES)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iterator[pl.DataFrame]:

@@ -13,7 +13,7 @@ from polars.io.plugins import register_io_source
 
 from . import safe_csv
 from .background import Writer
-from .errors import InputError, LedgerError
+from .errors import InputError, LedgerError, reason_of
 from .ledger.fold import Fold
 from .ledger.snapshot import fsync_dir, fsync_file
 from .models import EXTRA_RESULT_COLUMNS, RESULT_COLUMNS
@@ -59,8 +59,7 @@ def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | N
     except (OSError, pl.exceptions.PolarsError) as exc:
         if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):
             raise exc.__cause__ from None
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-        raise LedgerError(f"cannot write results file {dest}: {reason}") from exc
+        raise LedgerError(f"cannot write results file {dest}: {reason_of(exc)}") from exc
 
 
 def write(frames: Iterator[pl.DataFrame], dest: Path) -> None:

@@ -196,7 +196,11 @@ class Submitter:
                 if final:
                     return
                 self.stats.retries += 1
-                await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
+                try:
+                    await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
+                except asyncio.CancelledError:  # a second signal while waiting: nothing was created either
+                    self._record(_not_sent(row, total, last), lane=lane)
+                    raise
                 if lane.stop.is_set():  # stopped while waiting to try again: nothing was created
                     self._record(_not_sent(row, total, last), lane=lane)
                     return

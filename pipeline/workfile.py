@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import LedgerError
+from .errors import LedgerError, reason_of
 
 
 def write_work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -24,6 +24,4 @@ def write_work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs
     try:
         write(*args, **kwargs)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        text = str(exc).strip()
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else text.splitlines()[0] if text else ""
-        raise LedgerError(f"cannot write work file {path}: {reason or type(exc).__name__}") from exc
+        raise LedgerError(f"cannot write work file {path}: {reason_of(exc)}") from exc

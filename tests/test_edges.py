@@ -270,3 +270,20 @@ def test_a_full_disk_while_report_errors_stages_its_parts_is_one_line_and_exit_2
     assert code == 2  # it was exit 4 with a crash file
     assert line.startswith("si-ingest: error: cannot write work file") and "part-000000.parquet" in line
     assert not (tmp_path / "errors.csv").exists()
+
+
+def test_an_idle_connection_is_not_reused_past_keepalive_timeout(sandbox, write_input, tmp_path):
+    """A gateway closing idle connections (Apache after 5 s) races a request sent on one at that
+    moment, and that loss cannot be told from a created request: the client stops reusing a
+    connection before the gateway's timeout (`[api] keepalive_timeout`, default 4 s)."""
+    box = sandbox("--keepalive-timeout", "30")
+    rows = write_input("a.csv", make_rows(6))
+    common = ("--rate", "5", "--concurrency", "1")
+    reused = run_cli(*run_args(box, [rows], tmp_path / "r1.csv", *common))
+    assert reused.code == 0, reused.stderr
+    assert box.stats()["connections"] == 1  # 0.2 s apart: one connection carried all six
+    config = tmp_path / "short.toml"
+    config.write_text("[api]\nkeepalive_timeout = 0.05\n")
+    fresh = run_cli(*run_args(box, [rows], tmp_path / "r2.csv", *common, "--config", str(config)))
+    assert fresh.code == 0, fresh.stderr
+    assert box.stats()["connections"] == 1 + 6 and box.stats()["created"] == 12  # idle 0.2 s > 0.05 s: never reused

@@ -349,7 +349,9 @@ def test_repair_without_a_results_file_keeps_what_the_ledger_holds(tmp_path: Pat
     assert statuses(paths) == {f"k{i}": "created" for i in (1, 2, 4, 5, 6)} and marked == 0
 
 
-def test_an_unreadable_results_file_is_left_out_of_check_and_repair(tmp_path: Path, work: Path):
+def test_an_unreadable_results_file_stops_repair_with_nothing_changed(tmp_path: Path, work: Path):
+    """check still lists the damage (no rows named); repair needs the results file for the rows
+    the ledger lost, so it stops instead of leaving them out (the next run would send them)."""
     paths = LedgerPaths(tmp_path / "r.parquet")
     lines = [header(0, "L", None), outcome(1, created("k1", 1)), outcome(2, created("k2", 2))]
     lines[1] = lines[1].replace(b'"s":"created"', b'"s":"CREATED"')
@@ -357,8 +359,33 @@ def test_an_unreadable_results_file_is_left_out_of_check_and_repair(tmp_path: Pa
     paths.results.write_bytes(b"not parquet")
     report = check(paths.results, work)
     assert report.findings[0].row_key == "k1" and report.rows == {}
+    before = paths.journal.read_bytes()
+    with pytest.raises(LedgerError, match=r"r\.parquet cannot be read .*stopped with nothing changed"):
+        repair(paths.results, work)
+    assert paths.journal.read_bytes() == before and not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_lost_snapshot_and_a_ragged_results_file_lose_no_row_to_repair(tmp_path: Path, work: Path, monkeypatch):
+    """The snapshot held 50 created rows and is unreadable; the results file records them, one
+    line ragged: repair refuses (it had left the results file out and kept only the journal's row,
+    so the next run would have sent the 50 again)."""
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 1)
+    paths = LedgerPaths(tmp_path / "r.csv")
+    paths.journal.write_bytes(header(0, "L", None) + b"".join(outcome(i + 1, created(f"k{i}", i)) for i in range(50)))
+    compact(paths.journal)
+    journal = paths.journal.read_bytes()
+    paths.journal.write_bytes(journal + outcome(journal.count(b"\n"), created("k99", 99)))
+    paths.snapshot.write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    write_results(paths.results, {f"k{i}": "created" for i in range(50)} | {"k99": "created"})
+    text = paths.results.read_text().splitlines()
+    text[30] += ",extra"
+    paths.results.write_text("\n".join(text) + "\n")
+    with pytest.raises(LedgerError, match="cannot be read"):
+        repair(paths.results, work)
+    text[30] = text[30].removesuffix(",extra")  # mended, as the message says
+    paths.results.write_text("\n".join(text) + "\n")
     repair(paths.results, work)
-    assert statuses(paths) == {"k1": "unknown", "k2": "created"}
+    assert statuses(paths) == {f"k{i}": "created" for i in range(50)} | {"k99": "created"}
 
 
 def test_repair_reads_parquet_results_for_the_keys_the_ledger_lost(tmp_path: Path, work: Path):

@@ -173,3 +173,18 @@ def test_a_csv_writer_that_falls_behind_holds_back_the_rows_it_is_fed(tmp_path: 
     results_mod.write(frames(), tmp_path / "r.csv")
     assert results_mod.read(tmp_path / "r.csv")["source_row"].to_list() == list(range(1, 101))
     assert len(ahead) == 10 and max(ahead) <= 2, ahead
+
+
+def test_a_full_disk_while_rendering_names_the_reason(tmp_path: Path, write_input, monkeypatch):
+    """polars raises the disk's refusal as an OSError without strerror: its text is the reason."""
+    source = write_input("in.csv", keyed_rows(3))
+    dest = tmp_path / "r.csv"
+    plan, ledger = planned(tmp_path, source, dest)
+
+    def full(fh, frame, header):  # type: ignore[no-untyped-def]
+        raise OSError("No space left on device (os error 28)")
+
+    monkeypatch.setattr(results_mod, "_append_csv", full)
+    with pytest.raises(LedgerError, match=r"cannot write results file .*r\.csv: No space left on device"):
+        results_mod.render(plan, ledger.view, dest)
+    assert not dest.exists() and list(tmp_path.glob(".r.csv.*.tmp")) == []

@@ -123,3 +123,29 @@ async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
     state, in_flight, _ = replay(ledger.paths.journal)
     assert in_flight == [] and state["status"].to_list() == ["unknown"] * 3
     assert set(state["error_code"]) == {"INTERRUPTED"}
+
+
+async def test_cancel_during_a_backoff_leaves_the_row_pending_with_its_last_answer(tmp_path):
+    """A second signal while a throttled row waits for its next try: nothing was created, and
+    --max-attempts was not used up, so `pending` (the contract), not `failed`."""
+    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=False)
+    client = FakeClient({"a": [TransientError("HTTP_429", "slow down", 429, 60.0)]})
+    submitter = Submitter(
+        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
+        RateLimiter(10_000),
+        journal,
+        concurrency=1,
+        retry=RetryPolicy(max_attempts=5, base=0.1, cap=1),
+        stop=asyncio.Event(),
+    )
+    task = asyncio.create_task(submitter.run(iter([Row("a", "s", 1, b"{}")]), 1))
+    await asyncio.sleep(0.2)  # the one try made and answered 429: in its 60 s Retry-After wait now
+    assert client.calls == ["a"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal.close()
+    state, in_flight, _ = replay(ledger.paths.journal)
+    row = state.row(0, named=True)
+    assert in_flight == [] and (row["status"], row["error_code"], row["attempts"]) == ("pending", "HTTP_429", 1)

@@ -32,7 +32,7 @@ import orjson
 import polars as pl
 
 from .. import loader
-from ..errors import InputError, LedgerDamaged, LedgerError
+from ..errors import InputError, LedgerDamaged, LedgerError, reason_of
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from ..workfile import write_work_file
@@ -121,7 +121,8 @@ def repair(results: Path, workdir: Path) -> tuple[Report, int]:
     def partitions() -> Any:
         nonlocal marked
         for lo, hi in iter_parts(partition_count(total)):
-            frame = pl.concat([pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)).collect() for p in sources])
+            parts = [pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)).collect() for p in sources]
+            frame = pl.concat(parts) if parts else pl.DataFrame(schema=reader.RUN_SCHEMA)
             state = frame.sort("q").group_by("row_key").agg(pl.exclude("row_key").last())
             dangling = pl.col("intent")
             unsafe = dangling | pl.col("error_code").eq(ErrorCode.LEDGER_DAMAGED.value).fill_null(False)
@@ -358,7 +359,8 @@ def _results_records(results: Path, workdir: Path) -> list[Path]:
     """The results file's rows as the oldest records, as runs written batch by batch (bounded
     memory: a 1M-row results file held 920 MB when it was collected whole): used only for keys
     the ledger lost. Invalid and duplicate rows were never sent and are left out. A results file
-    that cannot be read gives none."""
+    that cannot be read stops the repair (LedgerError): without it, a row only it records as sent
+    would be in neither file, and the next run would send it again."""
     if not results.exists():
         return []
     sendable = [s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)]
@@ -389,10 +391,13 @@ def _results_records(results: Path, workdir: Path) -> list[Path]:
                 path, frame.with_columns(partition_hash()).select(*reader.RUN_SCHEMA).sort("kp").write_parquet, path
             )
             runs.append(path)
-    except (OSError, InputError, pl.exceptions.PolarsError):
+    except (OSError, InputError, pl.exceptions.PolarsError) as exc:
         for path in runs:
             path.unlink(missing_ok=True)
-        return []
+        raise LedgerError(
+            f"{results} cannot be read ({reason_of(exc)}); repair takes from it the rows the ledger lost, so it "
+            "stopped with nothing changed: restore the results file or mend the line named, then repair again"
+        ) from exc
     return runs
 
 

@@ -27,7 +27,7 @@ import orjson
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from ..errors import LedgerDamaged, LedgerError
+from ..errors import LedgerDamaged, LedgerError, reason_of
 from ..keys import xxh3_64
 from .partition import in_partition
 from .records import FORMAT_VERSION, STATE_SCHEMA, STATUSES
@@ -85,7 +85,7 @@ class Snapshot:
         try:
             frame = pl.scan_parquet(self.path).filter(in_partition(lo, hi)).collect()
         except (OSError, pl.exceptions.PolarsError) as exc:
-            raise LedgerDamaged(self.path, None, f"unreadable ({_first_line(exc)})") from exc
+            raise LedgerDamaged(self.path, None, f"unreadable ({reason_of(exc)})") from exc
         broken = (
             (pl.col("crc") != row_checksum())
             | (pl.col("kp") != xxh3_64(pl.col("row_key")))
@@ -123,7 +123,7 @@ def open_snapshot(path: Path) -> Snapshot | None:
         rows = scan.select(pl.len()).collect().item()
         legacy = scan.select(pl.col("legacy").sum()).collect().item() or 0
     except (OSError, pl.exceptions.PolarsError, orjson.JSONDecodeError) as exc:
-        raise LedgerDamaged(path, None, f"unreadable ({_first_line(exc)})") from exc
+        raise LedgerDamaged(path, None, f"unreadable ({reason_of(exc)})") from exc
     if info.get("v") != FORMAT_VERSION:
         if "v" not in info:
             raise LedgerDamaged(path, None, "it has no si-ingest ledger metadata")
@@ -164,7 +164,7 @@ def write_snapshot(path: Path, meta: SnapshotMeta, partitions: Callable[[], Iter
         fsync_dir(path.parent)
     except (OSError, pl.exceptions.PolarsError) as exc:
         tmp.unlink(missing_ok=True)
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        reason = reason_of(exc)
         raise LedgerError(f"cannot write ledger snapshot {path}: {reason}") from exc
 
 
@@ -178,8 +178,3 @@ def fsync_file(path: Path) -> None:
 
 def fsync_dir(folder: Path) -> None:
     fsync_file(folder)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

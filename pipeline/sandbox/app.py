@@ -100,6 +100,7 @@ class SandboxConfig:
     cut_after_rate: float = 0.0  # probability of cutting the success body short after creating it
     trickle_after_rate: float = 0.0  # probability of trickling the answer after creating it
     trickle_interval: float = 1.0  # seconds between two bytes of a trickled answer
+    keepalive_timeout: float = 75.0  # close a kept-alive connection idle this long (nginx 75 s, Apache 5 s)
     seed: int | None = None
     record: Path | None = None
     odd_error_rate: float = 0.0  # probability of an error answer whose message the API does not document
@@ -113,6 +114,7 @@ class _State:
     created: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     answers: dict[str, int] = field(default_factory=dict)
+    peers: set[tuple[str, int]] = field(default_factory=set)  # client (host, port): one per connection
 
 
 class Sandbox:
@@ -150,7 +152,9 @@ class Sandbox:
         self._gate = self._make_gate()
         if self.config.record is not None:
             self._record = open(self.config.record, "ab")  # noqa: ASYNC230, SIM115 - once, before serving; kept until stop()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, keepalive_timeout=self.config.keepalive_timeout
+        )
         await self._runner.setup()
         tls = None
         if self.config.tls_cert is not None:
@@ -177,6 +181,7 @@ class Sandbox:
             "created": len(self._state.created),
             "peak_1s": peak_per_second(self._state.arrivals),
             "answers": dict(self._state.answers),
+            "connections": len(self._state.peers),  # connections that carried at least one request
         }
 
     async def _requests(self, request: web.Request) -> web.Response:
@@ -189,6 +194,9 @@ class Sandbox:
         cfg, rng, state = self.config, self._rng, self._state
         now = time.monotonic()
         state.arrivals.append(now)
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        if peer is not None:
+            state.peers.add((str(peer[0]), int(peer[1])))
         low, high = cfg.latency_ms
         if high > 0:
             await asyncio.sleep(rng.uniform(low, high) / 1000)

@@ -52,6 +52,10 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     sandbox.add_argument("--trickle-interval", type=float, default=1.0, help="seconds between trickled bytes")
     sandbox.add_argument(
+        "--keepalive-timeout", type=float, default=75.0, metavar="S",
+        help="close a kept-alive connection idle for S seconds (default 75, as nginx; Apache's is 5)",
+    )  # fmt: skip
+    sandbox.add_argument(
         "--odd-error-rate", type=_probability, default=0.0,
         help="probability of an error answer whose message the API does not document",
     )  # fmt: skip

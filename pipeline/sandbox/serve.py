@@ -10,7 +10,7 @@ from pathlib import Path
 
 import structlog
 
-from ..errors import ConfigError
+from ..errors import ConfigError, reason_of
 from .app import Sandbox, SandboxConfig
 
 log = structlog.get_logger("si_ingest.sandbox")
@@ -39,6 +39,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "cut_after_rate": args.cut_after,
         "trickle_after_rate": args.trickle_after,
         "trickle_interval": args.trickle_interval,
+        "keepalive_timeout": args.keepalive_timeout,
         "odd_error_rate": args.odd_error_rate,
         "limit_schedule": args.limit_schedule,
         "rate_headers": args.rate_headers,
@@ -71,7 +72,7 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
     try:
         url = await sandbox.start(host, port)
     except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = reason_of(exc)
         raise ConfigError(f"cannot serve on {host}:{port}: {reason}") from None
     print(f"sandbox listening on {url}", flush=True)
     log.info(
