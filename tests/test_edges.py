@@ -287,3 +287,16 @@ def test_an_idle_connection_is_not_reused_past_keepalive_timeout(sandbox, write_
     fresh = run_cli(*run_args(box, [rows], tmp_path / "r2.csv", *common, "--config", str(config)))
     assert fresh.code == 0, fresh.stderr
     assert box.stats()["connections"] == 1 + 6 and box.stats()["created"] == 12  # idle 0.2 s > 0.05 s: never reused
+
+
+def test_auto_rate_backs_off_from_a_gateway_that_sheds_load_with_503(sandbox, write_input, tmp_path):
+    """nginx's limit_req answers 503 by default: auto mode cuts its rate on those as on 429s (it
+    had kept growing: 88 refusals for 300 rows against a 100/s bucket), and retries the rows."""
+    box = sandbox("--leaky-rate", "100", "--leaky-burst", "10", "--leaky-status", "503")
+    rows = write_input("a.csv", make_rows(300, seed=9))
+    out = tmp_path / "r.csv"
+    done = run_cli(*run_args(box, [rows], out, "--concurrency", "16", "--rate", "auto"))  # the last --rate wins
+    assert done.code == 0, done.stderr
+    stats = box.stats()
+    assert stats["created"] == 300 and set(results_mod.read(out)["status"]) == {"created"}
+    assert stats["answers"].get("503_limit", 0) <= 15, stats  # 1-4 in trials; 88 before

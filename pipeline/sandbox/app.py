@@ -90,6 +90,7 @@ class SandboxConfig:
     rate_headers: bool = False  # state the sliding window's limit in RateLimit-* headers
     leaky_rate: float | None = None  # nginx limit_req: requests/s drained...
     leaky_burst: int = 10  # ...with this burst; over it, 429 without Retry-After
+    leaky_status: int = 429  # limit_req_status: nginx's own default is 503
     retry_after: float = 1.0  # seconds, sent with 429 and 503
     error_rate: float = 0.0  # probability of a 5xx page before processing
     error_statuses: tuple[int, ...] = (500, 502, 503)  # which statuses error_rate answers
@@ -204,6 +205,8 @@ class Sandbox:
         if self._gate is not None:
             admitted, extra = self._gate.admit(now)
             if not admitted:
+                if cfg.leaky_rate is not None and cfg.leaky_status == 503:  # nginx's default page
+                    return self._answer(503, _HTML_5XX[503], "text/html", extra, kind="503_limit")
                 return self._answer(429, b'{"message": "Too Many Requests"}', "application/json", extra)
         body = await request.read()
         roll = rng.random()

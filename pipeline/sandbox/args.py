@@ -70,6 +70,10 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         "--leaky-rate", type=float, help="nginx limit_req instead: requests/s, 429 without Retry-After past the burst"
     )
     sandbox.add_argument("--leaky-burst", type=int, default=10, help="the leaky bucket's burst (default 10)")
+    sandbox.add_argument(
+        "--leaky-status", type=int, choices=(429, 503), default=429,
+        help="what the leaky bucket answers past its burst: 429, or 503 as nginx does by default",
+    )  # fmt: skip
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 

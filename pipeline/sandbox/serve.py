@@ -45,6 +45,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "rate_headers": args.rate_headers,
         "leaky_rate": args.leaky_rate,
         "leaky_burst": args.leaky_burst,
+        "leaky_status": args.leaky_status,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "seed": args.seed,
