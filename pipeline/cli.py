@@ -191,7 +191,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _ledger(action: str, results: Path) -> int:
     from .ledger import LedgerPaths, RunLock
-    from .ledger.check import check, repair
+    from .ledger.check import check
+    from .ledger.repair import repair
 
     if not results.parent.is_dir():
         raise LedgerError(f"the folder of the results file {results} does not exist")

@@ -36,7 +36,8 @@ import orjson
 import yarl
 
 from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
-from .config import Credentials, is_loopback
+from .config import Credentials
+from .config_values import is_loopback
 from .errors import AmbiguousError, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
 

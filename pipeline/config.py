@@ -6,20 +6,16 @@ only from the environment (the config may rename the variables), never from flag
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
-import math
 import os
 import re
-import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from .errors import ConfigError, reason_of
+from .config_values import check_base_url, check_value, did_you_mean
+from .errors import ConfigError
 from .models import API_FIELDS, OPTIONAL_FIELDS, SIR_CHANNELS, SIR_FLAGS
 
 DEFAULT_BASE_URL = "https://app.zyntrohq.com/apis/v2/public/crm"
@@ -225,7 +221,7 @@ def load_config(
     for name in raw:
         if name not in _SECTIONS and name not in ("columns", "orgs", "defaults"):
             known = [*_SECTIONS, "columns", "orgs", "defaults"]
-            raise ConfigError(f"{where}: unknown section or key '{name}'{_did_you_mean(name, known)}")
+            raise ConfigError(f"{where}: unknown section or key '{name}'{did_you_mean(name, known)}")
     sections: dict[str, dict[str, Any]] = {}
     for name, cls in _SECTIONS.items():
         table = raw.get(name, {})
@@ -235,7 +231,7 @@ def load_config(
         fields_ = sorted(f.name for f in fields(cls))
         for key in table:
             if key not in fields_:
-                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, fields_, name + '.')}")
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{did_you_mean(key, fields_, name + '.')}")
     origin: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -245,7 +241,7 @@ def load_config(
         origin[dotted] = "--" + key.replace("_", "-")
 
     def build(cls: type, name: str) -> Any:
-        return cls(**{k: _check(name, k, v, origin.get(f"{name}.{k}", where)) for k, v in sections[name].items()})
+        return cls(**{k: check_value(name, k, v, origin.get(f"{name}.{k}", where)) for k, v in sections[name].items()})
 
     api, run, inp, creds = (build(cls, name) for name, cls in _SECTIONS.items())
     columns = raw.get("columns", {})
@@ -254,11 +250,11 @@ def load_config(
     for key, value in columns.items():
         if key not in COLUMN_KEYS:
             raise ConfigError(
-                f"{where}: unknown key 'columns.{key}'{_did_you_mean(key, sorted(COLUMN_KEYS), 'columns.')}"
+                f"{where}: unknown key 'columns.{key}'{did_you_mean(key, sorted(COLUMN_KEYS), 'columns.')}"
             )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: 'columns.{key}' must be a non-empty string (the input's column name)")
-    _check_base_url(api.base_url)
+    check_base_url(api.base_url)
     default_org = (env.get(creds.org_id_env) or "").strip() or inp.default_org_id
     orgs = _orgs(raw.get("orgs", {}), where)
     defaults = _defaults(raw.get("defaults", {}), where, inp.sir_statuses)
@@ -309,7 +305,7 @@ def _defaults(raw: Any, where: str, statuses: tuple[str, ...]) -> dict[str, dict
             raise ConfigError(f"{where}: {name} must be a table of sir_flag / sir_channel / sir_status")
         for key, value in table.items():
             if key not in DEFAULTABLE:
-                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, sorted(DEFAULTABLE))}")
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{did_you_mean(key, sorted(DEFAULTABLE))}")
             allowed = DEFAULTABLE[key] or statuses
             if value not in allowed:
                 raise ConfigError(f"{where}: {name}.{key} must be one of {', '.join(allowed)}, not {value!r}")
@@ -330,128 +326,10 @@ def _orgs(raw: Any, where: str) -> dict[str, OrgConfig]:
             raise ConfigError(f'{where}: {name} must be a table with api_key_env = "VAR"')
         for key in table:
             if key not in ("api_key_env", "rate"):
-                raise ConfigError(f"{where}: unknown key '{name}.{key}'{_did_you_mean(key, ['api_key_env', 'rate'])}")
+                raise ConfigError(f"{where}: unknown key '{name}.{key}'{did_you_mean(key, ['api_key_env', 'rate'])}")
         env_name = table.get("api_key_env")
         if not isinstance(env_name, str) or not env_name.strip():
             raise ConfigError(f"{where}: {name}.api_key_env must name the environment variable holding its key")
-        rate = _check("run", "rate", table["rate"], where) if "rate" in table else None
+        rate = check_value("run", "rate", table["rate"], where) if "rate" in table else None
         orgs[org_id.strip().lower()] = OrgConfig(api_key_env=env_name.strip(), rate=rate)
     return orgs
-
-
-def _check(section: str, key: str, value: Any, where: str) -> Any:
-    """Check one value against its field's type and bounds; return it normalised."""
-    name = f"{section}.{key}"
-    if key == "rate":
-        if value == "auto":
-            return "auto"
-        value = _number(name, value, where)
-        if not 1 <= value <= 100_000:
-            raise ConfigError(
-                f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}"
-            )
-        return value
-    if key in ("concurrency", "max_attempts", "chunk_rows", "breaker"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: '{name}' must be a whole number, not {value!r}")
-        upper = {"concurrency": 1000, "max_attempts": 100, "chunk_rows": 10_000_000, "breaker": 100_000}[key]
-        lower = 0 if key == "breaker" else 1
-        if not lower <= value <= upper:
-            raise ConfigError(f"{where}: '{name}' must be between {lower} and {upper}, not {value}")
-        return value
-    if key == "progress_every":
-        value = _number(name, value, where)
-        if not 0.1 <= value <= 3600:
-            raise ConfigError(f"{where}: '{name}' must be a number of seconds from 0.1 to 3600, not {value}")
-        return value
-    if key == "log_level":
-        if value not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"{where}: '{name}' must be debug, info, warning or error, not {value!r}")
-        return value
-    if key in ("summary_json", "report_html"):
-        if not isinstance(value, (str, Path)) or not str(value):
-            raise ConfigError(f"{where}: '{name}' must be a file path")
-        path = Path(value)
-        if not path.parent.is_dir():
-            raise ConfigError(f"{where}: the folder of '{name}' {path} does not exist")
-        return path
-    if key in ("connect_timeout", "read_timeout", "keepalive_timeout", "backoff_base", "backoff_cap"):
-        value = _number(name, value, where)
-        if not 0 < value <= 3600:
-            raise ConfigError(f"{where}: '{name}' must be a number of seconds in (0, 3600], not {value}")
-        return value
-    if key == "ca_bundle":
-        if not isinstance(value, (str, Path)) or not str(value):
-            raise ConfigError(f"{where}: '{name}' must be the path of a PEM file of CA certificates")
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=str(value))
-        except (OSError, ssl.SSLError) as exc:
-            reason = reason_of(exc)
-            raise ConfigError(
-                f"{where}: '{name}' {value!s} is not a readable PEM file of CA certificates: {reason}"
-            ) from None
-        return Path(value)
-    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors", "normalize_case"):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
-        return value
-    if key == "log_format":
-        if value not in ("json", "console"):
-            raise ConfigError(f'{where}: \'{name}\' must be "json" or "console", not {value!r}')
-        return value
-    if key == "results":
-        if not isinstance(value, (str, Path)) or not str(value):
-            raise ConfigError(f"{where}: '{name}' must be a file path")
-        path = Path(value)
-        if not (path.name.endswith(".csv") or path.name.endswith(".parquet")):
-            raise ConfigError(f"{where}: '{name}' must end in .csv or .parquet, not {path.name!r}")
-        return path
-    if key == "datetime_formats":
-        if not isinstance(value, list) or not all(isinstance(v, str) and "%" in v for v in value):
-            raise ConfigError(f"{where}: '{name}' must be a list of strftime patterns like \"%d/%m/%Y %H:%M\"")
-        return tuple(value)
-    if key == "sir_statuses":
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{where}: '{name}' must be a non-empty list of strings")
-        return tuple(value)
-    if key == "default_org_id" or key.endswith("_env") or key == "base_url":
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{where}: '{name}' must be a non-empty string")
-        return value.strip().rstrip("/") if key == "base_url" else value.strip()
-    raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
-
-
-def _did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
-    """'; did you mean X?' for the closest known key, else the list of known keys."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean '{prefix}{close[0]}'?"
-    return f" (known: {', '.join(known)})"
-
-
-def _number(name: str, value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: '{name}' must be a number, not {value!r}")
-    return float(value)
-
-
-def _check_base_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {url!r} must be an http(s):// URL with a host")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"base URL {url!r} uses plain http:// for a non-loopback host;"
-            " use https:// (credentials travel in the body)"
-        )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError(f"base URL {url!r} must not carry a user, password, query or fragment")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -11,8 +11,9 @@ import pytest
 from pipeline.errors import ConfigError, LedgerDamaged, LedgerError, LockError
 from pipeline.ledger import Ledger, LedgerPaths, RunLock, compact, replay
 from pipeline.ledger import store as store_mod
-from pipeline.ledger.check import check, repair
+from pipeline.ledger.check import check
 from pipeline.ledger.records import check_line, header, intent, outcome
+from pipeline.ledger.repair import repair
 from pipeline.models import RESULT_COLUMNS, Outcome, Status
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "ledger_v1"

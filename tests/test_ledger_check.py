@@ -13,9 +13,10 @@ from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
 from pipeline.ledger import reader as reader_mod
 from pipeline.ledger import store as store_mod
-from pipeline.ledger.check import MAX_LISTED, Finding, Report, check, repair
+from pipeline.ledger.check import MAX_LISTED, Finding, Report, check
 from pipeline.ledger.reader import V1_HEADER
 from pipeline.ledger.records import encode, header, intent, outcome
+from pipeline.ledger.repair import repair
 from pipeline.ledger.snapshot import META_KEY
 from pipeline.models import RESULT_COLUMNS, Outcome, Status
 

@@ -8,7 +8,8 @@
     fold.py       snapshot + journal records -> the next snapshot (last record wins)
     store.py      the files of one results file, whether they belong together, life cycle
     lock.py       one run per results file
-    check.py      `si-ingest ledger check` / `repair`
+    check.py      `si-ingest ledger check`: the damage, record by record
+    repair.py     `si-ingest ledger repair`: mend it without resending
 
 Design decision, and why (measured on this 2-core machine, 2026-11-27; bench/ledger_scale.py):
 an append-only journal for the live run plus a compacted snapshot in Parquet, both read by

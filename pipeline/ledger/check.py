@@ -1,30 +1,18 @@
-"""`si-ingest ledger check` and `ledger repair`: list the damage, and mend it without resending.
+"""`si-ingest ledger check`: list the damage a ledger holds, record by record.
 
 `check` puts every journal line through the per-line check (resynchronising after a gap, so
 one lost record is one finding), every snapshot row through its checksum, and the two files
 through `store.locate`'s "do they belong together". A finding names the file, the record's
 position and, where the damaged bytes still show it, the row_key and the input rows (source
-file, row) the results file holds for it.
-
-`repair` keeps every record that passes its checks and never turns a row that may have been
-sent into one that will be sent: the rows a damaged record names become `unknown`
-(LEDGER_DAMAGED); when some damage names no row (bytes beyond reading, lost records, a lost
-file), every row the ledger or the results file knows that is not settled (`pending`,
-`failed`) becomes `unknown` too. Rows the results file records but the ledger lost are taken
-from the results file. Records saved by a run that lost its journal (`.journal.recovered-*`)
-are folded in after the journal's. The damaged files are kept beside, renamed `.damaged-<time>`.
-The sound records are written as runs as they are read (per snapshot partition, per journal
-batch, per batch of the results file's rows) and folded partition by partition, as a run's
-compaction does: memory is a batch and a partition, whatever the ledger or the results file hold.
+file, row) the results file holds for it. `Scan` also serves `ledger repair` (repair.py): with
+`keep`, it writes the sound records as runs as they are read (per snapshot partition, per
+journal batch), and the rows damaged records name as `unknown` ones.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +20,14 @@ import orjson
 import polars as pl
 
 from .. import loader
-from ..errors import InputError, LedgerDamaged, LedgerError, reason_of
+from ..errors import InputError, LedgerDamaged, LedgerError
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from ..workfile import write_work_file
 from . import reader, records
-from .fold import UNANSWERED
 from .partition import iter_parts, partition_count
 from .snapshot import Snapshot, open_snapshot, row_checksum
-from .store import LedgerPaths, locate, write_state
+from .store import LedgerPaths, locate
 
 MAX_LISTED = 200
 DAMAGED_MESSAGE = "the ledger's record of this row was damaged; the request may have been sent"
@@ -99,63 +86,12 @@ class Report:
 
 def check(results: Path, workdir: Path) -> Report:
     report = Report(LedgerPaths(results))
-    _Scan(report, workdir).run(keep=False)
-    _name_rows(report)
+    Scan(report, workdir).run(keep=False)
+    name_rows(report)
     return report
 
 
-def repair(results: Path, workdir: Path) -> tuple[Report, int]:
-    """Rewrite the ledger from what passes its checks; returns the report and rows made unknown."""
-    report = Report(LedgerPaths(results))
-    scan = _Scan(report, workdir)
-    scan.run(keep=True)
-    _name_rows(report)
-    paths = report.paths
-    extra = _results_records(paths.results, workdir)
-    sources = [*scan.base_runs, *scan.runs, *scan.damage_runs, *extra]
-    stamp = records.now_iso()
-    total = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in sources)
-    marked = 0
-    fail_closed = report.unattributed
-
-    def partitions() -> Any:
-        nonlocal marked
-        for lo, hi in iter_parts(partition_count(total)):
-            parts = [pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)).collect() for p in sources]
-            frame = pl.concat(parts) if parts else pl.DataFrame(schema=reader.RUN_SCHEMA)
-            state = frame.sort("q").group_by("row_key").agg(pl.exclude("row_key").last())
-            dangling = pl.col("intent")
-            unsafe = dangling | pl.col("error_code").eq(ErrorCode.LEDGER_DAMAGED.value).fill_null(False)
-            if fail_closed:
-                unsafe = unsafe | pl.col("status").is_in([Status.PENDING.value, Status.FAILED.value])
-            marked += int(state.select(unsafe.sum()).item())
-            code = pl.when(dangling).then(pl.lit(ErrorCode.NO_ANSWER_RECORDED.value))
-            state = state.with_columns(
-                status=pl.when(unsafe).then(pl.lit(Status.UNKNOWN.value)).otherwise("status"),
-                error_code=pl.when(unsafe)
-                .then(code.otherwise(pl.lit(ErrorCode.LEDGER_DAMAGED.value)))
-                .otherwise("error_code"),
-                error_message=pl.when(unsafe)
-                .then(pl.when(dangling).then(pl.lit(UNANSWERED)).otherwise(pl.lit(DAMAGED_MESSAGE)))
-                .otherwise("error_message"),
-                attempts=pl.when(dangling).then(pl.col("attempts").fill_null(1)).otherwise("attempts"),
-                sir_id=pl.when(unsafe).then(None).otherwise("sir_id"),
-                http_status=pl.when(unsafe).then(None).otherwise("http_status"),
-                updated_at=pl.when(unsafe).then(pl.lit(stamp)).otherwise("updated_at"),
-            )
-            yield state.select(*records.STATE_SCHEMA, "legacy").with_columns(partition_hash()).sort("kp")
-
-    suffix = "damaged-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for path in (paths.journal, paths.snapshot):
-        if path.exists():
-            shutil.copy2(path, path.with_name(f"{path.name}.{suffix}"))
-    write_state(paths, scan.ledger_id or uuid.uuid4().hex, total, partitions)
-    for copy in scan.recovered:
-        os.replace(copy, copy.with_name(copy.name + ".merged"))
-    return report, marked
-
-
-class _Scan:
+class Scan:
     """Reads every ledger file record by record; with `keep`, writes the sound records as runs."""
 
     def __init__(self, report: Report, workdir: Path) -> None:
@@ -349,59 +285,7 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
 
 
-# The results file's records come before every ledger record: the snapshot's are q = -1 and the
-# journal's count from 0, so row n of the results file is q = n - RESULTS_Q (the last row of a
-# key wins among them, as the last record of a key does in the journal).
-RESULTS_Q = 1 << 62
-
-
-def _results_records(results: Path, workdir: Path) -> list[Path]:
-    """The results file's rows as the oldest records, as runs written batch by batch (bounded
-    memory: a 1M-row results file held 920 MB when it was collected whole): used only for keys
-    the ledger lost. Invalid and duplicate rows were never sent and are left out. A results file
-    that cannot be read stops the repair (LedgerError): without it, a row only it records as sent
-    would be in neither file, and the next run would send it again."""
-    if not results.exists():
-        return []
-    sendable = [s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)]
-    runs: list[Path] = []
-    first = 0
-    try:
-        for batch in loader.written_batches(results, tuple(records.STATE_SCHEMA), reader.BATCH_LINES):
-            frame = (
-                batch.with_columns(q=pl.int_range(first, first + batch.height, dtype=pl.Int64) - RESULTS_Q)
-                .filter(pl.col("status").cast(pl.String).is_in(sendable))
-                .select(
-                    "q",
-                    intent=pl.lit(False),
-                    row_key=pl.col("row_key").cast(pl.String),
-                    status=pl.col("status").cast(pl.String),
-                    sir_id=pl.col("sir_id").cast(pl.Int64, strict=False),
-                    error_code=pl.col("error_code").cast(pl.String),
-                    error_message=pl.col("error_message").cast(pl.String),
-                    attempts=pl.col("attempts").cast(pl.Int64, strict=False).fill_null(0),
-                    http_status=pl.col("http_status").cast(pl.Int64, strict=False),
-                    updated_at=pl.col("updated_at").cast(pl.String),
-                    legacy=pl.lit(False),
-                )
-            )
-            first += batch.height
-            path = workdir / f"repair-results-{len(runs):06d}.parquet"
-            write_work_file(
-                path, frame.with_columns(partition_hash()).select(*reader.RUN_SCHEMA).sort("kp").write_parquet, path
-            )
-            runs.append(path)
-    except (OSError, InputError, pl.exceptions.PolarsError) as exc:
-        for path in runs:
-            path.unlink(missing_ok=True)
-        raise LedgerError(
-            f"{results} cannot be read ({reason_of(exc)}); repair takes from it the rows the ledger lost, so it "
-            "stopped with nothing changed: restore the results file or mend the line named, then repair again"
-        ) from exc
-    return runs
-
-
-def _name_rows(report: Report) -> None:
+def name_rows(report: Report) -> None:
     """For the listed findings that name a row_key: the input rows the results file holds for it."""
     keys = sorted({f.row_key for f in report.findings if f.row_key is not None})
     results = report.paths.results

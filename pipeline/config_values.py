@@ -1,0 +1,136 @@
+"""One config value at a time: its type, range, file or URL, checked and normalised on load.
+
+config.py reads the TOML file and the flags into frozen dataclasses; every value passes
+through `check_value` on the way, so a bad one stops the run before any request with one line
+naming the file, the key and what it must be.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, reason_of
+
+
+def check_value(section: str, key: str, value: Any, where: str) -> Any:
+    """Check one value against its field's type and bounds; return it normalised."""
+    name = f"{section}.{key}"
+    if key == "rate":
+        if value == "auto":
+            return "auto"
+        value = number(name, value, where)
+        if not 1 <= value <= 100_000:
+            raise ConfigError(
+                f"{where}: '{name}' must be 'auto' or a number of requests per second from 1 to 100000, not {value}"
+            )
+        return value
+    if key in ("concurrency", "max_attempts", "chunk_rows", "breaker"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{name}' must be a whole number, not {value!r}")
+        upper = {"concurrency": 1000, "max_attempts": 100, "chunk_rows": 10_000_000, "breaker": 100_000}[key]
+        lower = 0 if key == "breaker" else 1
+        if not lower <= value <= upper:
+            raise ConfigError(f"{where}: '{name}' must be between {lower} and {upper}, not {value}")
+        return value
+    if key == "progress_every":
+        value = number(name, value, where)
+        if not 0.1 <= value <= 3600:
+            raise ConfigError(f"{where}: '{name}' must be a number of seconds from 0.1 to 3600, not {value}")
+        return value
+    if key == "log_level":
+        if value not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"{where}: '{name}' must be debug, info, warning or error, not {value!r}")
+        return value
+    if key in ("summary_json", "report_html"):
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be a file path")
+        path = Path(value)
+        if not path.parent.is_dir():
+            raise ConfigError(f"{where}: the folder of '{name}' {path} does not exist")
+        return path
+    if key in ("connect_timeout", "read_timeout", "keepalive_timeout", "backoff_base", "backoff_cap"):
+        value = number(name, value, where)
+        if not 0 < value <= 3600:
+            raise ConfigError(f"{where}: '{name}' must be a number of seconds in (0, 3600], not {value}")
+        return value
+    if key == "ca_bundle":
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be the path of a PEM file of CA certificates")
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            reason = reason_of(exc)
+            raise ConfigError(
+                f"{where}: '{name}' {value!s} is not a readable PEM file of CA certificates: {reason}"
+            ) from None
+        return Path(value)
+    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors", "normalize_case"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
+        return value
+    if key == "log_format":
+        if value not in ("json", "console"):
+            raise ConfigError(f'{where}: \'{name}\' must be "json" or "console", not {value!r}')
+        return value
+    if key == "results":
+        if not isinstance(value, (str, Path)) or not str(value):
+            raise ConfigError(f"{where}: '{name}' must be a file path")
+        path = Path(value)
+        if not (path.name.endswith(".csv") or path.name.endswith(".parquet")):
+            raise ConfigError(f"{where}: '{name}' must end in .csv or .parquet, not {path.name!r}")
+        return path
+    if key == "datetime_formats":
+        if not isinstance(value, list) or not all(isinstance(v, str) and "%" in v for v in value):
+            raise ConfigError(f"{where}: '{name}' must be a list of strftime patterns like \"%d/%m/%Y %H:%M\"")
+        return tuple(value)
+    if key == "sir_statuses":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: '{name}' must be a non-empty list of strings")
+        return tuple(value)
+    if key == "default_org_id" or key.endswith("_env") or key == "base_url":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: '{name}' must be a non-empty string")
+        return value.strip().rstrip("/") if key == "base_url" else value.strip()
+    raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
+
+
+def did_you_mean(key: str, known: list[str], prefix: str = "") -> str:
+    """'; did you mean X?' for the closest known key, else the list of known keys."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f" (known: {', '.join(known)})"
+
+
+def number(name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: '{name}' must be a number, not {value!r}")
+    return float(value)
+
+
+def check_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} must be an http(s):// URL with a host")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"base URL {url!r} uses plain http:// for a non-loopback host;"
+            " use https:// (credentials travel in the body)"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(f"base URL {url!r} must not carry a user, password, query or fragment")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
