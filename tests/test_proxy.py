@@ -120,8 +120,13 @@ def api_cert(tmp_path: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def _through(proxy_url: str, **more: str) -> dict[str, str]:
-    return {**CREDENTIAL_ENV, "https_proxy": proxy_url, **more}
+def _run_through(box, proxy_url: str, api_cert: tuple[Path, Path], rows: Path, out: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The CLI run against `box` as https://api.zyntro.test:PORT, with https_proxy=`proxy_url`."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[api]\nca_bundle = "{api_cert[1]}"\n')
+    base = f"https://{API_HOST}:{yarl.URL(box.url).port}/apis/v2/public/crm"
+    args = ("run", str(rows), "--base-url", base, "--results", str(out), "--config", str(config))
+    return run_cli(*args, env={**CREDENTIAL_ENV, "https_proxy": proxy_url})
 
 
 def test_the_api_is_reached_through_the_environments_proxy(sandbox, proxy, api_cert, write_input, tmp_path):
@@ -129,13 +134,8 @@ def test_the_api_is_reached_through_the_environments_proxy(sandbox, proxy, api_c
     box = sandbox("--tls-cert", str(cert), "--tls-key", str(key))
     port = yarl.URL(box.url).port
     tunnel = proxy(credentials="alice:s3cret-proxy-pw")
-    config = tmp_path / "c.toml"
-    config.write_text(f'[api]\nca_bundle = "{cert}"\n')
-    rows = write_input("a.csv", make_rows(6))
-    out = tmp_path / "r.csv"
-    base = f"https://{API_HOST}:{port}/apis/v2/public/crm"
-    args = ("run", str(rows), "--base-url", base, "--results", str(out), "--config", str(config))
-    done = run_cli(*args, env=_through(f"http://alice:s3cret-proxy-pw@127.0.0.1:{tunnel.port}"))
+    rows, out = write_input("a.csv", make_rows(6)), tmp_path / "r.csv"
+    done = _run_through(box, f"http://alice:s3cret-proxy-pw@127.0.0.1:{tunnel.port}", api_cert, rows, out, tmp_path)
     assert done.code == 0, done.stderr
     assert len(box.created()) == 6 and set(results_mod.read(out)["status"]) == {"created"}
     assert tunnel.tunnels and set(tunnel.tunnels) == {f"{API_HOST}:{port}"} and tunnel.refused == 0
@@ -149,15 +149,8 @@ def test_a_proxy_that_wants_credentials_stops_the_run_before_anything_is_sent(
     key, cert = api_cert
     box = sandbox("--tls-cert", str(cert), "--tls-key", str(key))
     tunnel = proxy(credentials="alice:right")
-    config = tmp_path / "c.toml"
-    config.write_text(f'[api]\nca_bundle = "{cert}"\n')
-    rows = write_input("a.csv", make_rows(4))
-    out = tmp_path / "r.csv"
-    base = f"https://{API_HOST}:{yarl.URL(box.url).port}/apis/v2/public/crm"
-    refused = run_cli(
-        "run", str(rows), "--base-url", base, "--results", str(out), "--config", str(config),
-        env=_through(f"http://alice:wrong@127.0.0.1:{tunnel.port}"),
-    )  # fmt: skip
+    rows, out = write_input("a.csv", make_rows(4)), tmp_path / "r.csv"
+    refused = _run_through(box, f"http://alice:wrong@127.0.0.1:{tunnel.port}", api_cert, rows, out, tmp_path)
     assert refused.code == 2 and "Traceback" not in refused.stderr
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("si-ingest: aborted:")]
     assert "proxy asks for credentials (407)" in line and "wrong" not in refused.stderr
