@@ -3,6 +3,7 @@
 discover + inspect inputs    (exit 2 before any request on a bad file or column)
 lock the results file        (exit 2 if another live run holds it)
 open the ledger              (exit 2 if damaged or missing; a killed run's rows in flight become `unknown`)
+check it against the results (exit 2 if it lost rows the results file shows sent: ledger/seal.py)
 plan: validate every row     (passes over the input, spilled to <results>.work/)
 submit the rows to send      (signals stop it, account errors abort it)
 fold the journal, render the results
@@ -27,7 +28,7 @@ from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
-from .ledger import Ledger, LedgerPaths, RunLock
+from .ledger import Ledger, LedgerPaths, RunLock, seal
 from .plan import Plan, build_plan
 from .sending import send_plan
 from .submit import SubmitStats
@@ -59,14 +60,18 @@ async def run(
     _check_results_path(dest, files)
     stats: SubmitStats | None = None
     interrupted = False
-    with RunLock(dest):
-        workdir = LedgerPaths(dest).make_workdir()
+    with RunLock(dest) as lock:
+        paths = LedgerPaths(dest)
+        workdir = paths.make_workdir()
         try:
             with _signals_interrupt(), _naming_the_way_forward(dest):
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                plan = build_plan(files, ledger.view, config, workdir)
+                view = ledger.view
+                if not (new_ledger or view.empty or view.legacy_rows or seal.holds(lock.previous, paths)):
+                    seal.cross_check(paths, view, workdir)  # the files changed since the last run sealed them
+                plan = build_plan(files, view, config, workdir)
             if ledger.unanswered:
                 log.warning(
                     "journal.unanswered",
@@ -88,6 +93,7 @@ async def run(
                 _check_keys(plan, config, credentials)
                 stats, interrupted = await send_plan(plan, config, credentials, ledger, dest)
             counts = results.render(plan, ledger.view, dest)
+            lock.seal(seal.seal_line(paths))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.from_groups(dest, counts)

@@ -93,7 +93,11 @@ def test_a_deleted_journal_mid_run_stops_sending_and_the_next_run_resends_nothin
     assert final.code in (0, 1), final.stderr
     contexts = Counter(r["sir_context"] for r in box.created())
     assert max(contexts.values()) == 1  # nothing was created twice
-    assert Counter(results_mod.read(out)["status"])["created"] == len(contexts)
+    # every row the API created is created in the results, or unknown: a request in flight when
+    # sending stopped may have no answer recorded (it was flaky when it asked for all created)
+    final_by_contact = dict(zip(*results_mod.read(out).select("contact_id", "status").to_dict().values(), strict=True))
+    assert all(final_by_contact[r["contact_id"]] in ("created", "unknown") for r in box.created())
+    assert Counter(final_by_contact.values())["created"] <= len(contexts)
 
 
 def test_a_re_export_with_upper_case_uuids_resends_nothing(sandbox, write_input, tmp_path):
@@ -159,3 +163,49 @@ def test_rows_left_in_flight_by_a_kill_count_their_try(sandbox, write_input, tmp
     frame = results_mod.read(out)
     assert set(frame["status"]) == {"unknown"} and set(frame["attempts"]) == {1}
     assert box.stats()["requests"] == 8
+
+
+def _cut_to_header(journal: Path) -> None:
+    journal.write_bytes(journal.read_bytes().split(b"\n", 1)[0] + b"\n")
+
+
+def _drop_last_line(journal: Path) -> None:
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:-1]))
+
+
+@pytest.mark.parametrize("cut", [_cut_to_header, _drop_last_line])
+def test_a_journal_that_lost_whole_records_stops_the_run_and_repair_takes_them_back(
+    sandbox, write_input, tmp_path, cut
+):
+    """A journal cut at a line boundary reads as whole; the results file still shows those rows
+    sent. The run stops before any request (it had sent them again: 100 of 100, or 1), and
+    `ledger repair` takes them back from the results file."""
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(100, seed=31))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+    cut(tmp_path / "r.csv.journal")
+    refused = run_cli(*run_args(box, [rows], out))
+    assert refused.code == 2 and box.stats()["requests"] == 100, refused.stderr
+    [line] = error_lines(refused.stderr)
+    assert "records as sent are missing from it" in line and "ledger repair" in line
+    assert run_cli("ledger", "repair", str(out)).code == 0
+    again = run_cli(*run_args(box, [rows], out))
+    assert again.code == 0, again.stderr
+    assert box.stats()["requests"] == 100 and set(results_mod.read(out)["status"]) == {"created"}
+
+
+def test_an_untouched_finished_job_is_not_read_twice(sandbox, write_input, tmp_path, monkeypatch):
+    """The seal: a rerun over files the last run left as they were skips the results check."""
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(20, seed=32))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+    assert "seal " in (tmp_path / "r.csv.lock").read_text()
+    from pipeline.ledger import LedgerPaths, seal
+
+    lock_text = (tmp_path / "r.csv.lock").read_text()
+    assert seal.holds(lock_text, LedgerPaths(out))
+    os.utime(out)  # the results file touched: the next run checks
+    assert not seal.holds(lock_text, LedgerPaths(out))

@@ -10,6 +10,7 @@
     lock.py       one run per results file
     check.py      `si-ingest ledger check`: the damage, record by record
     repair.py     `si-ingest ledger repair`: mend it without resending
+    seal.py       the results file against its ledger: records lost whole are caught too
 
 Design decision, and why (measured on this 2-core machine, 2026-11-27; bench/ledger_scale.py):
 an append-only journal for the live run plus a compacted snapshot in Parquet, both read by

@@ -18,6 +18,8 @@ class RunLock:
     def __init__(self, results: Path) -> None:
         self.path = results.with_name(results.name + ".lock")
         self._fd: int | None = None
+        self._holder = ""
+        self.previous = ""  # what the lock file held before this run took it over
 
     def acquire(self) -> None:
         try:
@@ -27,15 +29,28 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown process"
+            holder = (_read_all(fd, 200).strip().splitlines() or ["unknown process"])[0]
             os.close(fd)
             raise LockError(
                 f"another si-ingest run ({holder}) is using {self.path.name[:-5]}; wait for it to finish"
             ) from None
+        self.previous = _read_all(fd)  # the last run's seal, if it finished (seal.py)
         os.ftruncate(fd, 0)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}".encode())
+        self._holder = f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}"
+        os.pwrite(fd, self._holder.encode(), 0)
         self._fd = fd
+
+    def seal(self, line: str) -> None:
+        """Add `line` (seal.py) after the holder's, for the next run to read; best effort."""
+        if self._fd is None:
+            return
+        try:
+            data = f"{self._holder}\n{line}\n".encode()
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        except OSError:  # no seal: the next run checks the results file against the ledger
+            pass
 
     def release(self) -> None:
         if self._fd is not None:
@@ -48,3 +63,12 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _read_all(fd: int, limit: int = 1 << 16) -> str:
+    chunks = []
+    offset = 0
+    while offset < limit and (chunk := os.pread(fd, 4096, offset)):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")

@@ -1,0 +1,136 @@
+"""The results file against its ledger: a journal that lost whole records is caught too.
+
+Every record of the journal carries a checksum and a sequence number, so a damaged byte, an
+edited status or a lost line in the middle is found when it is read. A journal cut at a line
+boundary, cut back to its header, or swapped for an older copy or another ledger's journal
+reads as whole: only the results file beside it still shows the rows it lost as sent. So the
+run checks, before any request, that every row the results file records as `created` is
+`created` or `unknown` in the ledger (never sendable) and that every row it records as `unknown`
+is known to it; any row the ledger lost stops the run (LedgerDamaged, exit 2) and `ledger repair` takes it back from the
+results file.
+
+That check reads the whole results file (2 columns), so it runs only when needed: at the end
+of every run that rendered its results, the run writes a seal into its lock file, the identity
+(device, inode, size, mtime) of the results file, journal and snapshot as it left them. The
+next run reads the seal before it takes the lock over; if every file is as sealed, nothing was
+cut, swapped or restored in between, and the check is skipped. A run killed midway leaves no
+seal (the lock file is rewritten when a run starts), so the run after it checks.
+
+Not checked: ledgers with format 1 (si-ingest 0.1) keys, which the results file names by the new
+key, and `--new-ledger` (the user chose to start over).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from .. import loader
+from ..errors import InputError, LedgerDamaged, LedgerError, reason_of
+from ..keys import partition_hash
+from ..models import Status
+from ..workfile import write_work_file
+from .fold import Fold
+from .partition import iter_parts, partition_count, scan_partition, write_run
+from .store import LedgerPaths
+
+SEAL_PREFIX = "seal "
+_KEYS: dict[str, pl.DataType] = {"row_key": pl.String(), "status": pl.String(), "kp": pl.UInt64()}
+READ_ROWS = 500_000  # results rows read (and written as one sorted run) at a time
+
+
+def identities(paths: LedgerPaths) -> dict[str, list[int] | None]:
+    """(device, inode, size, mtime_ns) of each file, None where it does not exist."""
+    out: dict[str, list[int] | None] = {}
+    for name, path in (("results", paths.results), ("journal", paths.journal), ("snapshot", paths.snapshot)):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            out[name] = None
+            continue
+        out[name] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return out
+
+
+def seal_line(paths: LedgerPaths) -> str:
+    """The seal of the files as they are now, as a line of the lock file."""
+    return SEAL_PREFIX + orjson.dumps({"v": 1, "files": identities(paths)}).decode()
+
+
+def holds(lock_text: str, paths: LedgerPaths) -> bool:
+    """The lock file's previous content carries a seal, and every file is as it sealed them."""
+    for line in lock_text.splitlines():
+        if line.startswith(SEAL_PREFIX):
+            try:
+                sealed = orjson.loads(line[len(SEAL_PREFIX) :])
+            except orjson.JSONDecodeError:
+                return False
+            return isinstance(sealed, dict) and sealed.get("v") == 1 and sealed.get("files") == identities(paths)
+    return False
+
+
+def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
+    """Every row the results file records as sent is in the ledger; raise LedgerDamaged if not."""
+    if not paths.results.exists():
+        return
+    runs = _sent_runs(paths.results, workdir)
+    if not runs:
+        return
+    rows = sum(pl.scan_parquet(run).select(pl.len()).collect().item() for run in runs)
+    unanswered, lost, example = view.unanswered, 0, None
+    try:
+        for lo, hi in iter_parts(partition_count(rows, view.rows)):
+            sent = scan_partition(runs, lo, hi, _KEYS).collect()
+            known = view.partition(lo, hi).select("row_key", ledger=pl.col("status"))
+            joined = sent.join(known, on="row_key", how="left")
+            # created there: still created here, or unknown (a repair marks a damaged record so);
+            # unknown there: known here, whatever came of it since (--resend-unknown)
+            settled = [Status.CREATED.value, Status.UNKNOWN.value]
+            gone = pl.col("ledger").is_null() | (
+                (pl.col("status") == Status.CREATED.value) & ~pl.col("ledger").is_in(settled)
+            )
+            missing = joined.filter(gone)
+            if missing.height:
+                lost += missing.height
+                example = example or missing["row_key"][0]
+        view.verify_sweep()
+    finally:
+        view.unanswered = unanswered  # the planner's own sweep counts them
+        for run in runs:
+            run.unlink(missing_ok=True)
+    if lost:
+        raise LedgerDamaged(
+            paths.journal,
+            None,
+            f"{lost} row(s) the results file {paths.results.name} records as sent are missing from it or"
+            f" sendable in it (row_key {example!r} first): records were lost (a journal cut short or restored"
+            " from a copy) or it was replaced",
+            example,
+        )
+
+
+def _sent_runs(results: Path, workdir: Path) -> list[Path]:
+    """The results file's created and unknown rows (row_key, status, kp), as kp-sorted runs."""
+    sent = [Status.CREATED.value, Status.UNKNOWN.value]
+    runs: list[Path] = []
+    try:
+        for batch in loader.written_batches(results, ("row_key", "status"), READ_ROWS):
+            rows = batch.filter(pl.col("status").cast(pl.String).is_in(sent)).select(
+                pl.col("row_key").cast(pl.String), pl.col("status").cast(pl.String)
+            )
+            if rows.height:
+                path = workdir / f"sealcheck-{len(runs):06d}.parquet"
+                write_work_file(path, write_run, rows.with_columns(partition_hash()), path)
+                runs.append(path)
+    except (OSError, InputError, pl.exceptions.PolarsError) as exc:
+        for run in runs:
+            run.unlink(missing_ok=True)
+        raise LedgerError(
+            f"{results} cannot be read ({reason_of(exc)}), and its ledger changed since the last run sealed them, so"
+            " the ledger cannot be checked against it; nothing was sent. Restore the results file, or move it aside"
+            " (the run renders it again from the ledger, which must then be whole)"
+        ) from exc
+    return runs
