@@ -190,6 +190,8 @@ def test_a_journal_that_lost_whole_records_stops_the_run_and_repair_takes_them_b
     assert refused.code == 2 and box.stats()["requests"] == 100, refused.stderr
     [line] = error_lines(refused.stderr)
     assert "records as sent are missing from it" in line and "ledger repair" in line
+    listed = run_cli("ledger", "check", str(out))  # it had said "no damage found"
+    assert listed.code == 1 and "records as sent are missing from it" in listed.stdout
     assert run_cli("ledger", "repair", str(out)).code == 0
     again = run_cli(*run_args(box, [rows], out))
     assert again.code == 0, again.stderr
