@@ -8,6 +8,11 @@ exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The
 phases then install their handlers (planning: `runner._signals_interrupt`; sending: the
 event loop's), which say more and finish the work in flight.
 
+stdout and stderr are wrapped so that a write never raises: a log reader that goes away (a
+closed pipe) or a full disk under `2>>run.log` stopped a run mid-send (the error escaped the
+progress task and cancelled every worker, exit 1); now the output goes to /dev/null from then
+on and the run finishes, its results and ledger whole.
+
 numpy (csv_blocks' record scan) starts OpenBLAS threads that spin for ~0.1 CPU-s at import,
 though the tool makes no BLAS call: one is enough (the user's own setting wins), which gives
 the CPU to the run (and, on loopback, to the sandbox it sends to).
@@ -20,8 +25,40 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any, TextIO
 
 EXIT_INTERRUPTED = 130
+
+
+class _Tolerant:
+    """A text stream whose writes never raise; after one fails, its descriptor points at /dev/null."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._silence()
+
+    def _silence(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -30,6 +67,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    if not isinstance(sys.stderr, _Tolerant):
+        sys.stdout, sys.stderr = _Tolerant(sys.stdout), _Tolerant(sys.stderr)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see the docstring
     try:
         from .cli import main as cli_main

@@ -177,7 +177,12 @@ class Submitter:
             await self._journal.intent(row.row_key, total)
             # the token is taken last, immediately before the request leaves, so that neither a
             # slow disk nor a long group commit can bunch requests past the ceiling
-            if lane.stop.is_set() or not await lane.limiter.acquire() or lane.stop.is_set():
+            try:
+                granted = not lane.stop.is_set() and await lane.limiter.acquire() and not lane.stop.is_set()
+            except asyncio.CancelledError:  # stopped at once while it waited for its token: never left
+                self._record(_not_sent(row, total - 1, last), lane=lane)
+                raise
+            if not granted:
                 self._record(_not_sent(row, total - 1, last), lane=lane)
                 return
             sent_at = loop.time()

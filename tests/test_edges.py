@@ -300,3 +300,27 @@ def test_auto_rate_backs_off_from_a_gateway_that_sheds_load_with_503(sandbox, wr
     stats = box.stats()
     assert stats["created"] == 300 and set(results_mod.read(out)["status"]) == {"created"}
     assert stats["answers"].get("503_limit", 0) <= 15, stats  # 1-4 in trials; 88 before
+
+
+def test_a_log_reader_that_goes_away_does_not_stop_the_run(sandbox, write_input, tmp_path):
+    """stderr a pipe whose reader closes mid-send (or a full disk under 2>>log): the run finishes,
+    every row created once (it had stopped mid-send, exit 1, rows pending and unknown)."""
+    import os
+    import subprocess
+    import sys
+
+    box = sandbox("--latency", "1-3")
+    rows = write_input("a.csv", make_rows(900, seed=41))
+    out = tmp_path / "r.csv"
+    env = {**os.environ, **CREDENTIAL_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *run_args(box, [rows], out, "--rate", "400", "--log-format", "json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None and proc.stdout is not None
+    wait_for(lambda: box.stats()["created"] >= 100, timeout=30)
+    proc.stderr.close()  # the log reader goes away while rows are being sent
+    proc.stdout.read()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert box.stats()["created"] == 900 and set(results_mod.read(out)["status"]) == {"created"}

@@ -149,3 +149,29 @@ async def test_cancel_during_a_backoff_leaves_the_row_pending_with_its_last_answ
     state, in_flight, _ = replay(ledger.paths.journal)
     row = state.row(0, named=True)
     assert in_flight == [] and (row["status"], row["error_code"], row["attempts"]) == ("pending", "HTTP_429", 1)
+
+
+async def test_cancel_while_rows_wait_for_a_token_leaves_them_pending(tmp_path):
+    """Intent written, token not yet given (a slow rate), then a second signal: those requests
+    never left, so `pending` (they had read as unknown NO_ANSWER_RECORDED, needing --resend-unknown)."""
+    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=False)
+    client = FakeClient({})
+    submitter = Submitter(
+        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
+        RateLimiter(1.0),
+        journal,
+        concurrency=4,
+        retry=RetryPolicy(max_attempts=3, base=0.1, cap=1),
+        stop=asyncio.Event(),
+    )
+    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(4)), 4))
+    await asyncio.sleep(0.3)  # one row sent at 1/s; three wait for their token
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal.close()
+    state, in_flight, _ = replay(ledger.paths.journal)
+    statuses = dict(zip(state["row_key"], state["status"], strict=True))
+    assert in_flight == [] and len(client.calls) == 1
+    assert sorted(statuses.values()) == ["created", "pending", "pending", "pending"]
