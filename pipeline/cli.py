@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__, crash, logs, report
 from .config import Config, load_config, load_credentials
-from .errors import ConfigError, LedgerError, PipelineError
+from .errors import ConfigError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
 
@@ -133,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"si-ingest: interrupted by {exc.args[0] if exc.args else 'SIGINT'}", file=sys.stderr)
         code = 130
     except Exception as exc:  # a bug: one line, the traceback in a file, exit 4
+        signalled = _signal_under(exc)
+        if signalled is not None:  # a signal that polars wrapped (raised inside one of its callbacks)
+            print(f"si-ingest: {signalled}", file=sys.stderr)
+            sys.exit(130)
         report = crash.write_report(exc, argv if argv is not None else sys.argv[1:])
         print(
             f"si-ingest: internal error ({type(exc).__name__}); the ledger is intact and a rerun resumes. "
@@ -141,6 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         code = crash.EXIT_INTERNAL
     sys.exit(code)
+
+
+def _signal_under(exc: BaseException) -> str | None:
+    """What an interrupt says, when `exc` was caused by one (a handler's Interrupted, raised while
+    polars ran a Python callback, comes back as a polars ComputeError)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, Interrupted):
+            return str(seen)
+        if isinstance(seen, KeyboardInterrupt):
+            return f"interrupted by {seen.args[0] if seen.args else 'SIGINT'}"
+    return None
 
 
 def _dispatch(args: argparse.Namespace) -> int:

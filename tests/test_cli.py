@@ -88,3 +88,23 @@ def test_ctrl_c_outside_a_run_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_dispatch", interrupted)
     assert exit_code(["report", "x.csv"]) == 130
     assert capsys.readouterr().err.strip() == "si-ingest: interrupted by SIGINT"
+
+
+def test_a_signal_that_polars_wrapped_is_an_interrupt_not_a_crash(monkeypatch, capsys, tmp_path):
+    """The planner's handler raises Interrupted; raised inside a polars callback (an IO source)
+    it comes back as a ComputeError, which had been reported as an internal error (exit 4)."""
+    import polars as pl
+
+    from pipeline.errors import Interrupted
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            raise Interrupted("interrupted by SIGINT before any request was sent")
+        except Interrupted as exc:
+            raise pl.exceptions.ComputeError("caught Python exception in an IO source") from exc
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_dispatch", wrapped)
+    assert exit_code(["report", "x.csv"]) == 130
+    assert capsys.readouterr().err.strip() == "si-ingest: interrupted by SIGINT before any request was sent"
+    assert not list(tmp_path.glob("si-ingest-crash-*"))
