@@ -390,7 +390,7 @@ class Bench:
         )
         if m.exit_code != 0:
             raise SystemExit(f"validate {n} again: exit {m.exit_code}")
-        self.add("validate", m)
+        self.add("validate again, its results beside", m)
 
     def rerun(self) -> None:
         n = self.sizes.rerun
