@@ -144,6 +144,13 @@ def _first_record(fh: BinaryIO, path: Path) -> bytes:
             line = line[len(_BOM) :]
         data += line
         if not line or data.count(b'"') % 2 == 0:
+            if b"\r" in data.rstrip(b"\r\n"):  # a CR inside the line, outside quotes or not
+                bare = data.rstrip(b"\r\n").replace(b"\r\n", b"")
+                if bare.count(b"\r") and data.count(b'"') == 0:
+                    raise InputError(
+                        f"{path}: its lines end in a bare CR (old Mac line ends), so it reads as one line;"
+                        " save it with LF or CRLF line ends"
+                    )
             return data
         if len(data) > MAX_RECORD_BYTES:
             raise InputError(f"{path}: the header opens a quote that never closes")

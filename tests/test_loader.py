@@ -134,3 +134,12 @@ def test_parquet_dates_times_and_numbers(tmp_path: Path):
     aware = [datetime(2026, 4, 5, 9, tzinfo=UTC)] * 4
     pl.DataFrame({**base, "sir_planned_dt": aware, "sir_channel": ["e"] * 4}).write_parquet(path)
     assert "+00" in load([path])["sir_planned_dt"][0]  # kept as text: validation calls it INVALID_DATETIME
+
+
+def test_a_file_with_bare_cr_line_ends_is_named_as_such(tmp_path):
+    """Old Mac line ends read as one long header line: it had been refused as 'the header names a
+    column more than once', which sends the user looking in the wrong place."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"contact_id,sir_flag\r" + b"a,b\r" * 3)
+    with pytest.raises(InputError, match="bare CR"):
+        loader.inspect(loader.discover([path]), {}, None)
