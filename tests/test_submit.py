@@ -128,50 +128,46 @@ async def test_cancel_records_in_flight_rows_as_unknown(tmp_path):
 async def test_cancel_during_a_backoff_leaves_the_row_pending_with_its_last_answer(tmp_path):
     """A second signal while a throttled row waits for its next try: nothing was created, and
     --max-attempts was not used up, so `pending` (the contract), not `failed`."""
-    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
-    journal = ledger.journal(fsync=False)
     client = FakeClient({"a": [TransientError("HTTP_429", "slow down", 429, 60.0)]})
-    submitter = Submitter(
-        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
-        RateLimiter(10_000),
-        journal,
-        concurrency=1,
-        retry=RetryPolicy(max_attempts=5, base=0.1, cap=1),
-        stop=asyncio.Event(),
+    # the one try made and answered 429: in its 60 s Retry-After wait when the run is cancelled
+    state, in_flight = await cancelled_run(
+        tmp_path, client, [Row("a", "s", 1, b"{}")], rate=10_000, concurrency=1, wait=0.2
     )
-    task = asyncio.create_task(submitter.run(iter([Row("a", "s", 1, b"{}")]), 1))
-    await asyncio.sleep(0.2)  # the one try made and answered 429: in its 60 s Retry-After wait now
-    assert client.calls == ["a"]
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    journal.close()
-    state, in_flight, _ = replay(ledger.paths.journal)
     row = state.row(0, named=True)
-    assert in_flight == [] and (row["status"], row["error_code"], row["attempts"]) == ("pending", "HTTP_429", 1)
+    assert client.calls == ["a"] and in_flight == []
+    assert (row["status"], row["error_code"], row["attempts"]) == ("pending", "HTTP_429", 1)
 
 
 async def test_cancel_while_rows_wait_for_a_token_leaves_them_pending(tmp_path):
     """Intent written, token not yet given (a slow rate), then a second signal: those requests
     never left, so `pending` (they had read as unknown NO_ANSWER_RECORDED, needing --resend-unknown)."""
+    client = FakeClient({})
+    rows = [Row(f"k{i}", "s", i, b"{}") for i in range(4)]
+    # one row sent at 1/s; three wait for their token when the run is cancelled
+    state, in_flight = await cancelled_run(tmp_path, client, rows, rate=1.0, concurrency=4, wait=0.3)
+    statuses = dict(zip(state["row_key"], state["status"], strict=True))
+    assert in_flight == [] and len(client.calls) == 1
+    assert sorted(statuses.values()) == ["created", "pending", "pending", "pending"]
+
+
+async def cancelled_run(tmp_path, client, rows: list[Row], *, rate: float, concurrency: int, wait: float):
+    """Submit `rows`, cancel the run after `wait` seconds (a second signal), return the replayed
+    journal (state, rows left in flight)."""
     ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
     journal = ledger.journal(fsync=False)
-    client = FakeClient({})
     submitter = Submitter(
-        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
-        RateLimiter(1.0),
+        client,
+        RateLimiter(rate),
         journal,
-        concurrency=4,
-        retry=RetryPolicy(max_attempts=3, base=0.1, cap=1),
+        concurrency=concurrency,
+        retry=RetryPolicy(max_attempts=5, base=0.1, cap=1),
         stop=asyncio.Event(),
     )
-    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(4)), 4))
-    await asyncio.sleep(0.3)  # one row sent at 1/s; three wait for their token
+    task = asyncio.create_task(submitter.run(iter(rows), len(rows)))
+    await asyncio.sleep(wait)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     journal.close()
     state, in_flight, _ = replay(ledger.paths.journal)
-    statuses = dict(zip(state["row_key"], state["status"], strict=True))
-    assert in_flight == [] and len(client.calls) == 1
-    assert sorted(statuses.values()) == ["created", "pending", "pending", "pending"]
+    return state, in_flight

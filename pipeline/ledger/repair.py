@@ -24,15 +24,13 @@ from typing import Any
 
 import polars as pl
 
-from .. import loader
-from ..errors import InputError, LedgerError, reason_of
 from ..keys import partition_hash
 from ..models import ErrorCode, Status
-from ..workfile import write_work_file
 from . import reader, records
 from .check import DAMAGED_MESSAGE, Report, Scan, name_rows
 from .fold import UNANSWERED
 from .partition import iter_parts, partition_count
+from .seal import results_runs
 from .store import LedgerPaths, write_state
 
 
@@ -102,38 +100,25 @@ def _results_records(results: Path, workdir: Path) -> list[Path]:
     if not results.exists():
         return []
     sendable = [s.value for s in Status if s not in (Status.INVALID, Status.DUPLICATE)]
-    runs: list[Path] = []
-    first = 0
-    try:
-        for batch in loader.written_batches(results, tuple(records.STATE_SCHEMA), reader.BATCH_LINES):
-            frame = (
-                batch.with_columns(q=pl.int_range(first, first + batch.height, dtype=pl.Int64) - RESULTS_Q)
-                .filter(pl.col("status").cast(pl.String).is_in(sendable))
-                .select(
-                    "q",
-                    intent=pl.lit(False),
-                    row_key=pl.col("row_key").cast(pl.String),
-                    status=pl.col("status").cast(pl.String),
-                    sir_id=pl.col("sir_id").cast(pl.Int64, strict=False),
-                    error_code=pl.col("error_code").cast(pl.String),
-                    error_message=pl.col("error_message").cast(pl.String),
-                    attempts=pl.col("attempts").cast(pl.Int64, strict=False).fill_null(0),
-                    http_status=pl.col("http_status").cast(pl.Int64, strict=False),
-                    updated_at=pl.col("updated_at").cast(pl.String),
-                    legacy=pl.lit(False),
-                )
-            )
-            first += batch.height
-            path = workdir / f"repair-results-{len(runs):06d}.parquet"
-            write_work_file(
-                path, frame.with_columns(partition_hash()).select(*reader.RUN_SCHEMA).sort("kp").write_parquet, path
-            )
-            runs.append(path)
-    except (OSError, InputError, pl.exceptions.PolarsError) as exc:
-        for path in runs:
-            path.unlink(missing_ok=True)
-        raise LedgerError(
-            f"{results} cannot be read ({reason_of(exc)}); repair takes from it the rows the ledger lost, so it "
-            "stopped with nothing changed: restore the results file or mend the line named, then repair again"
-        ) from exc
-    return runs
+
+    def shape(batch: pl.DataFrame, first: int) -> pl.DataFrame:
+        frame = batch.with_columns(q=pl.int_range(first, first + batch.height, dtype=pl.Int64) - RESULTS_Q)
+        return frame.filter(pl.col("status").cast(pl.String).is_in(sendable)).select(
+            "q",
+            intent=pl.lit(False),
+            row_key=pl.col("row_key").cast(pl.String),
+            status=pl.col("status").cast(pl.String),
+            sir_id=pl.col("sir_id").cast(pl.Int64, strict=False),
+            error_code=pl.col("error_code").cast(pl.String),
+            error_message=pl.col("error_message").cast(pl.String),
+            attempts=pl.col("attempts").cast(pl.Int64, strict=False).fill_null(0),
+            http_status=pl.col("http_status").cast(pl.Int64, strict=False),
+            updated_at=pl.col("updated_at").cast(pl.String),
+            legacy=pl.lit(False),
+        )
+
+    return results_runs(
+        results, workdir, tuple(records.STATE_SCHEMA), shape, "repair-results",
+        "repair takes from it the rows the ledger lost, so it stopped with nothing changed: restore the results"
+        " file or mend the line named, then repair again",
+    )  # fmt: skip

@@ -23,6 +23,7 @@ key, and `--new-ledger` (the user chose to start over).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -112,25 +113,41 @@ def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
         )
 
 
-def _sent_runs(results: Path, workdir: Path) -> list[Path]:
-    """The results file's created and unknown rows (row_key, status, kp), as kp-sorted runs."""
-    sent = [Status.CREATED.value, Status.UNKNOWN.value]
+def results_runs(
+    results: Path, workdir: Path, columns: tuple[str, ...], shape: Callable[[pl.DataFrame, int], pl.DataFrame],
+    tag: str, refusal: str,
+) -> list[Path]:  # fmt: skip
+    """`shape(batch, first row index)` of each batch of the results file's `columns`, written as
+    kp-sorted runs (bounded memory). An unreadable file raises LedgerError: `refusal`, its reason
+    named, the runs written so far removed."""
     runs: list[Path] = []
+    first = 0
     try:
-        for batch in loader.written_batches(results, ("row_key", "status"), READ_ROWS):
-            rows = batch.filter(pl.col("status").cast(pl.String).is_in(sent)).select(
-                pl.col("row_key").cast(pl.String), pl.col("status").cast(pl.String)
-            )
+        for batch in loader.written_batches(results, columns, READ_ROWS):
+            rows = shape(batch, first)
+            first += batch.height
             if rows.height:
-                path = workdir / f"sealcheck-{len(runs):06d}.parquet"
+                path = workdir / f"{tag}-{len(runs):06d}.parquet"
                 write_work_file(path, write_run, rows.with_columns(partition_hash()), path)
                 runs.append(path)
     except (OSError, InputError, pl.exceptions.PolarsError) as exc:
         for run in runs:
             run.unlink(missing_ok=True)
-        raise LedgerError(
-            f"{results} cannot be read ({reason_of(exc)}), and its ledger changed since the last run sealed them, so"
-            " the ledger cannot be checked against it; nothing was sent. Restore the results file, or move it aside"
-            " (the run renders it again from the ledger, which must then be whole)"
-        ) from exc
+        raise LedgerError(f"{results} cannot be read ({reason_of(exc)}); {refusal}") from exc
     return runs
+
+
+def _sent_runs(results: Path, workdir: Path) -> list[Path]:
+    """The results file's created and unknown rows (row_key, status, kp), as kp-sorted runs."""
+    sent = [Status.CREATED.value, Status.UNKNOWN.value]
+
+    def shape(batch: pl.DataFrame, first: int) -> pl.DataFrame:
+        rows = batch.filter(pl.col("status").cast(pl.String).is_in(sent))
+        return rows.select(pl.col("row_key").cast(pl.String), pl.col("status").cast(pl.String))
+
+    return results_runs(
+        results, workdir, ("row_key", "status"), shape, "sealcheck",
+        "its ledger changed since the last run sealed them, so the ledger cannot be checked against it; nothing was"
+        " sent. Restore the results file, or move it aside (the run renders it again from the ledger, which must"
+        " then be whole)",
+    )  # fmt: skip
