@@ -941,7 +941,7 @@ def render(results: list[Result], loads: tuple[float, float], command: str, elap
                 "20,000 rows, 32 workers, `--rate 100000`, fsync on unless said; a fresh sandbox each. Bare loop: 32 "
                 "workers over a queue, one aiohttp session, bodies encoded beforehand (no validation, journal or "
                 "timeouts), timed from session open to last answer. `ZyntroClient alone`: the same workers calling "
-                "the CLI's `pipeline.client.ZyntroClient.send` (its answer deadline, restarted by its connector, capped read, "
+                "the CLI's `pipeline.client.ZyntroClient.send` (its answer deadline, capped read, "
                 "classification), nothing else. Whole process: rows / (CLI start to exit: imports, load, validate, "
                 "plan, send, results). Sending: the summary JSON's `mean_rate` (requests / seconds from the first "
                 "request to when the summary is made, after the results file is rendered). Probe: rows / the time "
