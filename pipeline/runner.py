@@ -69,7 +69,10 @@ async def run(
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 view = ledger.view
-                if not (new_ledger or view.empty or view.legacy_rows or seal.holds(lock.previous, paths)):
+                over = seal.over_line(paths) if new_ledger else seal.started_over(lock.previous, paths)
+                if over is not None:  # a start-over: the results file beside it is not this ledger's
+                    lock.seal(over)
+                elif not (view.empty or view.legacy_rows or seal.holds(lock.previous, paths)):
                     seal.cross_check(paths, view, workdir)  # the files changed since the last run sealed them
                 plan = build_plan(files, view, config, workdir)
             if ledger.unanswered:

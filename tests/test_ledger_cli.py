@@ -211,3 +211,27 @@ def test_an_untouched_finished_job_is_not_read_twice(sandbox, write_input, tmp_p
     assert seal.holds(lock_text, LedgerPaths(out))
     os.utime(out)  # the results file touched: the next run checks
     assert not seal.holds(lock_text, LedgerPaths(out))
+
+
+def test_a_start_over_killed_before_its_results_does_not_lock_the_user_out(sandbox, write_input, tmp_path):
+    """`--new-ledger` chose to disregard the old results file; killed before it rendered new ones,
+    the next run goes on with the new ledger (it had been refused: the old results' rows were
+    'lost' from it, and --new-ledger refused too, a ledger existing)."""
+    import signal
+    import time
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(20, seed=33))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+    (tmp_path / "r.csv.journal").rename(tmp_path / "lost.journal")
+    proc = cli_process(*run_args(box, [rows], out, "--new-ledger", "--rate", "4"))
+    wait_for(lambda: box.stats()["requests"] >= 22, timeout=30)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    again = run_cli(*run_args(box, [rows], out))
+    assert again.code in (0, 1) and "missing from it" not in again.stderr, again.stderr
+    # rows the killed run had in flight are unknown (kill -9), every other one created
+    assert set(results_mod.read(out)["status"]) <= {"created", "unknown"}
+    assert run_cli(*run_args(box, [rows], out)).code in (0, 1)  # sealed now: the check applies again

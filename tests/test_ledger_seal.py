@@ -46,3 +46,26 @@ def test_a_seal_holds_only_for_the_files_as_they_were(tmp_path: Path):
     assert not seal.holds("pid 1 on host", paths) and not seal.holds("seal {not json", paths)
     paths.journal.write_bytes(paths.journal.read_bytes() + outcome(2, created("k2", 2)))
     assert not seal.holds(line, paths)
+
+
+def test_an_unknown_row_needs_a_later_try_to_be_anything_but_unknown_or_created(tmp_path: Path):
+    """An older copy of the journal saying `failed` for a row the results file shows `unknown`
+    would have it sent again; a --resend-unknown try since (more attempts) is fine."""
+    failed = Outcome("k1", Status.FAILED, error_code="HTTP_503", attempts=1)
+    ledger = _open(tmp_path, outcome(1, failed))
+    paths = ledger.paths
+    write_results(paths.results, {"k1": "unknown"}, attempts="1")
+    with pytest.raises(LedgerDamaged, match="row_key 'k1'"):
+        seal.cross_check(paths, ledger.view, tmp_path / "work")
+    ledger = _open(tmp_path, outcome(1, Outcome("k1", Status.FAILED, error_code="HTTP_503", attempts=2)))
+    seal.cross_check(ledger.paths, ledger.view, tmp_path / "work")  # tried again since: its own outcome
+
+
+def test_a_start_over_mark_holds_while_the_results_file_it_disregards_is_unchanged(tmp_path: Path):
+    ledger = _open(tmp_path, outcome(1, created("k1", 1)))
+    paths = ledger.paths
+    write_results(paths.results, {"k9": "created"})
+    mark = seal.over_line(paths)
+    assert seal.started_over(f"pid 1\n{mark}\n", paths) == mark and seal.started_over("pid 1", paths) is None
+    write_results(paths.results, {"k1": "created"})  # a run rendered its own results since
+    assert seal.started_over(f"pid 1\n{mark}\n", paths) is None

@@ -4,20 +4,26 @@ Every record of the journal carries a checksum and a sequence number, so a damag
 edited status or a lost line in the middle is found when it is read. A journal cut at a line
 boundary, cut back to its header, or swapped for an older copy or another ledger's journal
 reads as whole: only the results file beside it still shows the rows it lost as sent. So the
-run checks, before any request, that every row the results file records as `created` is
-`created` or `unknown` in the ledger (never sendable) and that every row it records as `unknown`
-is known to it; any row the ledger lost stops the run (LedgerDamaged, exit 2) and `ledger repair` takes it back from the
-results file.
+run checks, before any request, that every row the results file records as `created` or
+`unknown` is `created` or `unknown` in the ledger (never sendable), or for an `unknown` one, was
+tried again since (`--resend-unknown`: more attempts); any row the ledger lost stops the run
+(LedgerDamaged, exit 2) and `ledger repair` takes it back from the results file.
 
-That check reads the whole results file (2 columns), so it runs only when needed: at the end
+That check reads the whole results file (3 columns), so it runs only when needed: at the end
 of every run that rendered its results, the run writes a seal into its lock file, the identity
 (device, inode, size, mtime) of the results file, journal and snapshot as it left them. The
 next run reads the seal before it takes the lock over; if every file is as sealed, nothing was
 cut, swapped or restored in between, and the check is skipped. A run killed midway leaves no
 seal (the lock file is rewritten when a run starts), so the run after it checks.
 
-Not checked: ledgers with format 1 (si-ingest 0.1) keys, which the results file names by the new
-key, and `--new-ledger` (the user chose to start over).
+A `--new-ledger` run marks the lock file with the results file it chose to disregard; until a
+run renders new results (and seals them), the runs after it skip the check while that results
+file is unchanged, and carry the mark on, so a start-over that stopped early does not lock the
+user out.
+
+Limits: the results file lists the last run's input only, so rows of earlier exports that are not
+in it are not covered; ledgers that still hold format 1 (si-ingest 0.1) keys, which the results
+file names by the new key, are not checked.
 """
 
 from __future__ import annotations
@@ -39,7 +45,12 @@ from .partition import iter_parts, partition_count, scan_partition, write_run
 from .store import LedgerPaths
 
 SEAL_PREFIX = "seal "
-_KEYS: dict[str, pl.DataType] = {"row_key": pl.String(), "status": pl.String(), "kp": pl.UInt64()}
+_KEYS: dict[str, pl.DataType] = {
+    "row_key": pl.String(),
+    "status": pl.String(),
+    "attempts": pl.Int64(),
+    "kp": pl.UInt64(),
+}
 READ_ROWS = 500_000  # results rows read (and written as one sorted run) at a time
 
 
@@ -73,6 +84,28 @@ def holds(lock_text: str, paths: LedgerPaths) -> bool:
     return False
 
 
+OVER_PREFIX = "over "
+
+
+def over_line(paths: LedgerPaths) -> str:
+    """A `--new-ledger` run's mark: the results file it started over (and chose to disregard)."""
+    return OVER_PREFIX + orjson.dumps({"v": 1, "results": identities(paths)["results"]}).decode()
+
+
+def started_over(lock_text: str, paths: LedgerPaths) -> str | None:
+    """The mark of a `--new-ledger` run that stopped before it rendered its results, if the
+    results file is still the one it started over; None otherwise."""
+    for line in lock_text.splitlines():
+        if line.startswith(OVER_PREFIX):
+            try:
+                mark = orjson.loads(line[len(OVER_PREFIX) :])
+            except orjson.JSONDecodeError:
+                return None
+            same = isinstance(mark, dict) and mark.get("results") == identities(paths)["results"]
+            return line if same else None
+    return None
+
+
 def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
     """Every row the results file records as sent is in the ledger; raise LedgerDamaged if not."""
     if not paths.results.exists():
@@ -85,14 +118,15 @@ def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
     try:
         for lo, hi in iter_parts(partition_count(rows, view.rows)):
             sent = scan_partition(runs, lo, hi, _KEYS).collect()
-            known = view.partition(lo, hi).select("row_key", ledger=pl.col("status"))
+            known = view.partition(lo, hi).select("row_key", ledger=pl.col("status"), tries=pl.col("attempts"))
             joined = sent.join(known, on="row_key", how="left")
-            # created there: still created here, or unknown (a repair marks a damaged record so);
-            # unknown there: known here, whatever came of it since (--resend-unknown)
+            # created or unknown there: created or unknown here (a repair marks a damaged record
+            # unknown), or, for an unknown one, tried again since (--resend-unknown: more attempts)
             settled = [Status.CREATED.value, Status.UNKNOWN.value]
-            gone = pl.col("ledger").is_null() | (
-                (pl.col("status") == Status.CREATED.value) & ~pl.col("ledger").is_in(settled)
+            retried = (pl.col("status") == Status.UNKNOWN.value) & (
+                pl.col("tries").fill_null(0) > pl.col("attempts").fill_null(0)
             )
+            gone = pl.col("ledger").is_null() | (~pl.col("ledger").is_in(settled) & ~retried)
             missing = joined.filter(gone)
             if missing.height:
                 lost += missing.height
@@ -143,10 +177,14 @@ def _sent_runs(results: Path, workdir: Path) -> list[Path]:
 
     def shape(batch: pl.DataFrame, first: int) -> pl.DataFrame:
         rows = batch.filter(pl.col("status").cast(pl.String).is_in(sent))
-        return rows.select(pl.col("row_key").cast(pl.String), pl.col("status").cast(pl.String))
+        return rows.select(
+            pl.col("row_key").cast(pl.String),
+            pl.col("status").cast(pl.String),
+            pl.col("attempts").cast(pl.Int64, strict=False),
+        )
 
     return results_runs(
-        results, workdir, ("row_key", "status"), shape, "sealcheck",
+        results, workdir, ("row_key", "status", "attempts"), shape, "sealcheck",
         "its ledger changed since the last run sealed them, so the ledger cannot be checked against it; nothing was"
         " sent. Restore the results file, or move it aside (the run renders it again from the ledger, which must"
         " then be whole)",
