@@ -185,7 +185,7 @@ def _sent_runs(results: Path, workdir: Path) -> list[Path]:
 
     return results_runs(
         results, workdir, ("row_key", "status", "attempts"), shape, "sealcheck",
-        "its ledger changed since the last run sealed them, so the ledger cannot be checked against it; nothing was"
-        " sent. Restore the results file, or move it aside (the run renders it again from the ledger, which must"
-        " then be whole)",
+        "it or its ledger changed since the last run sealed them, so the ledger cannot be checked against it;"
+        " nothing was sent. Restore the results file, or move it aside (the run renders it again from the ledger,"
+        " which must then be whole)",
     )  # fmt: skip
