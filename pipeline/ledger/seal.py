@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import polars as pl
@@ -74,14 +75,8 @@ def seal_line(paths: LedgerPaths) -> str:
 
 def holds(lock_text: str, paths: LedgerPaths) -> bool:
     """The lock file's previous content carries a seal, and every file is as it sealed them."""
-    for line in lock_text.splitlines():
-        if line.startswith(SEAL_PREFIX):
-            try:
-                sealed = orjson.loads(line[len(SEAL_PREFIX) :])
-            except orjson.JSONDecodeError:
-                return False
-            return isinstance(sealed, dict) and sealed.get("v") == 1 and sealed.get("files") == identities(paths)
-    return False
+    found = _entry(lock_text, SEAL_PREFIX)
+    return found is not None and found[1].get("files") == identities(paths)
 
 
 OVER_PREFIX = "over "
@@ -95,14 +90,19 @@ def over_line(paths: LedgerPaths) -> str:
 def started_over(lock_text: str, paths: LedgerPaths) -> str | None:
     """The mark of a `--new-ledger` run that stopped before it rendered its results, if the
     results file is still the one it started over; None otherwise."""
+    found = _entry(lock_text, OVER_PREFIX)
+    return found[0] if found is not None and found[1].get("results") == identities(paths)["results"] else None
+
+
+def _entry(lock_text: str, prefix: str) -> tuple[str, dict[str, Any]] | None:
+    """(the line, its JSON) of the lock file's first line with `prefix`, if it reads as version 1."""
     for line in lock_text.splitlines():
-        if line.startswith(OVER_PREFIX):
+        if line.startswith(prefix):
             try:
-                mark = orjson.loads(line[len(OVER_PREFIX) :])
+                entry = orjson.loads(line[len(prefix) :])
             except orjson.JSONDecodeError:
                 return None
-            same = isinstance(mark, dict) and mark.get("results") == identities(paths)["results"]
-            return line if same else None
+            return (line, entry) if isinstance(entry, dict) and entry.get("v") == 1 else None
     return None
 
 
