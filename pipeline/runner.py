@@ -70,10 +70,15 @@ async def run(
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 view = ledger.view
                 over = seal.over_line(paths) if new_ledger else seal.started_over(lock.previous, paths)
+                least = seal.floor(lock.previous)
                 if over is not None:  # a start-over: the results file beside it is not this ledger's
                     lock.seal(over)
-                elif not (view.empty or view.legacy_rows or seal.holds(lock.previous, paths)):
-                    seal.cross_check(paths, view, workdir)  # the files changed since the last run sealed them
+                else:
+                    if least is not None:
+                        lock.seal(seal.floor_line(least))  # carried on, should this run be killed
+                    check_results = not (view.empty or view.legacy_rows)  # 0.1's keys are not the results'
+                    if (least is not None or check_results) and not seal.holds(lock.previous, paths):
+                        seal.cross_check(paths, view, workdir, least, results=check_results)
                 plan = build_plan(files, view, config, workdir)
             if ledger.unanswered:
                 log.warning(
@@ -96,7 +101,7 @@ async def run(
                 _check_keys(plan, config, credentials)
                 stats, interrupted = await send_plan(plan, config, credentials, ledger, dest)
             counts = results.render(plan, ledger.view, dest)
-            lock.seal(seal.seal_line(paths))
+            lock.seal(seal.seal_line(paths, ledger.view.swept_keys))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.from_groups(dest, counts)

@@ -189,7 +189,7 @@ def test_a_journal_that_lost_whole_records_stops_the_run_and_repair_takes_them_b
     refused = run_cli(*run_args(box, [rows], out))
     assert refused.code == 2 and box.stats()["requests"] == 100, refused.stderr
     [line] = error_lines(refused.stderr)
-    assert "records as sent are missing from it" in line and "ledger repair" in line
+    assert "records were lost" in line and "ledger repair" in line  # fewer keys than sealed, or rows gone
     listed = run_cli("ledger", "check", str(out))  # it had said "no damage found"
     assert listed.code == 1 and "records as sent are missing from it" in listed.stdout
     assert run_cli("ledger", "repair", str(out)).code == 0
@@ -235,3 +235,31 @@ def test_a_start_over_killed_before_its_results_does_not_lock_the_user_out(sandb
     # rows the killed run had in flight are unknown (kill -9), every other one created
     assert set(results_mod.read(out)["status"]) <= {"created", "unknown"}
     assert run_cli(*run_args(box, [rows], out)).code in (0, 1)  # sealed now: the check applies again
+
+
+def test_records_lost_for_rows_of_an_earlier_export_are_caught_by_the_key_count(sandbox, write_input, tmp_path):
+    """The results file lists the last run's input only; a journal line of an earlier night's row
+    cut away passed the results check (the row was sent again). The last finished run sealed how
+    many row_keys the ledger held: fewer now stops the run."""
+    import orjson
+
+    from pipeline.ledger.records import encode
+
+    box = sandbox()
+    night_a = write_input("a.csv", make_rows(30, seed=34, prefix="nightA"))
+    night_b = write_input("b.csv", make_rows(30, seed=35, prefix="nightB"))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [night_a], out)).code == 0
+    assert run_cli(*run_args(box, [night_b], out)).code == 0  # the results file now lists B only
+    listed = set(results_mod.read(out)["row_key"])
+    journal = tmp_path / "r.csv.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    night_a_line = next(
+        i for i, line in enumerate(lines[1:], 1) if orjson.loads(line.rpartition(b"\t")[0]).get("k") not in listed
+    )
+    kept = [orjson.loads(line.rpartition(b"\t")[0]) for i, line in enumerate(lines[1:], 1) if i != night_a_line]
+    # a whole, consistent journal without that record (as an older copy would be): renumbered
+    journal.write_bytes(lines[0] + b"".join(encode({**record, "q": q}) for q, record in enumerate(kept, 1)))
+    refused = run_cli(*run_args(box, [night_a], out))
+    assert refused.code == 2 and box.stats()["requests"] == 60, refused.stderr
+    assert "59 row_keys, 1 fewer than when the last run finished (60)" in refused.stderr

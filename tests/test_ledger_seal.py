@@ -41,7 +41,7 @@ def test_a_seal_holds_only_for_the_files_as_they_were(tmp_path: Path):
     ledger = _open(tmp_path, outcome(1, created("k1", 1)))
     paths = ledger.paths
     write_results(paths.results, {"k1": "created"})
-    line = seal.seal_line(paths)
+    line = seal.seal_line(paths, 1)
     assert seal.holds(f"pid 1 on host\n{line}\n", paths)
     assert not seal.holds("pid 1 on host", paths) and not seal.holds("seal {not json", paths)
     paths.journal.write_bytes(paths.journal.read_bytes() + outcome(2, created("k2", 2)))

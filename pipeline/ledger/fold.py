@@ -38,6 +38,8 @@ class Fold:
     resolve: bool = True  # read keys left in flight as `unknown`; else keep an `intent` column
     unanswered: int = 0
     _seen: int = field(default=0, repr=False)
+    _keys: int = field(default=0, repr=False)
+    swept_keys: int | None = None  # row_keys the last full sweep (every partition once) found
     _stamp: str = field(default_factory=now_iso, repr=False)
 
     @property
@@ -63,13 +65,20 @@ class Fold:
         self.verify_sweep()
 
     def verify_sweep(self) -> None:
-        """After reading every partition once: no snapshot row went unseen (damaged statistics)."""
+        """After reading every partition once: no snapshot row went unseen (damaged statistics).
+        The keys it found are `swept_keys` (the seal's count: ledger/seal.py)."""
         seen, self._seen = self._seen, 0
+        self.swept_keys, self._keys = self._keys, 0
         if self.snapshot is not None:
             self.snapshot.check_total(seen)
 
     def partition(self, lo: int, hi: int) -> pl.DataFrame:
         """The folded state of the keys with `kp` in [lo, hi] (VIEW_SCHEMA, plus `intent` unresolved)."""
+        state = self._partition(lo, hi)
+        self._keys += state.height
+        return state
+
+    def _partition(self, lo: int, hi: int) -> pl.DataFrame:
         parts = []
         if self.snapshot is not None:
             base = self.snapshot.partition(lo, hi)

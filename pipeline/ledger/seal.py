@@ -21,9 +21,12 @@ run renders new results (and seals them), the runs after it skip the check while
 file is unchanged, and carry the mark on, so a start-over that stopped early does not lock the
 user out.
 
-Limits: the results file lists the last run's input only, so rows of earlier exports that are not
-in it are not covered; ledgers that still hold format 1 (si-ingest 0.1) keys, which the results
-file names by the new key, are not checked.
+The seal also holds the ledger's row_key count from the run's last full sweep (`Fold.swept_keys`):
+a ledger never loses a key but by damage, so a run that finds fewer (its check sweeps every
+partition) stops too, which covers rows of earlier exports that the results file no longer
+lists. The count is carried on in the lock file (`floor`) by runs that are killed before they
+seal. Ledgers that still hold format 1 (si-ingest 0.1) keys, which the results file names by the
+new key, get the count check only.
 """
 
 from __future__ import annotations
@@ -68,9 +71,27 @@ def identities(paths: LedgerPaths) -> dict[str, list[int] | None]:
     return out
 
 
-def seal_line(paths: LedgerPaths) -> str:
-    """The seal of the files as they are now, as a line of the lock file."""
-    return SEAL_PREFIX + orjson.dumps({"v": 1, "files": identities(paths)}).decode()
+def seal_line(paths: LedgerPaths, keys: int | None) -> str:
+    """The seal of the files as they are now, and the ledger's row_key count, as a lock file line."""
+    return SEAL_PREFIX + orjson.dumps({"v": 1, "files": identities(paths), "keys": keys}).decode()
+
+
+FLOOR_PREFIX = "floor "
+
+
+def floor(lock_text: str) -> int | None:
+    """The fewest row_keys the ledger may hold: the last finished run's count (a ledger never
+    loses a key but by damage), from its seal or carried on by the runs after it."""
+    for prefix in (SEAL_PREFIX, FLOOR_PREFIX):
+        found = _entry(lock_text, prefix)
+        keys = found[1].get("keys") if found is not None else None
+        if isinstance(keys, int) and not isinstance(keys, bool) and keys >= 0:
+            return keys
+    return None
+
+
+def floor_line(keys: int) -> str:
+    return FLOOR_PREFIX + orjson.dumps({"v": 1, "keys": keys}).decode()
 
 
 def holds(lock_text: str, paths: LedgerPaths) -> bool:
@@ -106,18 +127,19 @@ def _entry(lock_text: str, prefix: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
-    """Every row the results file records as sent is in the ledger; raise LedgerDamaged if not."""
-    if not paths.results.exists():
-        return
-    runs = _sent_runs(paths.results, workdir)
-    if not runs:
+def cross_check(
+    paths: LedgerPaths, view: Fold, workdir: Path, least: int | None = None, *, results: bool = True
+) -> None:
+    """Every row the results file records as sent is in the ledger (unless not `results`: its
+    keys are 0.1's), and the ledger holds at least `least` row_keys (`floor`); else LedgerDamaged."""
+    runs = _sent_runs(paths.results, workdir) if results and paths.results.exists() else []
+    if not runs and least is None:
         return
     rows = sum(pl.scan_parquet(run).select(pl.len()).collect().item() for run in runs)
     unanswered, lost, example = view.unanswered, 0, None
     try:
         for lo, hi in iter_parts(partition_count(rows, view.rows)):
-            sent = scan_partition(runs, lo, hi, _KEYS).collect()
+            sent = scan_partition(runs, lo, hi, _KEYS).collect() if runs else pl.DataFrame(schema=_KEYS)
             known = view.partition(lo, hi).select("row_key", ledger=pl.col("status"), tries=pl.col("attempts"))
             joined = sent.join(known, on="row_key", how="left")
             # created or unknown there: created or unknown here (a repair marks a damaged record
@@ -136,6 +158,14 @@ def cross_check(paths: LedgerPaths, view: Fold, workdir: Path) -> None:
         view.unanswered = unanswered  # the planner's own sweep counts them
         for run in runs:
             run.unlink(missing_ok=True)
+    held = view.swept_keys or 0
+    if least is not None and held < least:
+        raise LedgerDamaged(
+            paths.journal,
+            None,
+            f"the ledger holds {held} row_keys, {least - held} fewer than when the last run finished ({least}):"
+            " records were lost (a journal cut short or restored from a copy) or it was replaced",
+        )
     if lost:
         raise LedgerDamaged(
             paths.journal,
