@@ -68,18 +68,8 @@ async def run(
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                view = ledger.view
-                over = seal.over_line(paths) if new_ledger else seal.started_over(lock.previous, paths)
-                least = seal.floor(lock.previous)
-                if over is not None:  # a start-over: the results file beside it is not this ledger's
-                    lock.seal(over)
-                else:
-                    if least is not None:
-                        lock.seal(seal.floor_line(least))  # carried on, should this run be killed
-                    check_results = not (view.empty or view.legacy_rows)  # 0.1's keys are not the results'
-                    if (least is not None or check_results) and not seal.holds(lock.previous, paths):
-                        seal.cross_check(paths, view, workdir, least, results=check_results)
-                plan = build_plan(files, view, config, workdir)
+                seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger)
+                plan = build_plan(files, ledger.view, config, workdir)
             if ledger.unanswered:
                 log.warning(
                     "journal.unanswered",

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline import loader
 from pipeline import results as results_mod
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
@@ -494,6 +495,7 @@ def test_repair_reads_the_results_file_in_batches_and_its_last_row_of_a_key_wins
     """The results file is read a batch at a time (it had been collected whole: 920 MB for 1M
     rows), its rows ordered before every ledger record and among themselves by position."""
     monkeypatch.setattr(reader_mod, "BATCH_LINES", 2)
+    monkeypatch.setattr(loader, "WRITTEN_ROWS", 2)  # the results file too (it had stopped reaching it)
     paths = LedgerPaths(tmp_path / name)
     paths.journal.write_bytes(header(0, "L", None) + b"garbage\n" + outcome(2, created("k9", 9)))
     frame = pl.DataFrame(

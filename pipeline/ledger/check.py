@@ -20,14 +20,15 @@ import orjson
 import polars as pl
 
 from .. import loader
-from ..errors import InputError, LedgerDamaged, LedgerError
+from ..errors import InputError, LedgerDamaged, LedgerError, reason_of
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from ..workfile import write_work_file
 from . import reader, records
 from .partition import iter_parts, partition_count
+from .seal import cross_check
 from .snapshot import Snapshot, open_snapshot, row_checksum
-from .store import LedgerPaths, locate
+from .store import Ledger, LedgerPaths, locate
 
 MAX_LISTED = 200
 DAMAGED_MESSAGE = "the ledger's record of this row was damaged; the request may have been sent"
@@ -95,9 +96,6 @@ def check(results: Path, workdir: Path) -> Report:
 
 def _against_results(report: Report, workdir: Path) -> None:
     """seal.cross_check, as a finding: rows the results file shows sent that the ledger lost."""
-    from .seal import cross_check  # seal.py reads the ledger through store.py, as a run does
-    from .store import Ledger
-
     try:
         ledger = Ledger.open(report.paths.results, workdir, writable=False)
         if not ledger.view.empty and not ledger.view.legacy_rows:
@@ -186,7 +184,7 @@ class Scan:
             if seen != snapshot.rows:
                 self._find(path, None, f"{snapshot.rows - seen} records cannot be located")
         except pl.exceptions.PolarsError as exc:
-            self._find(path, None, f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            self._find(path, None, f"unreadable ({reason_of(exc)})")
             for run in self.base_runs:  # an unreadable snapshot gives no records at all, as before
                 run.unlink(missing_ok=True)
             self.base_runs = []
@@ -309,7 +307,7 @@ def name_rows(report: Report) -> None:
     if not keys or not results.exists():
         return
     try:
-        for batch in loader.written_batches(results, ("row_key", "source", "source_row"), reader.BATCH_LINES):
+        for batch in loader.written_batches(results, ("row_key", "source", "source_row"), loader.WRITTEN_ROWS):
             for key, source, source_row in batch.filter(pl.col("row_key").is_in(keys)).iter_rows():
                 report.rows.setdefault(key, []).append(f"{source} row {source_row}")
     except (OSError, InputError, pl.exceptions.PolarsError):

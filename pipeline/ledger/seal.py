@@ -45,8 +45,9 @@ from ..keys import partition_hash
 from ..models import Status
 from ..workfile import write_work_file
 from .fold import Fold
+from .lock import RunLock
 from .partition import iter_parts, partition_count, scan_partition, write_run
-from .store import LedgerPaths
+from .store import SENT_STATUSES, LedgerPaths
 
 SEAL_PREFIX = "seal "
 _KEYS: dict[str, pl.DataType] = {
@@ -55,7 +56,6 @@ _KEYS: dict[str, pl.DataType] = {
     "attempts": pl.Int64(),
     "kp": pl.UInt64(),
 }
-READ_ROWS = 500_000  # results rows read (and written as one sorted run) at a time
 
 
 def identities(paths: LedgerPaths) -> dict[str, list[int] | None]:
@@ -127,6 +127,21 @@ def _entry(lock_text: str, prefix: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def before_sending(lock: RunLock, paths: LedgerPaths, view: Fold, workdir: Path, *, new_ledger: bool) -> None:
+    """The run's start, with the lock just taken: mark or carry on what a killed run must not lose
+    (a start-over, the key count), and check the files unless they are as the last run sealed them."""
+    over = over_line(paths) if new_ledger else started_over(lock.previous, paths)
+    if over is not None:  # a start-over: the results file beside it is not this ledger's
+        lock.seal(over)
+        return
+    least = floor(lock.previous)
+    if least is not None:
+        lock.seal(floor_line(least))  # carried on, should this run be killed
+    check_results = not (view.empty or view.legacy_rows)  # 0.1's keys are not the results file's
+    if (least is not None or check_results) and not holds(lock.previous, paths):
+        cross_check(paths, view, workdir, least, results=check_results)
+
+
 def cross_check(
     paths: LedgerPaths, view: Fold, workdir: Path, least: int | None = None, *, results: bool = True
 ) -> None:
@@ -144,11 +159,10 @@ def cross_check(
             joined = sent.join(known, on="row_key", how="left")
             # created or unknown there: created or unknown here (a repair marks a damaged record
             # unknown), or, for an unknown one, tried again since (--resend-unknown: more attempts)
-            settled = [Status.CREATED.value, Status.UNKNOWN.value]
             retried = (pl.col("status") == Status.UNKNOWN.value) & (
                 pl.col("tries").fill_null(0) > pl.col("attempts").fill_null(0)
             )
-            gone = pl.col("ledger").is_null() | (~pl.col("ledger").is_in(settled) & ~retried)
+            gone = pl.col("ledger").is_null() | (~pl.col("ledger").is_in(SENT_STATUSES) & ~retried)
             missing = joined.filter(gone)
             if missing.height:
                 lost += missing.height
@@ -187,7 +201,7 @@ def results_runs(
     runs: list[Path] = []
     first = 0
     try:
-        for batch in loader.written_batches(results, columns, READ_ROWS):
+        for batch in loader.written_batches(results, columns, loader.WRITTEN_ROWS):
             rows = shape(batch, first)
             first += batch.height
             if rows.height:
@@ -203,10 +217,9 @@ def results_runs(
 
 def _sent_runs(results: Path, workdir: Path) -> list[Path]:
     """The results file's created and unknown rows (row_key, status, kp), as kp-sorted runs."""
-    sent = [Status.CREATED.value, Status.UNKNOWN.value]
 
     def shape(batch: pl.DataFrame, first: int) -> pl.DataFrame:
-        rows = batch.filter(pl.col("status").cast(pl.String).is_in(sent))
+        rows = batch.filter(pl.col("status").cast(pl.String).is_in(SENT_STATUSES))
         return rows.select(
             pl.col("row_key").cast(pl.String),
             pl.col("status").cast(pl.String),
