@@ -138,8 +138,10 @@ def raw_batches(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
             yield chunk.with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
 
 
-def _parquet_chunks(file: InputFile, chunk_rows: int) -> Iterator[pl.DataFrame]:
-    lf = pl.scan_parquet(file.path).with_row_index(ROW_INDEX, offset=1)
+def _parquet_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str] | None = None) -> Iterator[pl.DataFrame]:
+    """Every column (or `columns`), plus `ROW_INDEX`, a slice of `chunk_rows` at a time."""
+    lf = pl.scan_parquet(file.path)
+    lf = (lf.select(columns) if columns is not None else lf).with_row_index(ROW_INDEX, offset=1)
     total = lf.select(pl.len()).collect().item()
     for offset in range(0, total, chunk_rows):
         yield lf.slice(offset, chunk_rows).collect()
@@ -236,20 +238,15 @@ def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iter
     InputError; so does a CSV record with the wrong field count.
     """
     if path.name.endswith(".parquet"):
-        scan = pl.scan_parquet(path)
-        missing = [c for c in columns if c not in scan.collect_schema().names()]
-        if missing:
-            raise InputError(f"{path} has no column {missing[0]!r}")
-        total = scan.select(pl.len()).collect().item()
-        for offset in range(0, total, chunk_rows):
-            yield scan.slice(offset, chunk_rows).select(columns).collect()
-        return
-    header = tuple(safe_csv.restore_name(name) for name in csv_blocks.header(path))
+        header = tuple(pl.scan_parquet(path).collect_schema().names())
+    else:
+        header = tuple(safe_csv.restore_name(name) for name in csv_blocks.header(path))
     missing = [c for c in columns if c not in header]
     if missing:
         raise InputError(f"{path} has no column {missing[0]!r}")
     file = InputFile(path, {}, header, written_by_tool=True)
-    for chunk in _csv_chunks(file, chunk_rows, columns):
+    chunks = _parquet_chunks(file, chunk_rows, columns) if file.is_parquet else _csv_chunks(file, chunk_rows, columns)
+    for chunk in chunks:
         yield chunk.select(columns)
 
 
