@@ -253,6 +253,18 @@ def test_a_recovered_copy_is_read_after_the_journal_and_checked_too(tmp_path: Pa
     assert state["k7"] == "created" and state["k2"] == "created" and state["k9"] == "unknown"
 
 
+def test_a_sound_recovered_copy_outranks_the_journal_whatever_its_line_numbers(tmp_path: Path, work: Path):
+    paths = LedgerPaths(tmp_path / "r.csv")
+    failed = Outcome("k1", Status.FAILED, error_code="HTTP_503", attempts=1)
+    journal = [header(0, "L", None)] + [outcome(i, created(f"k{i + 1}", i)) for i in range(1, 5)]
+    paths.journal.write_bytes(b"".join([*journal, intent(5, "k1", 1), outcome(6, failed)]))
+    copy = paths.results.with_name("r.csv.journal.recovered-20260101T000000Z")
+    copy.write_bytes(header(0, "L", None) + intent(1, "k1", 2) + outcome(2, created("k1", 9, attempts=2)))
+    assert check(paths.results, work).findings == []
+    repair(paths.results, work)
+    assert statuses(paths)["k1"] == "created"  # line 2 of the copy comes after line 6 of the journal
+
+
 # ---- the snapshot ----------------------------------------------------------------------------
 
 

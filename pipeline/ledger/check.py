@@ -12,6 +12,7 @@ journal batch), and the rows damaged records name as `unknown` ones.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,18 +201,51 @@ class Scan:
             return
         if info.ledger_id and self.ledger_id is None and offset == 0:
             self.ledger_id = info.ledger_id
-        rows: list[dict[str, Any]] = []
+        sound: list[pl.DataFrame] = []  # RECORD_SCHEMA frames, written as a run every BATCH_LINES
         sequence = _Sequence()
-        for pos, raw in reader.iter_lines(path, info.lines):
-            record = self._line(path, info, pos, raw, sequence, offset)
-            if record is not None and pos > 0:
-                rows.append(records.to_row(record, offset + pos, legacy=info.version == 1))
-            if keep and len(rows) >= reader.BATCH_LINES:
-                self.runs.append(self._write(records.record_frame(rows), "journal"))
+
+        def keep_records(frame: pl.DataFrame, at_least: int) -> None:
+            if keep and frame.height:
+                sound.append(frame)
+            if sum(f.height for f in sound) >= at_least:
+                self.runs.append(self._write(pl.concat(sound), "journal"))
+                sound.clear()
+
+        if info.version == 1:
+            lines = reader.iter_lines(path, info.lines)
+            blocks: Iterator[tuple[int, bytes]] = ((pos, raw + b"\n") for pos, raw in lines)
+        else:
+            blocks = records.line_blocks(path, info.lines)
+        for first, block in blocks:
+            whole = self._sound_block(first, block, sequence, offset) if info.version == 2 else None
+            if whole is None:  # some line is not sound (or a format 1 line): line by line, as it reads
                 rows = []
+                for pos, raw in enumerate(block.split(b"\n")[: block.count(b"\n") or 1], start=first):
+                    record = self._line(path, info, pos, raw, sequence, offset)
+                    if record is not None and pos > 0:
+                        rows.append(records.to_row(record, offset + pos, legacy=info.version == 1))
+                whole = records.record_frame(rows)
+            keep_records(whole, reader.BATCH_LINES)
             self._flush_damaged(keep, at_least=reader.BATCH_LINES)
-        if keep and rows:
-            self.runs.append(self._write(records.record_frame(rows), "journal"))
+        keep_records(records.record_frame([]), 1)
+
+    @staticmethod
+    def _sound_block(first: int, block: bytes, sequence: _Sequence, offset: int) -> pl.DataFrame | None:
+        """A block's records when every line in it is sound and numbered on from the last sound
+        one (vectorised: the per-line check costs ~15 us a line); else None."""
+        if sequence.damaged_since:
+            return None
+        try:
+            lines = records.parse_lines(first, block)
+            expected = lines.with_columns(pos=pl.col("pos") - first + sequence.next)  # q each must carry
+            decoded = records.decode_lines(expected)
+        except pl.exceptions.PolarsError:
+            return None
+        if decoded.height == 0 or not decoded["ok"].all():
+            return None
+        sequence.advance(int(decoded["q"][-1]))
+        at = pl.int_range(first, first + decoded.height, dtype=pl.Int64)  # positions in the file
+        return decoded.with_columns(q=at + offset, _at=at).filter(pl.col("_at") > 0).select(*records.RECORD_SCHEMA)
 
     def _line(
         self, path: Path, info: reader.JournalInfo, pos: int, raw: bytes, sequence: _Sequence, offset: int

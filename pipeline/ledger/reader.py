@@ -28,7 +28,7 @@ from . import records
 from .partition import write_run
 
 V1_HEADER = b'{"journal":"si-ingest","version":1}'
-BATCH_LINES = 500_000
+BATCH_LINES = 250_000  # journal records per sorted run (~200 MB to sort and write 500k)
 RUN_SCHEMA: dict[str, pl.DataType] = {**records.RECORD_SCHEMA, "kp": pl.UInt64()}
 
 
@@ -95,11 +95,21 @@ def write_runs(info: JournalInfo, workdir: Path, prefix: str, source: Path | Non
 
     `source` reads the lines from another file (a copy of the journal) than `info.path`.
     """
-    runs = []
-    for i, batch in enumerate(records_of(info, source)):
-        path = workdir / f"{prefix}-{i:05d}.parquet"
-        write_run(batch.with_columns(partition_hash()), path)
+    runs: list[Path] = []
+    held: list[pl.DataFrame] = []
+
+    def write() -> None:
+        path = workdir / f"{prefix}-{len(runs):05d}.parquet"
+        write_run(pl.concat(held).with_columns(partition_hash()), path)
         runs.append(path)
+        held.clear()
+
+    for batch in records_of(info, source):  # decoded a block at a time, written BATCH_LINES at a time
+        held.append(batch)
+        if sum(frame.height for frame in held) >= BATCH_LINES:
+            write()
+    if held:
+        write()
     return runs
 
 
@@ -111,8 +121,7 @@ def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.Dat
     if info.version == 1:
         yield from _v1_records(info, path)
         return
-    lines = records.scan_lines(str(path)).head(info.lines)
-    batches = iter(lines.collect_batches(chunk_size=BATCH_LINES))
+    batches = records.read_lines(path, info.lines)
     while True:
         try:
             batch = next(batches)
@@ -120,6 +129,8 @@ def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.Dat
             return
         except pl.exceptions.PolarsError:  # a line the reader itself refuses (a NUL byte in it)
             raise _damage(info.path, path, 0, info.lines - 1) from None
+        except OSError as exc:
+            raise LedgerDamaged(info.path, None, f"cannot be read ({exc.strerror})") from exc
         try:
             decoded = records.decode_lines(batch)
             bad = decoded.filter(~pl.col("ok"))
