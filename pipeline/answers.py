@@ -5,17 +5,30 @@ comes from a gateway or a crash, possibly *after* the request was created, and a
 second email. Hence (README "Retry classification"):
 
 - `status: success` with a sir_id of ASCII digits within int64        -> created
+  (`status` compared trimmed and case-insensitively; a UTF-8 BOM before the JSON is ignored;
+  a sir_id sent as a whole float below 2^53, 456.0, is 456)
 - `status: error`, a documented message -> its code: account codes raise AccountError (the
   run stops), the others are `rejected`; an undocumented message is API_ERROR, `failed`
-  (an error answer means nothing was created: the next run may send it again)
+  (an error answer means nothing was created: the next run may send it again). An account
+  message counts anywhere in the text, a row-level one only at its start (`_MESSAGE_CODES`)
 - HTTP 429, 408, 503: "not processed"                                 -> TransientError (retry)
+  except a 503 saying the gateway's connection to the backend broke after it was made
+  (Envoy's "upstream connect error or disconnect/reset before headers", unless its reset
+  reason is a failed connect or its own overflow): the API may have it -> AmbiguousError
 - HTTP 500, 502, 504 and other 5xx, any 2xx that is not the documented JSON (cut short, an
   HTML page, empty, 204, a bad sir_id), a body over BODY_CAP           -> AmbiguousError (unknown)
   (`api.retry_gateway_errors = true` retries 500/502/504 instead, for gateways that
   guarantee those mean "not processed")
 - HTTP 401/403                                                        -> AccountError
 - HTTP 404/405: no endpoint at the base URL                           -> EndpointError (exit 2)
-- other statuses (3xx, redirects are never followed; 400, 410...)     -> PermanentHTTPError (failed)
+  unless the body is the API's error JSON with a documented message (a 404 for NOT_FOUND):
+  then as that message says
+- 3xx (never followed: a redirect would carry the credentials)        -> RedirectError: the run
+  stops (exit 2); a 301/302/303 is also the answer to a POST that was processed (RFC 9110
+  15.4.4), so that row is `unknown`; after a 307/308 it stays `pending`
+- other statuses (400, 410...)                                        -> PermanentHTTPError (failed)
+
+Control characters never reach a message (a UTF-16 answer would put NULs in the results file).
 
 Nothing here raises on any bytes, headers or status (property-tested). Secrets are scrubbed
 from a body before it is cut to a snippet, so a cut never keeps half of one.
@@ -32,7 +45,7 @@ from typing import Any
 import orjson
 
 from . import redact
-from .errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, TransientError
+from .errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, RedirectError, TransientError
 from .models import ACCOUNT_CODES, ErrorCode, Outcome, Status
 
 BODY_CAP = 1 << 20  # bytes of an answer read at most; a longer one is `unknown`
@@ -42,14 +55,29 @@ INT64_MAX = 2**63 - 1
 NOT_PROCESSED = frozenset({408, 429, 503})
 GATEWAY_ERRORS = frozenset({500, 502, 504})
 RETRY_AFTER_CAP = 6 * 3600.0  # seconds; urllib3's cap on a server's Retry-After
+_DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)  # RFC 9110 1*DIGIT; a fraction tolerated
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # kept out of messages (a UTF-16 answer is half NULs)
+_BOM = b"\xef\xbb\xbf"
+# Envoy's 503 when the connection to the backend broke after it was made: the request may
+# have reached the API (reset reasons other than a failed connect or its own overflow).
+_BACKEND_RESET = re.compile(r"upstream connect error or disconnect/reset before headers", re.IGNORECASE)
+_NOT_SENT_RESET = re.compile(r"reset reason: (connection failure|overflow)", re.IGNORECASE)
+# Account messages are matched anywhere in the message ("Error: Invalid API Key", "IP address
+# 10.0.0.7 not whitelisted"): they are distinctive, and the worst a wrong match does is stop the
+# run with nothing sent. A row-level message must start with the documented text (detail may
+# follow, as the vendor doc says): a wrong match there would settle a row for good.
 _MESSAGE_CODES: tuple[tuple[re.Pattern[str], ErrorCode], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), code)
+    for pattern, code in (
+        (r"\bmissing api[ _-]?key\b", ErrorCode.MISSING_API_KEY),
+        (r"\binvalid api[ _-]?key\b", ErrorCode.INVALID_API_KEY),
+        (r"\bip address\b.{0,64}\bnot whitelisted\b", ErrorCode.IP_NOT_WHITELISTED),
+        (r"\binvalid developer_secret\b", ErrorCode.INVALID_DEVELOPER_SECRET),
+        (r"\bmissing developer_secret\b", ErrorCode.MISSING_DEVELOPER_SECRET),
+    )
+) + tuple(
     (re.compile(r"^\s*" + pattern, re.IGNORECASE), code)
     for pattern, code in (
-        (r"missing api key", ErrorCode.MISSING_API_KEY),
-        (r"invalid api key", ErrorCode.INVALID_API_KEY),
-        (r"ip address not whitelisted", ErrorCode.IP_NOT_WHITELISTED),
-        (r"invalid developer_secret", ErrorCode.INVALID_DEVELOPER_SECRET),
-        (r"missing developer_secret", ErrorCode.MISSING_DEVELOPER_SECRET),
         (r"missing or invalid sir_flag", ErrorCode.INVALID_FLAG),
         (r"missing or invalid sir_channel", ErrorCode.INVALID_CHANNEL),
         (r"contact not found in this organization", ErrorCode.NOT_FOUND),
@@ -72,9 +100,10 @@ _ACCOUNT_HINTS = {
 
 
 def code_for_message(message: str) -> ErrorCode:
-    """The documented code of an API error message (matched case-insensitively on its start)."""
+    """The documented code of an API error message (case-insensitively: an account message
+    anywhere in it, a row-level one at its start)."""
     for pattern, code in _MESSAGE_CODES:
-        if pattern.match(message):
+        if pattern.search(message):
             return code
     return ErrorCode.API_ERROR
 
@@ -84,16 +113,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    try:
+    if _DELAY_SECONDS.fullmatch(value):  # digits only (RFC 9110), not float()'s "inf", "1e400", "1_0"
         seconds = float(value)
-    except ValueError:
+    else:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
@@ -115,6 +142,13 @@ class Classifier:
         complete: bool = True,
     ) -> Outcome:
         """`complete` False: the body was longer than BODY_CAP and `body` is its start."""
+        if http_status == 503 and self._backend_reset(body):
+            raise AmbiguousError(
+                "HTTP_503",
+                f"HTTP 503 after the gateway lost its connection to the API: the request may have been created:"
+                f" {self._snippet(body)}",
+                http_status,
+            )
         if http_status in self._retried:
             retry_after = parse_retry_after(headers.get("Retry-After"))
             raise TransientError(
@@ -124,6 +158,19 @@ class Classifier:
             raise AmbiguousError(
                 f"HTTP_{http_status}",
                 f"HTTP {http_status} from a gateway: the request may have been created: {self._snippet(body)}",
+                http_status,
+            )
+        if 300 <= http_status < 400:
+            where = self.scrub(_CONTROL.sub("", headers.get("Location") or "(no Location)"))
+            maybe = (
+                ""
+                if http_status in (307, 308)
+                else "; this row may have been created (a redirect is also how a server answers a POST it processed)"
+            )
+            raise RedirectError(
+                f"HTTP_{http_status}",
+                f"HTTP {http_status} redirect to {_cut(where, SNIPPET_CHARS)} (redirects are never followed:"
+                f" they would carry the credentials){maybe}; check --base-url / api.base_url",
                 http_status,
             )
         if not complete:
@@ -138,7 +185,7 @@ class Classifier:
             if code not in ACCOUNT_CODES:
                 code = ErrorCode.HTTP_401 if http_status == 401 else ErrorCode.HTTP_403
             raise AccountError(code, f"{code}: {_ACCOUNT_HINTS[code]}", http_status)
-        if http_status in (404, 405):
+        if http_status in (404, 405) and not self._documented_error(payload):
             raise EndpointError(
                 f"HTTP_{http_status}",
                 f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL;"
@@ -147,6 +194,7 @@ class Classifier:
             )
         success = 200 <= http_status < 300
         status = payload.get("status") if isinstance(payload, dict) else None
+        status = status.strip().lower() if isinstance(status, str) else None  # "Success", " success "
         data = payload.get("data") if isinstance(payload, dict) else None
         if success and status == "success":
             sir_id = _sir_id(data.get("sir_id") if isinstance(data, dict) else None)
@@ -175,7 +223,9 @@ class Classifier:
     def _error_codes(self, payload: Any) -> tuple[ErrorCode, str]:
         """The most serious code among the error messages (account-level first), and the messages."""
         data = payload.get("data") if isinstance(payload, dict) else None
-        messages = [str(m) for m in data] if isinstance(data, list) else [str(data or "")]
+        messages = (
+            [_CONTROL.sub("", str(m)) for m in data] if isinstance(data, list) else [_CONTROL.sub("", str(data or ""))]
+        )
         messages = [m for m in messages if m.strip()] or ["(no message)"]
         codes = [code_for_message(m) for m in messages]  # matched as sent, then scrubbed to be kept
         messages = [self.scrub(m) for m in messages]
@@ -184,15 +234,28 @@ class Classifier:
 
     @staticmethod
     def _json(body: bytes) -> Any:
+        if body.startswith(_BOM):  # RFC 8259 lets a parser ignore one
+            body = body[len(_BOM) :]
         try:
             return orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             return None
 
+    def _documented_error(self, payload: Any) -> bool:
+        """The API's own error JSON with a documented message (a 404 for NOT_FOUND, say)."""
+        if not isinstance(payload, dict) or str(payload.get("status", "")).strip().lower() != "error":
+            return False
+        return self._error_codes(payload)[0] != ErrorCode.API_ERROR
+
+    @staticmethod
+    def _backend_reset(body: bytes) -> bool:
+        text = body[:4096].decode("utf-8", "replace")
+        return bool(_BACKEND_RESET.search(text)) and not _NOT_SENT_RESET.search(text)
+
     def _snippet(self, body: bytes) -> str:
         """The body's start as one line: scrubbed first, then cut (a cut never halves a secret)."""
         text = redact.window(body.decode("utf-8", "replace"), SNIPPET_CHARS, self._secrets)
-        return _cut(self.scrub(" ".join(text.split())), SNIPPET_CHARS) or "(empty body)"
+        return _cut(self.scrub(" ".join(_CONTROL.sub("", text).split())), SNIPPET_CHARS) or "(empty body)"
 
     def scrub(self, text: str) -> str:
         return redact.scrub(text, self._secrets)
@@ -203,6 +266,8 @@ def _sir_id(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= 2**53:  # 456.0: exact below 2^53
         value = int(value)
     if isinstance(value, int) and 0 <= value <= INT64_MAX:
         return value

@@ -11,6 +11,7 @@
         ├── AccountError           the API refuses the account              -> exit 3
         ├── CircuitOpen            the last N answers were one row-level error -> exit 3
         ├── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
+        │   └── RedirectError      a 3xx: the base URL moved (301/302/303: that row `unknown`)
         └── TLSError               the server's certificate cannot be verified -> exit 2
 
     RequestError                   one request failed (client.py raises, submit.py decides)
@@ -86,7 +87,10 @@ class Interrupted(PipelineError):
 
 
 class AbortError(PipelineError):
-    """Every request would get this answer: stop the run at once; the rows stay `pending`."""
+    """Every request would get this answer: stop the run at once; the rows stay `pending`
+    (`maybe_created`: but the row that drew it is `unknown`, its answer may follow a creation)."""
+
+    maybe_created = False
 
     def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
@@ -111,6 +115,17 @@ class EndpointError(AbortError):
     """The base URL has no addSIRequest endpoint (HTTP 404/405): a config error."""
 
     exit_code = 2
+
+
+class RedirectError(EndpointError):
+    """The API answered a redirect (3xx, never followed: it would carry the credentials). Every
+    request would get it (the base URL moved, or a login page), so the run stops; a 301/302/303
+    is also how a server answers a POST it *processed* (Post/Redirect/Get), so that row is
+    `unknown`. Only 307/308 say the request was not processed there."""
+
+    def __init__(self, code: str, message: str, http_status: int) -> None:
+        super().__init__(code, message, http_status)
+        self.maybe_created = http_status not in (307, 308)
 
 
 class TLSError(AbortError):

@@ -220,7 +220,10 @@ class Submitter:
                 return
             except AbortError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
-                self._record(_outcome(row, Status.PENDING, exc, total - 1), lane=lane)
+                if exc.maybe_created:  # a redirect that may follow a creation: the row is `unknown`
+                    self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
+                else:
+                    self._record(_outcome(row, Status.PENDING, exc, total - 1), lane=lane)
                 self._abort(exc, lane, row.org_id, whole_run=not isinstance(exc, (AccountError, CircuitOpen)))
                 return
             except asyncio.CancelledError:

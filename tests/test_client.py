@@ -20,6 +20,7 @@ from pipeline.errors import (
     AmbiguousError,
     EndpointError,
     PermanentHTTPError,
+    RedirectError,
     ProxyError,
     TLSError,
     TransientError,
@@ -321,11 +322,105 @@ async def test_no_endpoint_at_the_base_url_stops_the_run(status):
     assert info.value.code == f"HTTP_{status}" and info.value.exit_code == 2 and "--base-url" in str(info.value)
 
 
-@pytest.mark.parametrize("status", [301, 307, 400, 410])
+@pytest.mark.parametrize("status", [400, 410, 418])
 async def test_other_statuses_fail_without_retry(status):
     with pytest.raises(PermanentHTTPError) as info:
-        await send({"status": status, "headers": {"Location": "https://elsewhere.test/"}, "body": "no"})
+        await send({"status": status, "body": "no"})
     assert info.value.code == f"HTTP_{status}"
+
+
+@pytest.mark.parametrize(
+    ("status", "maybe_created"), [(301, True), (302, True), (303, True), (307, False), (308, False)]
+)
+async def test_a_redirect_stops_the_run_and_may_follow_a_creation(status, maybe_created):
+    """A 303 is the standard answer to a POST that was processed (RFC 9110 15.4.4), and 301/302
+    serve the same Post/Redirect/Get pattern: such a row must not be `failed` (sent again)."""
+    location = "https://elsewhere.test/siRequest/456?key=key-123456"
+    with pytest.raises(RedirectError) as info:
+        await send({"status": status, "headers": {"Location": location}, "body": "moved"})
+    exc = info.value
+    assert exc.code == f"HTTP_{status}" and exc.exit_code == 2 and exc.maybe_created is maybe_created
+    assert "https://elsewhere.test/siRequest/456" in exc.message and "key-123456" not in exc.message
+    assert "--base-url" in exc.message
+
+
+async def test_a_404_carrying_the_apis_own_documented_error_is_that_error():
+    outcome = await send(
+        {"status": 404, "payload": {"data": ["Contact not found in this organization"], "status": "error"}}
+    )
+    assert outcome.status == Status.REJECTED and outcome.error_code == "NOT_FOUND" and outcome.http_status == 404
+    with pytest.raises(AccountError):
+        await send({"status": 404, "payload": {"data": ["Invalid API Key"], "status": "error"}})
+    with pytest.raises(EndpointError):  # an error the API does not document: still "no endpoint here"
+        await send({"status": 404, "payload": {"data": ["route not found"], "status": "error"}})
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            AmbiguousError,
+        ),
+        ("upstream connect error or disconnect/reset before headers. reset reason: remote reset", AmbiguousError),
+        ("upstream connect error or disconnect/reset before headers. reset reason: connection failure", TransientError),
+        ("upstream connect error or disconnect/reset before headers. reset reason: overflow", TransientError),
+        ("no healthy upstream", TransientError),
+        ("<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", TransientError),
+    ],
+)
+async def test_a_503_after_the_gateway_reached_the_backend_is_ambiguous(body, kind):
+    """Envoy answers 503 when its connection to the backend broke before the answer's headers:
+    the API may have created the request. Its 503s for a failed connect, its own overflow or no
+    healthy backend (and nginx's) mean nothing was sent."""
+    with pytest.raises(kind) as info:
+        await send({"status": 503, "body": body})
+    assert info.value.code == "HTTP_503" and type(info.value) is kind
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"status":"success","data":{"sir_id":456}}',
+        b'{"status":"Success","data":{"sir_id":456}}',
+        b'{"status":" success ","data":{"sir_id":"456"}}',
+        b'{"status":"success","data":{"sir_id":456.0}}',
+    ],
+    ids=["bom", "capitalised", "padded", "float-id"],
+)
+def test_success_variants_a_server_may_send_are_created(body):
+    outcome = Classifier(()).classify("k", 200, {}, body, 1)
+    assert outcome.status == Status.CREATED and outcome.sir_id == 456
+
+
+@pytest.mark.parametrize("sir_id", [456.5, 2.0**60, -1.0])
+def test_a_float_sir_id_that_is_not_exact_is_ambiguous(sir_id):
+    with pytest.raises(AmbiguousError):
+        Classifier(()).classify("k", 200, {}, json.dumps({"status": "success", "data": {"sir_id": sir_id}}).encode(), 1)
+
+
+def test_control_characters_never_reach_a_message():
+    utf16 = '{"status":"oops"}'.encode("utf-16-le")
+    with pytest.raises(AmbiguousError) as info:
+        Classifier(()).classify("k", 200, {}, utf16, 1)
+    assert "\x00" not in info.value.message
+    outcome = Classifier(()).classify("k", 200, {}, b'{"status":"ERROR","data":["bad\\u0000 thing\\u0007"]}', 1)
+    assert outcome.status == Status.FAILED and outcome.error_message == "bad thing"
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("Error: Invalid API Key", "INVALID_API_KEY"),
+        ("IP address 10.0.0.7 not whitelisted", "IP_NOT_WHITELISTED"),
+        ("request refused: missing developer_secret", "MISSING_DEVELOPER_SECRET"),
+        ("Missing api_key", "MISSING_API_KEY"),
+        ("Error: Contact not found in this organization", "API_ERROR"),  # row-level: only at the start
+        ("the contact_id is not a valid api key format", "API_ERROR"),
+    ],
+)
+def test_account_messages_count_anywhere_row_level_ones_only_at_the_start(message, code):
+    assert code_for_message(message) == code
 
 
 @pytest.mark.parametrize(
@@ -384,7 +479,10 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
     assert parse_retry_after("99999999") == 6 * 3600
-    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("1.5") == 1.5
+    for odd in ("inf", "Infinity", "1e400", "1_0", "nan", "\u0661", "+5", "0x10"):  # float() takes most
+        assert parse_retry_after(odd) is None, odd
+    assert parse_retry_after("-5") is None  # not delay-seconds: the backoff decides
     later = datetime.now(UTC) + timedelta(seconds=120)
     assert 110 <= parse_retry_after(format_datetime(later, usegmt=True)) <= 121
 

@@ -308,8 +308,9 @@ def test_wrong_base_url_stops_at_once_with_exit_2(sandbox, write_input, tmp_path
         (("--cut-after", "1.0"), "CONNECTION_LOST"),  # the success answer cut short
         (("--trickle-after", "1.0", "--trickle-interval", "0.2"), "READ_TIMEOUT"),  # an answer that drips
         (("--malformed-rate", "1.0"), "UNEXPECTED_RESPONSE"),  # a 2xx that is not the API's JSON
+        (("--error-after", "1.0", "--error-after-statuses", "503"), "HTTP_503"),  # Envoy: backend reset
     ],
-    ids=["5xx-after", "cut-after", "trickle-after", "malformed-2xx"],
+    ids=["5xx-after", "cut-after", "trickle-after", "malformed-2xx", "envoy-503-after"],
 )
 def test_answers_that_may_follow_a_creation_are_unknown_and_never_resent(sandbox, write_input, tmp_path, fault, code):
     box = sandbox(*fault)
@@ -324,6 +325,25 @@ def test_answers_that_may_follow_a_creation_are_unknown_and_never_resent(sandbox
     assert again.code == 1 and box.stats()["requests"] == 6
     contexts = server_contexts(box)
     assert len(contexts) == len(set(contexts))
+
+
+@pytest.mark.parametrize("status", ["301", "302", "303"])
+def test_a_redirect_after_a_processed_post_is_unknown_and_stops_the_run(sandbox, write_input, tmp_path, status):
+    """A 303 (or 301/302) is how a server answers a POST it processed: the row is `unknown`, never
+    `failed` (a rerun would send it again), and the run stops (every request would be redirected)."""
+    box = sandbox("--error-after", "1.0", "--error-after-statuses", status)
+    rows = write_input("a.csv", make_rows(6))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--concurrency", "1")
+    assert result.code == 2 and f"HTTP {status} redirect to" in result.stderr and "--base-url" in result.stderr
+    frame = results_mod.read(out)
+    assert frame["status"].to_list() == ["unknown"] + ["pending"] * 5 and frame["error_code"][0] == f"HTTP_{status}"
+    assert len(box.created()) == 1
+    healthy = sandbox()
+    again = ingest(healthy, [rows], out)
+    assert again.code == 1 and len(healthy.created()) == 5  # the unknown row is not sent again
+    contexts = server_contexts(box) + server_contexts(healthy)
+    assert len(contexts) == len(set(contexts)) == 6
 
 
 def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):

@@ -14,7 +14,8 @@ What production gateways do that it can inject, each with a probability per requ
 - a 200 whose body is not JSON (a proxy's page or a truncated answer), before processing;
 - the connection dropped before processing, or after the SI request was created;
 - after the SI request was created: a 500/502/504 page (a gateway whose backend was slower
-  than its timeout), the success body cut short, or the answer trickled a byte at a time.
+  than its timeout), Envoy's 503 for a backend connection that broke, a 301/302/303 redirect
+  (Post/Redirect/Get), the success body cut short, or the answer trickled a byte at a time.
 Faults that come "before processing" create nothing, so a client that retries them creates
 no duplicate; the "after" ones did create the request, and a client must treat them as unknown.
 
@@ -56,6 +57,8 @@ MSG_INVALID_CHANNEL = "Missing or invalid sir_channel. Allowed: " + ", ".join(CH
 MSG_NOT_FOUND = "Contact not found in this organization"
 MSG_UNDOCUMENTED = "Temporary failure in the SI queue, please try again later"  # not in the API's table
 
+# Envoy's 503 when its connection to the backend broke after the request went up it
+_ENVOY_RESET = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 _HTML_5XX = {
     504: (
         b"<html><head><title>504 Gateway Time-out</title></head>"
@@ -98,6 +101,7 @@ class SandboxConfig:
     drop_before_rate: float = 0.0  # probability of closing the connection before processing
     drop_after_rate: float = 0.0  # probability of closing it after creating the SI request
     error_after_rate: float = 0.0  # probability of a 500/502/504 page after creating it
+    error_after_statuses: tuple[int, ...] = (500, 502, 504)  # ...or 503 (Envoy) or 301/302/303 (a redirect)
     cut_after_rate: float = 0.0  # probability of cutting the success body short after creating it
     trickle_after_rate: float = 0.0  # probability of trickling the answer after creating it
     trickle_interval: float = 1.0  # seconds between two bytes of a trickled answer
@@ -230,8 +234,14 @@ class Sandbox:
             return self._drop("drop_after")
         roll -= cfg.drop_after_rate
         if roll < cfg.error_after_rate:
-            status = rng.choice((500, 502, 504))
-            return self._answer(status, _HTML_5XX[status], "text/html", {}, kind=f"{status}_after")
+            status = rng.choice(cfg.error_after_statuses)
+            if status < 400:  # Post/Redirect/Get: the answer to a processed POST
+                where = {"Location": request.path.rsplit("/", 1)[0] + "/siRequest"}
+                return self._answer(status, b"", "text/html", where, kind=f"{status}_after")
+            page = _ENVOY_RESET if status == 503 else _HTML_5XX[status]
+            return self._answer(
+                status, page, "text/plain" if status == 503 else "text/html", {}, kind=f"{status}_after"
+            )
         roll -= cfg.error_after_rate
         if roll < cfg.cut_after_rate:
             return await self._stream(request, answer, cut=True)

@@ -43,6 +43,11 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         help="probability of a 500/502/504 page after creating the request",
     )  # fmt: skip
     sandbox.add_argument(
+        "--error-after-statuses", type=_after_statuses, default=(500, 502, 504), metavar="S,S",
+        help="which statuses --error-after answers (default 500,502,504): also 503 (Envoy's page when its"
+        " connection to the backend broke) and 301/302/303 (a redirect after a processed POST)",
+    )  # fmt: skip
+    sandbox.add_argument(
         "--cut-after", type=_probability, default=0.0,
         help="probability of cutting the success answer short after creating the request",
     )  # fmt: skip
@@ -88,14 +93,21 @@ def _probability(value: str) -> float:
     return p
 
 
-def _statuses(value: str) -> tuple[int, ...]:
+def _statuses(
+    value: str, allowed: tuple[int, ...] = tuple(range(500, 600)), like: str = "500,502,503"
+) -> tuple[int, ...]:
     try:
         statuses = tuple(int(v) for v in value.split(","))
     except ValueError:
         statuses = ()
-    if not statuses or not all(500 <= s <= 599 for s in statuses):
-        raise argparse.ArgumentTypeError(f"must be comma-separated 5xx statuses, like 500,502,503, not {value!r}")
+    if not statuses or not all(s in allowed for s in statuses):
+        kind = "5xx statuses" if len(allowed) == 100 else "statuses among " + ",".join(map(str, allowed))
+        raise argparse.ArgumentTypeError(f"must be comma-separated {kind}, like {like}, not {value!r}")
     return statuses
+
+
+def _after_statuses(value: str) -> tuple[int, ...]:
+    return _statuses(value, (301, 302, 303, 500, 502, 503, 504), "500,502,504")
 
 
 def _schedule(value: str) -> tuple[tuple[float, int], ...]:

@@ -36,6 +36,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "drop_after_rate": args.drop_after,
         "error_statuses": tuple(args.error_statuses),
         "error_after_rate": args.error_after,
+        "error_after_statuses": tuple(args.error_after_statuses),
         "cut_after_rate": args.cut_after,
         "trickle_after_rate": args.trickle_after,
         "trickle_interval": args.trickle_interval,
