@@ -57,7 +57,6 @@ VERDICT_SCHEMA: dict[str, pl.DataType] = {
     "dup": pl.Boolean(),
     **{c: STATE_SCHEMA[c] for c in _STATE},
 }
-_BODY_WITHOUT_STATUS = tuple(f for f in API_FIELDS if f != "sir_status")
 DUPLICATE_MESSAGE = "same row_key as an earlier row of this run"
 # Key rows gathered before a sorted run is written. Fewer runs make pass 2 cheaper (each
 # partition opens every run), but the run is concatenated and sorted on the writer thread
@@ -306,9 +305,18 @@ def _resolve(verdicts: pl.DataFrame) -> pl.DataFrame:
 
 
 def _body() -> pl.Expr:
-    """The request's JSON payload without credentials; sir_status only where the row has one."""
-    with_status = pl.struct(list(API_FIELDS)).struct.json_encode()
-    without = pl.struct(list(_BODY_WITHOUT_STATUS)).struct.json_encode()
+    """The request's JSON payload without credentials; sir_status only where the row has one.
+
+    org_id and contact_id go out lower-cased, the UUID's canonical form (RFC 9562), as the row
+    key reads them: rows that differ only in a UUID's case are one row, so they must be one
+    request too (a server comparing case-sensitively had refused an upper-cased contact as
+    NOT_FOUND, and the fixed, lower-cased row then had the same key: skipped for good).
+    """
+    fields = [pl.col(f).str.to_lowercase() if f in ("org_id", "contact_id") else pl.col(f) for f in API_FIELDS]
+    with_status = pl.struct(fields).struct.json_encode()
+    without = pl.struct(
+        [f for f, name in zip(fields, API_FIELDS, strict=True) if name != "sir_status"]
+    ).struct.json_encode()
     return pl.when(pl.col("sir_status").is_null()).then(without).otherwise(with_status)
 
 

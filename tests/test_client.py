@@ -20,8 +20,8 @@ from pipeline.errors import (
     AmbiguousError,
     EndpointError,
     PermanentHTTPError,
-    RedirectError,
     ProxyError,
+    RedirectError,
     TLSError,
     TransientError,
 )

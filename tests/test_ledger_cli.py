@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from pipeline import results as results_mod
+from pipeline.sandbox import DEFAULT_ORG_ID as ORG_ID
 
 from .conftest import make_rows, run_cli, wait_for
 from .test_resume import cli_process
@@ -109,6 +110,21 @@ def test_a_re_export_with_upper_case_uuids_resends_nothing(sandbox, write_input,
     again = run_cli(*run_args(box, [write_input("b.csv", upper)], out))
     assert again.code == 0 and box.stats()["requests"] == 20
     assert set(results_mod.read(out)["status"]) == {"created"}
+
+
+def test_uuids_go_out_in_their_canonical_lower_case(sandbox, write_input, tmp_path):
+    """The row key reads UUIDs in any case as one row, so the request carries that one form: an
+    upper-cased export refused by a case-sensitive server, then fixed, would have had the same
+    key and been skipped for good. The results file keeps the input as written."""
+    box = sandbox()
+    rows = make_rows(5, seed=6)
+    upper = {**rows, "contact_id": [c.upper() for c in rows["contact_id"]], "org_id": [ORG_ID.upper()] * 5}
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [write_input("a.csv", upper)], out)).code == 0
+    sent = box.created()
+    assert sorted(r["contact_id"] for r in sent) == sorted(rows["contact_id"])
+    assert {r["org_id"] for r in sent} == {ORG_ID.lower()}
+    assert results_mod.read(out)["contact_id"].to_list() == upper["contact_id"]
 
 
 def test_a_ledger_made_by_0_1_upgrades_without_a_resend(sandbox, tmp_path):
