@@ -40,6 +40,7 @@ class Lane:
     abort: AbortError | None = None
     requests: int = 0
     final: Counter[str] = field(default_factory=Counter)
+    paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
 
 @contextlib.asynccontextmanager

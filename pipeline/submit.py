@@ -52,6 +52,7 @@ BREAKER_HINTS: dict[str, str] = {
     ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
 }
 PRODUCE_CHUNK = 2000  # rows read per trip to the reading thread
+LONG_PAUSE_S = 10.0  # a Retry-After this long is logged (run.paused): progress alone shows 0/s and no why
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,6 +282,16 @@ class Submitter:
         answers 503, auto mode had kept growing: 690 of 2,190 requests refused (31%), against 3
         with 429s; an outage's 503s only slow the retries a little more.
         """
+        if exc.retry_after is not None and exc.retry_after >= LONG_PAUSE_S:
+            until = time.monotonic() + exc.retry_after
+            if until > lane.paused_until + LONG_PAUSE_S:  # once per pause, not per throttled answer
+                lane.paused_until = until
+                log.warning(
+                    "run.paused",
+                    seconds=round(exc.retry_after, 1),
+                    http_status=exc.http_status,
+                    reason="the server's Retry-After (capped at 6 h); SIGTERM stops the run, unsent rows stay pending",
+                )
         if exc.http_status in (429, 503):
             self.stats.throttled += exc.http_status == 429
             if lane.controller is not None:

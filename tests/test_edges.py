@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
@@ -74,6 +75,9 @@ def test_a_signal_during_a_retry_after_pause_ends_the_run_at_once(sandbox, write
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
     assert time.monotonic() - started < 10
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    paused = [e for e in events if e["event"] == "run.paused"]
+    assert [(e["seconds"], e["http_status"]) for e in paused] == [(3600, 429)]  # said once, with why
     frame = results_mod.read(out)
     assert frame.height == 20 and Counter(frame["status"])["created"] == len(box.created())
     # the contract: `failed` is for --max-attempts used up; a row stopped while it waited for its
