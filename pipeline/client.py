@@ -41,6 +41,9 @@ from .config_values import is_loopback
 from .errors import AmbiguousError, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
 
+MAX_HEADER_BYTES = 64 << 10  # one header line of an answer, at most
+MAX_HEADERS = 512
+
 __all__ = ["Classifier", "ZyntroClient", "code_for_message", "map_aiohttp_errors", "parse_retry_after"]
 
 
@@ -141,6 +144,11 @@ class ZyntroClient:
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             raise_for_status=False,
             auto_decompress=True,
+            # a gateway's long cookie or CSP header, or a CDN's many headers, on the answer to a
+            # created request: past aiohttp's defaults (8190 bytes, 128 headers) it read as unknown
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+            max_headers=MAX_HEADERS,
         )
         return self
 

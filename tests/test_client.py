@@ -225,6 +225,19 @@ async def test_a_long_body_is_read_only_up_to_the_cap():
     assert info.value.code == "RESPONSE_TOO_LARGE"
 
 
+async def test_long_and_many_headers_a_gateway_adds_do_not_lose_a_created_answer():
+    """A WAF cookie or a CSP header can pass aiohttp's 8190-byte default, and a CDN can add many
+    headers: the answer of a created request must still be read (it had read as unknown)."""
+
+    async def decorated(request):
+        headers = {"Set-Cookie": "waf=" + "x" * 20_000, **{f"X-Edge-{i}": str(i) for i in range(150)}}
+        return web.json_response({"status": "success", "data": {"sir_id": 77}}, headers=headers)
+
+    async with real_server(decorated) as base:
+        outcome = await post_to(base)
+    assert outcome.status == Status.CREATED and outcome.sir_id == 77
+
+
 async def test_read_timeout_is_a_deadline_for_the_whole_answer():
     async def trickle(request):
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
