@@ -84,19 +84,22 @@ _MESSAGE_CODES: tuple[tuple[re.Pattern[str], ErrorCode], ...] = tuple(
         (r"missing (org_id|contact_id|sir_context|sir_planned_dt)\b", ErrorCode.MISSING_FIELDS),
     )
 )
-_ACCOUNT_HINTS = {
-    ErrorCode.MISSING_API_KEY: "set ZYNTRO_API_KEY (or the variable named by credentials.api_key_env)",
-    ErrorCode.INVALID_API_KEY: "check the API key in ZYNTRO_API_KEY: no active user has it",
-    ErrorCode.IP_NOT_WHITELISTED: "ask the client to add this machine's IP to the developer key's whitelist",
-    ErrorCode.INVALID_DEVELOPER_SECRET: (
-        "check ZYNTRO_DEVELOPER_SECRET; if it is lost, have the client revoke and reissue the key"
-    ),
-    ErrorCode.MISSING_DEVELOPER_SECRET: (
-        "set ZYNTRO_DEVELOPER_SECRET (or the variable named by credentials.developer_secret_env)"
-    ),
-    ErrorCode.HTTP_401: "the API answered 401 Unauthorized: check the credentials",
-    ErrorCode.HTTP_403: "the API answered 403 Forbidden: check the credentials and the IP whitelist",
-}
+
+
+def account_hints(key_env: str = "ZYNTRO_API_KEY", secret_env: str = "ZYNTRO_DEVELOPER_SECRET") -> dict[str, str]:
+    """What to do about each account error, naming the variables this lane's key and secret
+    come from (a multi-org run reads each org's key from its own)."""
+    return {
+        ErrorCode.MISSING_API_KEY: f"set {key_env}",
+        ErrorCode.INVALID_API_KEY: f"check the API key in {key_env}: no active user has it",
+        ErrorCode.IP_NOT_WHITELISTED: "ask the client to add this machine's IP to the developer key's whitelist",
+        ErrorCode.INVALID_DEVELOPER_SECRET: (
+            f"check {secret_env}; if it is lost, have the client revoke and reissue the key"
+        ),
+        ErrorCode.MISSING_DEVELOPER_SECRET: f"set {secret_env}",
+        ErrorCode.HTTP_401: f"the API answered 401 Unauthorized: check the credentials ({key_env}, {secret_env})",
+        ErrorCode.HTTP_403: "the API answered 403 Forbidden: check the credentials and the IP whitelist",
+    }
 
 
 def code_for_message(message: str) -> ErrorCode:
@@ -127,8 +130,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class Classifier:
     """Turns (HTTP status, headers, body) into an Outcome or a RequestError/AccountError."""
 
-    def __init__(self, secrets: tuple[str, ...] = (), *, retry_gateway_errors: bool = False) -> None:
+    def __init__(
+        self,
+        secrets: tuple[str, ...] = (),
+        *,
+        retry_gateway_errors: bool = False,
+        hints: Mapping[str, str] | None = None,
+    ) -> None:
         self._secrets = tuple(s for s in secrets if s)
+        self._hints = hints or account_hints()
         self._retried = NOT_PROCESSED | (GATEWAY_ERRORS if retry_gateway_errors else frozenset())
 
     def classify(
@@ -184,7 +194,7 @@ class Classifier:
             code = self._error_codes(payload)[0] if payload is not None else None
             if code not in ACCOUNT_CODES:
                 code = ErrorCode.HTTP_401 if http_status == 401 else ErrorCode.HTTP_403
-            raise AccountError(code, f"{code}: {_ACCOUNT_HINTS[code]}", http_status)
+            raise AccountError(code, f"{code}: {self._hints[code]}", http_status)
         if http_status in (404, 405) and not self._documented_error(payload):
             raise EndpointError(
                 f"HTTP_{http_status}",
@@ -208,7 +218,7 @@ class Classifier:
         if status == "error" and payload is not None:
             code, message = self._error_codes(payload)
             if code in ACCOUNT_CODES:
-                raise AccountError(code, f"{code}: {_ACCOUNT_HINTS[code]} (API said: {message})", http_status)
+                raise AccountError(code, f"{code}: {self._hints[code]} (API said: {message})", http_status)
             verdict = Status.FAILED if code == ErrorCode.API_ERROR else Status.REJECTED
             return Outcome(
                 row_key, verdict, error_code=code, error_message=message, attempts=attempts, http_status=http_status

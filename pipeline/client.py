@@ -106,6 +106,7 @@ class ZyntroClient:
         retry_gateway_errors: bool = False,
         ca_bundle: str | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
+        hints: Mapping[str, str] | None = None,
     ) -> None:
         self._on_headers = on_headers
         self.url = base_url.rstrip("/") + "/addSIRequest"
@@ -118,7 +119,7 @@ class ZyntroClient:
             + orjson.dumps(credentials.developer_secret.reveal())
             + b","
         )
-        self._classifier = Classifier(credentials.values(), retry_gateway_errors=retry_gateway_errors)
+        self._classifier = Classifier(credentials.values(), retry_gateway_errors=retry_gateway_errors, hints=hints)
         self._concurrency = concurrency
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout

@@ -48,12 +48,13 @@ async def open_lanes(
     config: Config, credentials: Credentials, stop: StopEvent
 ) -> AsyncIterator[tuple[Lane | None, dict[str, Lane]]]:
     """(the default lane or None when there is no default key, {org_id: its lane}), clients open."""
+    from .answers import account_hints
     from .client import ZyntroClient  # aiohttp, loaded only for a run that sends
 
     loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as stack:
 
-        async def lane(creds: Credentials, rate: float | Literal["auto"], lane_stop: StopEvent) -> Lane:
+        async def lane(creds: Credentials, rate: float | Literal["auto"], lane_stop: StopEvent, key_env: str) -> Lane:
             limiter = RateLimiter(AUTO_START if rate == "auto" else float(rate), lane_stop)
             controller = Controller(limiter, loop.time) if rate == "auto" else None
             client = ZyntroClient(
@@ -66,14 +67,21 @@ async def open_lanes(
                 retry_gateway_errors=config.api.retry_gateway_errors,
                 ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
                 on_headers=controller.headers if controller is not None else None,
+                hints=account_hints(key_env, config.credentials.developer_secret_env),
             )
             await stack.enter_async_context(client)
             return Lane(client, limiter, lane_stop, controller)
 
-        default = await lane(credentials.for_org(None), config.run.rate, stop) if credentials.api_key else None
+        default = (
+            await lane(credentials.for_org(None), config.run.rate, stop, config.credentials.api_key_env)
+            if credentials.api_key
+            else None
+        )
         orgs = {}
         for org_id, org in config.orgs.items():
             org_stop = StopEvent()
             stop.on_set(org_stop.set)
-            orgs[org_id] = await lane(credentials.for_org(org_id), org.rate or config.run.rate, org_stop)
+            orgs[org_id] = await lane(
+                credentials.for_org(org_id), org.rate or config.run.rate, org_stop, org.api_key_env
+            )
         yield default, orgs

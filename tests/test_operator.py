@@ -163,6 +163,7 @@ def test_an_account_error_stops_only_its_org(sandbox, write_input, tmp_path):
     result = run_cli(*args, "--summary-json", str(summary), "--concurrency", "2", env=env)
     assert result.code == 3, result.stderr
     assert f"aborted for org {ORG_B}: INVALID_API_KEY" in result.stderr
+    assert "check the API key in KEY_B" in result.stderr and "ZYNTRO_API_KEY" not in result.stderr  # its own variable
     frame = results_mod.read(out)
     by_org = {org: set(frame.filter(frame["org_id"].str.to_lowercase() == org)["status"]) for org in (ORG_A, ORG_B)}
     assert by_org == {ORG_A: {"created"}, ORG_B: {"pending"}}
