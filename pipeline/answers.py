@@ -58,9 +58,13 @@ RETRY_AFTER_CAP = 6 * 3600.0  # seconds; urllib3's cap on a server's Retry-After
 _DELAY_SECONDS = re.compile(r"[0-9]+(\.[0-9]+)?", re.ASCII)  # RFC 9110 1*DIGIT; a fraction tolerated
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # kept out of messages (a UTF-16 answer is half NULs)
 _BOM = b"\xef\xbb\xbf"
-# Envoy's 503 when the connection to the backend broke after it was made: the request may
-# have reached the API (reset reasons other than a failed connect or its own overflow).
-_BACKEND_RESET = re.compile(r"upstream connect error or disconnect/reset before headers", re.IGNORECASE)
+# Gateways' own 503 pages for a backend that failed once the request was on its way up: the
+# request may have reached the API. Envoy's (unless its reset reason is a failed connect or its
+# own overflow) and Varnish's "Backend fetch failed" (every backend failure, a reset after the
+# POST was sent included, is that one page).
+_BACKEND_RESET = re.compile(
+    r"upstream connect error or disconnect/reset before headers|backend fetch failed|guru meditation", re.IGNORECASE
+)
 _NOT_SENT_RESET = re.compile(r"reset reason: (connection failure|overflow)", re.IGNORECASE)
 # Account messages are matched anywhere in the message ("Error: Invalid API Key", "IP address
 # 10.0.0.7 not whitelisted"): they are distinctive, and the worst a wrong match does is stop the
@@ -135,11 +139,14 @@ class Classifier:
         secrets: tuple[str, ...] = (),
         *,
         retry_gateway_errors: bool = False,
+        retry_503: bool = True,
         hints: Mapping[str, str] | None = None,
     ) -> None:
         self._secrets = tuple(s for s in secrets if s)
         self._hints = hints or account_hints()
         self._retried = NOT_PROCESSED | (GATEWAY_ERRORS if retry_gateway_errors else frozenset())
+        if not retry_503:
+            self._retried -= {503}
 
     def classify(
         self,

@@ -81,6 +81,12 @@ def map_aiohttp_errors() -> Iterator[None]:
         raise AmbiguousError(
             ErrorCode.READ_TIMEOUT, "no complete answer within --read-timeout of the request leaving"
         ) from exc
+    except aiohttp.ClientResponseError as exc:  # an answer came back, but one aiohttp cannot parse
+        raise AmbiguousError(
+            ErrorCode.UNEXPECTED_RESPONSE,
+            f"an answer came back that cannot be read ({exc.message or type(exc).__name__}):"
+            " the request may have been created",
+        ) from exc
     except aiohttp.ClientError as exc:
         raise AmbiguousError(
             ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {type(exc).__name__}"
@@ -104,6 +110,7 @@ class ZyntroClient:
         read_timeout: float,
         keepalive_timeout: float = 4.0,
         retry_gateway_errors: bool = False,
+        retry_503: bool = True,
         ca_bundle: str | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
         hints: Mapping[str, str] | None = None,
@@ -119,7 +126,9 @@ class ZyntroClient:
             + orjson.dumps(credentials.developer_secret.reveal())
             + b","
         )
-        self._classifier = Classifier(credentials.values(), retry_gateway_errors=retry_gateway_errors, hints=hints)
+        self._classifier = Classifier(
+            credentials.values(), retry_gateway_errors=retry_gateway_errors, retry_503=retry_503, hints=hints
+        )
         self._concurrency = concurrency
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout

@@ -77,6 +77,11 @@ class ApiConfig:
     # retry HTTP 500/502/504 as "not processed". Off by default: a gateway may answer them after
     # the API created the request, and a retry then sends the customer a second email. Turn on
     # only if your gateway guarantees that these statuses mean the request never reached the API.
+    retry_503: bool = True
+    # retry HTTP 503 as "not processed" (the contract; nginx limit_req, HAProxy's queue, a load
+    # balancer without a backend). Turn off if a gateway in front of the API answers 503 for a
+    # backend that failed after the request went up to it (Varnish's "Backend fetch failed", an
+    # nginx error_page mapping 502/504 to 503): 503s are then `unknown`.
     ca_bundle: Path | None = None
     # a PEM file of extra CA certificates (a corporate TLS proxy); certificates are always verified
 

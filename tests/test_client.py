@@ -378,6 +378,10 @@ async def test_a_404_carrying_the_apis_own_documented_error_is_that_error():
         ("upstream connect error or disconnect/reset before headers. reset reason: remote reset", AmbiguousError),
         ("upstream connect error or disconnect/reset before headers. reset reason: connection failure", TransientError),
         ("upstream connect error or disconnect/reset before headers. reset reason: overflow", TransientError),
+        (
+            "<title>503 Backend fetch failed</title><h1>Error 503 Backend fetch failed</h1><p>Guru Meditation:</p>",
+            AmbiguousError,
+        ),
         ("no healthy upstream", TransientError),
         ("<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>", TransientError),
     ],
@@ -389,6 +393,29 @@ async def test_a_503_after_the_gateway_reached_the_backend_is_ambiguous(body, ki
     with pytest.raises(kind) as info:
         await send({"status": 503, "body": body})
     assert info.value.code == "HTTP_503" and type(info.value) is kind
+
+
+def test_retry_503_off_makes_every_503_unknown():
+    with pytest.raises(TransientError):
+        Classifier(()).classify("k", 503, {}, b"<h1>503 Service Temporarily Unavailable</h1>", 1)
+    with pytest.raises(AmbiguousError) as info:
+        Classifier((), retry_503=False).classify("k", 503, {}, b"<h1>down for maintenance</h1>", 1)
+    assert info.value.code == "HTTP_503"
+    with pytest.raises(TransientError):  # 429 and 408 still mean "not processed"
+        Classifier((), retry_503=False).classify("k", 429, {}, b"", 1)
+
+
+async def test_an_answer_aiohttp_cannot_parse_is_unexpected_not_a_lost_connection():
+    """An answer that came back whole but cannot be parsed (a header past the limits): the row is
+    unknown, and the code says what happened (it had said the connection was lost)."""
+
+    async def oversized(request):
+        return web.json_response({"status": "success", "data": {"sir_id": 1}}, headers={"X-Big": "x" * (70 << 10)})
+
+    async with real_server(oversized) as base:
+        with pytest.raises(AmbiguousError) as info:
+            await post_to(base)
+    assert info.value.code == "UNEXPECTED_RESPONSE" and "cannot be read" in info.value.message
 
 
 @pytest.mark.parametrize(

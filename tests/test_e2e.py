@@ -346,6 +346,22 @@ def test_a_redirect_after_a_processed_post_is_unknown_and_stops_the_run(sandbox,
     assert len(contexts) == len(set(contexts)) == 6
 
 
+def test_retry_503_off_leaves_503s_unknown_and_never_resent(sandbox, write_input, tmp_path):
+    """For a gateway that answers 503 when its backend failed after the request went up
+    (Varnish, an nginx error_page mapping 502 to 503): `retry_503 = false`."""
+    box = sandbox("--error-rate", "1.0", "--error-statuses", "503", "--retry-after", "0")
+    config = tmp_path / "c.toml"
+    config.write_text("[api]\nretry_503 = false\n")
+    rows = write_input("a.csv", make_rows(4))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--config", str(config))
+    assert result.code == 1, result.stderr
+    frame = results_mod.read(out)
+    assert set(frame["status"]) == {"unknown"} and set(frame["error_code"]) == {"HTTP_503"}
+    assert box.stats()["requests"] == 4
+    assert ingest(box, [rows], out, "--config", str(config)).code == 1 and box.stats()["requests"] == 4
+
+
 def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
     box = sandbox("--error-rate", "0.3", "--error-statuses", "500,502,504", "--seed", "4")
     config = tmp_path / "c.toml"
