@@ -40,6 +40,7 @@ class Lane:
     abort: AbortError | None = None
     requests: int = 0
     final: Counter[str] = field(default_factory=Counter)
+    unknown_streak: int = 0  # requests in a row that ended `unknown` (the ambiguous breaker)
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
 

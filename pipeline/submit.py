@@ -46,12 +46,14 @@ BREAKER_HINT = "every row gets the same refusal; fix the input or the account be
 BREAKER_HINTS: dict[str, str] = {
     ErrorCode.NOT_FOUND: "the contacts are not in this org: was the export made for another org than the rows' "
     "org_id (or ZYNTRO_ORG_ID)?",
-    ErrorCode.API_ERROR: "the API keeps answering an error it does not document: check Zyntro's status first",
+    ErrorCode.API_ERROR: "Zyntro keeps refusing rows with a message it does not document: if it is about the rows"
+    " (a date it will not take, say), fix them or raise --breaker; else check Zyntro's status",
     ErrorCode.INVALID_FLAG: "the API refuses every sir_flag: check the export's flag column",
     ErrorCode.INVALID_CHANNEL: "the API refuses every sir_channel: check the export's channel column",
     ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
 }
 PRODUCE_CHUNK = 2000  # rows read per trip to the reading thread
+AMBIGUOUS_BREAKER = 10  # stop after this many requests in a row end `unknown` (at most --breaker)
 LONG_PAUSE_S = 10.0  # a Retry-After this long is logged (run.paused): progress alone shows 0/s and no why
 
 
@@ -212,12 +214,14 @@ class Submitter:
                     return
                 continue
             except PermanentHTTPError as exc:
+                lane.unknown_streak = 0
                 self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.FAILED, exc, total), lane=lane)
                 return
             except AmbiguousError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
+                self._trip_ambiguous(exc, lane, row.org_id)
                 return
             except AbortError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
@@ -241,6 +245,7 @@ class Submitter:
                 raise
             finally:
                 self.in_flight -= 1
+            lane.unknown_streak = 0
             if lane.controller is not None:
                 lane.controller.succeeded()
             self.stats.telemetry.answered(sent, CREATED if outcome.status == Status.CREATED else ERROR)
@@ -273,6 +278,22 @@ class Submitter:
         hint = BREAKER_HINTS.get(code, BREAKER_HINT)
         self._abort(CircuitOpen(code, f"the last {len(breaker)} answers were all {code}: {hint}"), lane, org_id,
                     whole_run=False)  # fmt: skip
+
+    def _trip_ambiguous(self, exc: AmbiguousError, lane: Lane, org_id: str | None) -> None:
+        """Stop when AMBIGUOUS_BREAKER requests in a row (at most --breaker) ended `unknown`: a
+        gateway failing every request after it leaves (its timeout shorter than the API's
+        latency, a backend down behind it) would otherwise turn the whole export into rows to
+        check by hand, one request each. The rest stay `pending`."""
+        lane.unknown_streak += 1
+        limit = min(AMBIGUOUS_BREAKER, lane.breaker.maxlen or 0)
+        if not limit or lane.unknown_streak < limit or lane.stop.is_set():
+            return
+        message = (
+            f"the last {lane.unknown_streak} requests all ended unknown (last: {exc.code}): something between here"
+            " and Zyntro fails after requests leave (a gateway's timeout, a backend behind it); fix it before"
+            " resuming. Those rows may have been created: check them in Zyntro, then --resend-unknown"
+        )
+        self._abort(CircuitOpen(str(exc.code), message), lane, org_id, whole_run=False)
 
     def _throttled(self, exc: TransientError, sent_at: float, lane: Lane) -> None:
         """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff).

@@ -362,6 +362,23 @@ def test_retry_503_off_leaves_503s_unknown_and_never_resent(sandbox, write_input
     assert ingest(box, [rows], out, "--config", str(config)).code == 1 and box.stats()["requests"] == 4
 
 
+def test_requests_that_all_end_unknown_stop_the_run_after_ten(sandbox, write_input, tmp_path):
+    """A gateway that fails every request after it leaves (its timeout shorter than the API's
+    latency) would turn a whole export into rows to check by hand: ten unknowns in a row stop
+    the run (exit 3), the rest stay pending and go out on the next run."""
+    box = sandbox("--error-after", "1.0", "--error-after-statuses", "504")
+    rows = write_input("a.csv", make_rows(40))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--concurrency", "2")
+    assert result.code == 3, result.stderr
+    assert "the last 10 requests all ended unknown (last: HTTP_504)" in result.stderr
+    counts = Counter(results_mod.read(out)["status"])
+    assert 10 <= counts["unknown"] <= 11 and counts["unknown"] + counts["pending"] == 40
+    assert box.stats()["requests"] == counts["unknown"]
+    healthy = sandbox()
+    assert ingest(healthy, [rows], out).code == 1 and len(healthy.created()) == counts["pending"]
+
+
 def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
     box = sandbox("--error-rate", "0.3", "--error-statuses", "500,502,504", "--seed", "4")
     config = tmp_path / "c.toml"
