@@ -48,16 +48,20 @@ __all__ = ["Classifier", "ZyntroClient", "code_for_message", "map_aiohttp_errors
 
 
 @contextlib.contextmanager
-def map_aiohttp_errors() -> Iterator[None]:
+def map_aiohttp_errors(*, proxy_credentials: bool = False) -> Iterator[None]:
     """Translate aiohttp's exceptions into the pipeline's, in one place (httpx-style)."""
     try:
         yield
     except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT: the tunnel never opened
         if exc.status == 407:
+            what = (
+                "refuses the credentials in the proxy variable (407); nothing was sent. Check them"
+                if proxy_credentials
+                else "asks for credentials (407); nothing was sent. Put them in the proxy variable"
+            )
             raise ProxyError(
                 ErrorCode.PROXY_AUTH_REQUIRED,
-                "the HTTPS proxy asks for credentials (407); nothing was sent. Put them in the proxy "
-                "variable (https_proxy=http://user:password@host:port)",
+                f"the HTTPS proxy {what} (https_proxy=http://user:password@host:port)",
                 exc.status,
             ) from exc
         raise TransientError(
@@ -173,7 +177,7 @@ class ZyntroClient:
         """One POST for `row`; returns created/rejected/failed or raises a RequestError / AccountError."""
         assert self._session is not None, "use ZyntroClient as an async context manager"
         body = self._prefix + row.body[1:]
-        with map_aiohttp_errors():
+        with map_aiohttp_errors(proxy_credentials=self._proxy_auth is not None):
             async with asyncio.timeout(self._connect_timeout + self._read_timeout) as deadline:
                 token = _DEADLINE.set(_Deadline(deadline, self._read_timeout))
                 try:

@@ -153,7 +153,7 @@ def test_a_proxy_that_wants_credentials_stops_the_run_before_anything_is_sent(
     refused = _run_through(box, f"http://alice:wrong@127.0.0.1:{tunnel.port}", api_cert, rows, out, tmp_path)
     assert refused.code == 2 and "Traceback" not in refused.stderr
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("si-ingest: aborted:")]
-    assert "proxy asks for credentials (407)" in line and "wrong" not in refused.stderr
+    assert "proxy refuses the credentials in the proxy variable (407)" in line and "wrong" not in refused.stderr
     frame = results_mod.read(out)
     assert box.created() == [] and set(frame["status"]) == {"pending"} and tunnel.refused >= 1
     assert set(frame["error_code"]) <= {"PROXY_AUTH_REQUIRED", "INTERRUPTED"}
