@@ -31,8 +31,17 @@ Where this differs, and why:
   tripling (GROWTH = 3), at most 4.5 s, mean 2.5 s, and with BETA 0.95 at most 4.0 s
   (virtual-clock simulation over 24 phases, tests/test_adaptive.py), with the same goodput and
   429 share; growing 4-fold was no faster (4.75 s) and throttled more.
-- Only real API answers (created, rejected, failed) grow the rate; 5xx, timeouts and connect
-  errors neither grow nor cut it.
+- Only real API answers (created, rejected, failed) grow the rate; 5xx and connect errors
+  neither grow nor cut it.
+- A queue is a throttle too (TCP Vegas's reading of delay): a gateway that delays instead of
+  refusing (nginx `limit_req` with a burst and no `nodelay`) never answers 429, and slow start
+  had kept tripling until `--concurrency` requests waited in its queue past the read timeout
+  (the real-gateway sweep: 79 of 150 rows `unknown`, never passed on). Latency is read per
+  round of ROUND answers, by the round's fastest (HyStart++, RFC 9406: jitter rarely delays
+  every answer of a round, a queue does): a round EARLY_EXTRA slower than the fastest of the
+  last FASTEST_WINDOW seconds (and twice it) ends slow start at the rate that gets through; one
+  QUEUE_EXTRA slower (and QUEUE_FACTOR times), or a read timeout, cuts the rate as a 429 does,
+  below what gets through so the backlog drains in DRAIN_S (once per episode).
 - Standard headers are read when a gateway sends them (`RateLimit-Limit`/`-Remaining`/
   `-Reset`, the `X-RateLimit-*` forms, `RateLimit-Policy: N;w=S`): a stated limit caps the
   rate at limit/window, and 0 remaining pauses every worker until the reset.
@@ -58,6 +67,12 @@ UPDATE_EVERY = 0.05  # seconds between two rate changes on success (limits timer
 PAUSE_OVER = 2.0  # seconds: a longer Retry-After pauses every worker
 GROWTH = 3.0  # slow start (and the search for a risen limit): growth per second until a throttle
 RISEN = 0.05  # sent this share above W_max with no throttle: the limit rose, slow start again
+ROUND = 4  # answers per round: a round's fastest answer rises only when every answer waits longer
+QUEUE_FACTOR = 4.0  # a round's fastest this many times the fastest lately...
+QUEUE_EXTRA = 1.0  # ...and this many seconds slower: the answers waited in a queue, a throttle
+EARLY_EXTRA = 0.25  # in slow start, twice the fastest and this much slower: a queue forms, stop tripling
+FASTEST_WINDOW = 30  # seconds over which the fastest answer is remembered
+DRAIN_S = 2.0  # after a queue is seen, the rate leaves room to drain its backlog in this long
 _POLICY = re.compile(r"^\s*(\d+)\s*;\s*w\s*=\s*(\d+)")
 
 
@@ -79,6 +94,9 @@ class Controller:
         self._bucket_sent = limiter.sent
         self.measured = 0.0
         self._successes: deque[float] = deque()  # times of the last second's successes (at most AUTO_MAX)
+        self._round: list[float] = []  # latencies of the answers of the round under way
+        self._wait = 0.0  # the last round's wait beyond the fastest
+        self._fastest: deque[tuple[int, float]] = deque()  # (second, fastest answer in it), FASTEST_WINDOW long
         self.throttles = 0
         limiter.set_rate(start)
 
@@ -92,22 +110,52 @@ class Controller:
         self._measure(now)
         if retry_after is not None and retry_after > PAUSE_OVER:
             self._limiter.pause(retry_after)
+        self._cut(sent_at, now)
+
+    def timed_out(self, sent_at: float) -> None:
+        """No answer within the read timeout: as slow as a queue gets."""
+        now = self._clock()
+        self._measure(now)
+        self._cut(sent_at, now, queued=True)
+
+    def _cut(self, sent_at: float, now: float, *, queued: bool = False) -> None:
+        """`queued`: the server holds what it cannot serve yet, so the rate it sustains is what
+        came back in the last second, not what was sent: the rate drops below that, and the
+        queue drains."""
         if sent_at <= self._last_cut:  # in flight before the last cut: already accounted for
             return
         self.throttles += 1
         w_max = min(self.measured or self.rate, self.rate)
-        if self._slow_start:  # climbing fast, the smoothed rate lags: what got through counts
+        drain = 0.0
+        if queued:
+            w_max = self._recent_successes(now)
+            drain = w_max * self._wait / DRAIN_S  # the backlog (rate x extra wait), spread over DRAIN_S
+        elif self._slow_start:  # climbing fast, the smoothed rate lags: what got through counts
             w_max = max(w_max, self._recent_successes(now))
         self._slow_start = False
         self._w_max = max(AUTO_MIN, w_max)
-        self._k = (self._w_max * (1.0 - BETA) / C) ** (1.0 / 3.0)
+        after = max(AUTO_MIN, min(self._w_max * BETA, self._w_max * BETA - drain))
+        self._k = ((self._w_max - after) / C) ** (1.0 / 3.0)  # the curve climbs back from `after`
         self._epoch = self._last_cut = now
-        self._set(self._w_max * BETA)
+        self._set(after)
 
-    def succeeded(self) -> None:
-        """A real API answer: grow along the curve (at most every UPDATE_EVERY seconds)."""
+    def succeeded(self, sent_at: float | None = None) -> None:
+        """A real API answer (to a request that left at `sent_at`): grow along the curve (at most
+        every UPDATE_EVERY seconds), unless its wait says it sat in a queue."""
         now = self._clock()
         self._measure(now)
+        if sent_at is not None:
+            queued, early = self._queued(now, now - sent_at)
+            if queued:
+                self._successes.append(now)
+                self._cut(sent_at, now, queued=True)
+                return
+            if early and self._slow_start:  # a queue begins: stop tripling, hold what gets through (HyStart)
+                self._successes.append(now)
+                self._slow_start, self._k, self._epoch = False, 0.0, now
+                self._w_max = max(AUTO_MIN, self._recent_successes(now))
+                self._set(self._w_max)
+                return
         self._successes.append(now)
         if len(self._successes) > AUTO_MAX:
             self._successes.popleft()
@@ -142,6 +190,25 @@ class Controller:
         reset = _number(headers, "RateLimit-Reset", "X-RateLimit-Reset")
         if remaining == 0 and reset is not None and 0 < reset <= 3600:
             self._limiter.pause(reset)
+
+    def _queued(self, now: float, latency: float) -> tuple[bool, bool]:
+        """Whether answers now wait far longer than the fastest of the last FASTEST_WINDOW s
+        (a queue), and whether they begin to wait (a queue forming: the end of slow start)."""
+        second = int(now)
+        if self._fastest and self._fastest[-1][0] == second:
+            self._fastest[-1] = (second, min(self._fastest[-1][1], latency))
+        else:
+            self._fastest.append((second, latency))
+        while self._fastest[0][0] <= second - FASTEST_WINDOW:
+            self._fastest.popleft()
+        fastest = min(f for _, f in self._fastest)
+        self._round.append(latency)
+        if len(self._round) < ROUND:
+            return False, False
+        least, self._round = min(self._round), []  # jitter rarely delays all ROUND; a queue delays every one
+        self._wait = least - fastest
+        queued = least > max(QUEUE_FACTOR * fastest, fastest + QUEUE_EXTRA)
+        return queued, least > max(2.0 * fastest, fastest + EARLY_EXTRA)
 
     def _recent_successes(self, now: float) -> float:
         """Answers that got through in the last second (the server's own window, seen from here)."""

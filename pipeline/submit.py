@@ -221,6 +221,8 @@ class Submitter:
             except AmbiguousError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
+                if lane.controller is not None and exc.code == ErrorCode.READ_TIMEOUT:
+                    lane.controller.timed_out(sent_at)  # a queue, at its worst
                 self._trip_ambiguous(exc, lane, row.org_id)
                 return
             except AbortError as exc:
@@ -247,7 +249,7 @@ class Submitter:
                 self.in_flight -= 1
             lane.unknown_streak = 0
             if lane.controller is not None:
-                lane.controller.succeeded()
+                lane.controller.succeeded(sent_at)
             self.stats.telemetry.answered(sent, CREATED if outcome.status == Status.CREATED else ERROR)
             self._record(outcome, lane=lane)
             self._trip_breaker(outcome, lane, row.org_id)

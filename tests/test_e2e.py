@@ -379,6 +379,18 @@ def test_requests_that_all_end_unknown_stop_the_run_after_ten(sandbox, write_inp
     assert ingest(healthy, [rows], out).code == 1 and len(healthy.created()) == counts["pending"]
 
 
+def test_auto_rate_finds_a_gateway_that_delays_instead_of_refusing(sandbox, write_input, tmp_path):
+    """nginx limit_req with a burst and no nodelay never refuses: it holds requests back. Slow start
+    had parked --concurrency requests in its queue past the read timeout (79 of 150 rows unknown,
+    never passed on, in the real-gateway sweep); the wait itself now reads as a throttle."""
+    box = sandbox("--leaky-rate", "20", "--leaky-burst", "1000", "--leaky-delay")
+    rows = write_input("a.csv", make_rows(150))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--rate", "auto", "--concurrency", "64", "--read-timeout", "1.5")
+    assert result.code == 0, result.stderr
+    assert set(results_mod.read(out)["status"]) == {"created"} and box.stats()["requests"] == 150
+
+
 def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
     box = sandbox("--error-rate", "0.3", "--error-statuses", "500,502,504", "--seed", "4")
     config = tmp_path / "c.toml"

@@ -94,6 +94,7 @@ class SandboxConfig:
     leaky_rate: float | None = None  # nginx limit_req: requests/s drained...
     leaky_burst: int = 10  # ...with this burst; over it, 429 without Retry-After
     leaky_status: int = 429  # limit_req_status: nginx's own default is 503
+    leaky_delay: bool = False  # limit_req without nodelay: over the rate, requests wait instead
     retry_after: float = 1.0  # seconds, sent with 429 and 503
     error_rate: float = 0.0  # probability of a 5xx page before processing
     error_statuses: tuple[int, ...] = (500, 502, 503)  # which statuses error_rate answers
@@ -145,7 +146,7 @@ class Sandbox:
     def _make_gate(self) -> SlidingWindow | LeakyBucket | None:
         cfg, now = self.config, time.monotonic()
         if cfg.leaky_rate is not None:
-            return LeakyBucket(cfg.leaky_rate, cfg.leaky_burst, now)
+            return LeakyBucket(cfg.leaky_rate, cfg.leaky_burst, now, delay=cfg.leaky_delay)
         schedule = cfg.limit_schedule
         if not schedule and cfg.rate_limit is not None:
             schedule = ((0.0, cfg.rate_limit),)
@@ -212,6 +213,8 @@ class Sandbox:
                 if cfg.leaky_rate is not None and cfg.leaky_status == 503:  # nginx's default page
                     return self._answer(503, _HTML_5XX[503], "text/html", extra, kind="503_limit")
                 return self._answer(429, b'{"message": "Too Many Requests"}', "application/json", extra)
+            if isinstance(self._gate, LeakyBucket) and self._gate.wait > 0:  # limit_req without nodelay
+                await asyncio.sleep(self._gate.wait)
         body = await request.read()
         roll = rng.random()
         if roll < cfg.drop_before_rate:

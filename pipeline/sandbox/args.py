@@ -79,6 +79,11 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         "--leaky-status", type=int, choices=(429, 503), default=429,
         help="what the leaky bucket answers past its burst: 429, or 503 as nginx does by default",
     )  # fmt: skip
+    sandbox.add_argument(
+        "--leaky-delay", action="store_true",
+        help="the leaky bucket delays requests over its rate (up to the burst) instead of passing them at once,"
+        " as nginx limit_req without nodelay",
+    )  # fmt: skip
     sandbox.add_argument("--seed", type=int, help="seed for repeatable faults")
     sandbox.add_argument("--record", type=Path, help="append every created SI request to this file (JSON lines)")
 

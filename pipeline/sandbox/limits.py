@@ -51,16 +51,23 @@ class SlidingWindow:
 
 
 class LeakyBucket:
-    def __init__(self, rate: float, burst: int, start: float) -> None:
+    """nginx `limit_req rate=R burst=B`: the excess drains at R/s; past B, refused. With
+    `nodelay` (the default here) an admitted request passes at once; without it (`delay`) it
+    waits its turn, excess / R seconds (`wait`), and the client sees no refusal, only the wait."""
+
+    def __init__(self, rate: float, burst: int, start: float, *, delay: bool = False) -> None:
         self._rate = rate
         self._burst = burst
         self._excess = 0.0
         self._last = start
+        self._delay = delay
+        self.wait = 0.0  # seconds the last admitted request waits before it is passed on
 
     def admit(self, now: float) -> tuple[bool, dict[str, str]]:
         self._excess = max(0.0, self._excess - (now - self._last) * self._rate)
         self._last = now
         if self._excess + 1.0 > self._burst + 1.0:
             return False, {}
+        self.wait = self._excess / self._rate if self._delay else 0.0
         self._excess += 1.0
         return True, {}

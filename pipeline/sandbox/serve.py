@@ -47,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "leaky_rate": args.leaky_rate,
         "leaky_burst": args.leaky_burst,
         "leaky_status": args.leaky_status,
+        "leaky_delay": args.leaky_delay,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "seed": args.seed,
