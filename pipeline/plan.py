@@ -86,16 +86,32 @@ class Plan:
     to_send: int = 0
     orgs: set[str] = field(default_factory=set)  # the (lower-case) org_ids of the valid rows
     _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
-    _counted: tuple[int, int] | None = field(default=None, repr=False)  # (repeats, settled) from the lookup
+    again: int = 0  # of to_send, rows an earlier run tried (failed, or unknown with --resend-unknown)
+    _counted: tuple[int, int, int] | None = field(default=None, repr=False)  # (repeats, settled, again)
+
+    @property
+    def tried_before(self) -> tuple[str, ...]:
+        """Earlier statuses of rows that were tried and are sent again: they go after the rest."""
+        return tuple(s for s in self.sendable if s != Status.PENDING.value)
 
     def rows_to_send(self) -> Iterator[Row]:
-        """The rows to send, in input order (bodies built per batch, for those rows only)."""
+        """The rows to send, in input order (bodies built per batch, for those rows only): first
+        the rows never tried (new, or `pending`), then those an earlier run tried. A row the API
+        keeps refusing with a message it does not document (`failed`, sent again every night)
+        must not hold back the rest: sorted first, 50 such rows had tripped the breaker night
+        after night and no row behind them was ever sent (the independent-server sweep)."""
+        yield from self._rows_to_send(again=False)
+        if self.again:
+            yield from self._rows_to_send(again=True)
+
+    def _rows_to_send(self, *, again: bool) -> Iterator[Row]:
         assert self._looked_up is not None, "build_plan looks the keys up first"
         merger = OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
+        tried = pl.col("status_j").is_in(self.tried_before)
         for batch in self.batches:
             spill = pl.read_parquet(batch.path)
             decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
-            send = decided.filter(pl.col("send")).select(
+            send = decided.filter(pl.col("send") & (tried if again else ~tried.fill_null(False))).select(
                 "row_key",
                 "source",
                 "source_row",
@@ -161,9 +177,11 @@ class Plan:
             state = _resolve(merger.upto(batch.last_order))
             dup = pl.col("dup").fill_null(False)
             settled = ~dup & pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable)
-            counts = state.select(dup=dup.sum(), settled=settled.sum()).row(0)
+            again = ~dup & pl.col("status").is_in(self.tried_before)
+            counts = state.select(dup=dup.sum(), settled=settled.sum(), again=again.sum()).row(0)
             self.duplicate += int(counts[0] or 0)
             self.settled += int(counts[1] or 0)
+            self.again += int(counts[2] or 0)
         self.to_send = self.valid - self.duplicate - self.settled
 
     def _lookup(self, view: Fold, tag: str) -> OrderedRuns:
@@ -172,7 +190,7 @@ class Plan:
             return OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         parts = partition_count(self.valid, view.rows)
         paths = []
-        counts = [0, 0]  # repeats, settled earlier
+        counts = [0, 0, 0]  # repeats, settled earlier, tried earlier and sent again
         for part, (lo, hi) in enumerate(iter_parts(parts)):
             keys_ = scan_partition(self.key_runs, lo, hi, _KEY_SCHEMA).collect()
             primary = keys_.filter(~pl.col("alt")).sort("order")
@@ -191,12 +209,14 @@ class Plan:
             paths.append(path)
             if not view.legacy_rows:  # every row's verdict is its own: count here, no merge needed
                 settled = pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable) & ~pl.col("dup")
-                counted = found.select(pl.col("dup").sum(), settled.sum()).row(0)
+                again = pl.col("status").is_in(self.tried_before) & ~pl.col("dup")
+                counted = found.select(dup=pl.col("dup").sum(), settled=settled.sum(), again=again.sum()).row(0)
                 counts[0] += int(counted[0] or 0)
                 counts[1] += int(counted[1] or 0)
+                counts[2] += int(counted[2] or 0)
         view.verify_sweep()
         self._looked_up = (view, paths)
-        self._counted = None if view.legacy_rows else (counts[0], counts[1])
+        self._counted = None if view.legacy_rows else (counts[0], counts[1], counts[2])
         return OrderedRuns(paths, VERDICT_SCHEMA, self.chunk_rows)
 
     def cleanup(self) -> None:
@@ -244,7 +264,7 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
             plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
     merger = plan._lookup(view, "plan")
     if plan._counted is not None:
-        plan.duplicate, plan.settled = plan._counted
+        plan.duplicate, plan.settled, plan.again = plan._counted
         plan.to_send = plan.valid - plan.duplicate - plan.settled
     else:  # format 1 records may answer for rows of other partitions: count in input order
         plan._count(merger)

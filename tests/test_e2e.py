@@ -391,6 +391,23 @@ def test_auto_rate_finds_a_gateway_that_delays_instead_of_refusing(sandbox, writ
     assert set(results_mod.read(out)["status"]) == {"created"} and box.stats()["requests"] == 150
 
 
+def test_rows_an_earlier_run_tried_go_after_the_rows_never_tried(sandbox, write_input, tmp_path):
+    """`failed` rows are sent again every run: first in the file, rows the API keeps refusing with
+    an undocumented message (a date it will not take) tripped the breaker night after night and
+    no row behind them was ever sent. Rows never tried now go first."""
+    old, new = make_rows(5, seed=1, prefix="old"), make_rows(5, seed=2, prefix="new")
+    out = tmp_path / "r.csv"
+    refusing = sandbox("--odd-error-rate", "1.0")
+    assert ingest(refusing, [write_input("a.csv", old)], out).code == 1
+    assert set(results_mod.read(out)["status"]) == {"failed"}
+    both = {k: old[k] + new[k] for k in old}
+    healthy = sandbox()
+    result = ingest(healthy, [write_input("b.csv", both)], out, "--concurrency", "1")
+    assert result.code == 0, result.stderr
+    assert server_contexts(healthy) == new["sir_context"] + old["sir_context"]
+    assert results_mod.read(out)["source_row"].to_list() == list(range(1, 11))  # the results stay in input order
+
+
 def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
     box = sandbox("--error-rate", "0.3", "--error-statuses", "500,502,504", "--seed", "4")
     config = tmp_path / "c.toml"
