@@ -67,18 +67,28 @@ RATE_BEGIN = "<!-- bench_rate: begin (bench/bench_rate.py rewrites this section)
 RATE_END = "<!-- bench_rate: end -->"
 
 
-def write_results_md(dest: Path, text: str, *, rate_section: str | None = None) -> None:
-    """Write bench/RESULTS.md: `text` (the ledger scale part), then the Rate section between its
-    markers. Each benchmark passes its own part; the other's is kept from the file as it is."""
+SEND_BEGIN = "<!-- send_memory: begin (bench/send_memory.py rewrites this section) -->"
+SEND_END = "<!-- send_memory: end -->"
+_SECTIONS = {"send": (SEND_BEGIN, SEND_END), "rate": (RATE_BEGIN, RATE_END)}  # in this order, after the ledger part
+
+
+def write_results_md(
+    dest: Path, text: str, *, rate_section: str | None = None, send_section: str | None = None
+) -> None:
+    """Write bench/RESULTS.md: `text` (the ledger scale part), then the send memory and Rate
+    sections between their markers. Each benchmark passes its own part; the others are kept
+    from the file as they are."""
     old = dest.read_text() if dest.exists() else ""
-    kept = ""
-    if RATE_BEGIN in old and RATE_END in old:
-        head, rest = old.split(RATE_BEGIN, 1)
-        kept = RATE_BEGIN + rest.split(RATE_END, 1)[0] + RATE_END + "\n"
-        old = head.rstrip("\n") + "\n" + rest.split(RATE_END, 1)[1].lstrip("\n")
-    ledger = text if text else old
-    rate = rate_section if rate_section is not None else kept
-    dest.write_text(ledger.rstrip("\n") + "\n" + ("\n" + rate.rstrip("\n") + "\n" if rate else ""))
+    kept: dict[str, str] = {}
+    for name, (begin, end) in _SECTIONS.items():
+        if begin in old and end in old:
+            head, rest = old.split(begin, 1)
+            kept[name] = begin + rest.split(end, 1)[0] + end
+            old = head.rstrip("\n") + "\n" + rest.split(end, 1)[1].lstrip("\n")
+    new = {"send": send_section, "rate": rate_section}
+    parts = [text if text else old]
+    parts += [section for name in _SECTIONS if (section := new[name] if new[name] is not None else kept.get(name))]
+    dest.write_text("\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n")
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
