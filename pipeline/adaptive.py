@@ -41,7 +41,9 @@ Where this differs, and why:
   every answer of a round, a queue does): a round EARLY_EXTRA slower than the fastest of the
   last FASTEST_WINDOW seconds (and twice it) ends slow start at the rate that gets through; one
   QUEUE_EXTRA slower (and QUEUE_FACTOR times), or a read timeout, cuts the rate as a 429 does,
-  below what gets through so the backlog drains in DRAIN_S (once per episode).
+  below what gets through so the backlog drains in DRAIN_S; no other queue cut until then. A
+  wait that has not fallen by then was no queue but the API turning slower: it becomes the new
+  fastest (cutting again and again had pinned the rate at ~1/s after a 0.05 -> 1.5 s step).
 - Standard headers are read when a gateway sends them (`RateLimit-Limit`/`-Remaining`/
   `-Reset`, the `X-RateLimit-*` forms, `RateLimit-Policy: N;w=S`): a stated limit caps the
   rate at limit/window, and 0 remaining pauses every worker until the reset.
@@ -73,6 +75,8 @@ QUEUE_EXTRA = 1.0  # ...and this many seconds slower: the answers waited in a qu
 EARLY_EXTRA = 0.25  # in slow start, twice the fastest and this much slower: a queue forms, stop tripling
 FASTEST_WINDOW = 30  # seconds over which the fastest answer is remembered
 DRAIN_S = 2.0  # after a queue is seen, the rate leaves room to drain its backlog in this long
+DRAINED = 0.75  # ...and if the wait has not fallen below this share of it by then, it was no queue
+GROWTH_FLOOR = 2.0  # requests/s the rate may always grow to, whatever was measured (see `succeeded`)
 _POLICY = re.compile(r"^\s*(\d+)\s*;\s*w\s*=\s*(\d+)")
 
 
@@ -96,6 +100,7 @@ class Controller:
         self._successes: deque[float] = deque()  # times of the last second's successes (at most AUTO_MAX)
         self._round: list[float] = []  # latencies of the answers of the round under way
         self._wait = 0.0  # the last round's wait beyond the fastest
+        self._draining: tuple[float, float] | None = None  # (until, the wait then) after a queued cut
         self._fastest: deque[tuple[int, float]] = deque()  # (second, fastest answer in it), FASTEST_WINDOW long
         self.throttles = 0
         limiter.set_rate(start)
@@ -130,6 +135,7 @@ class Controller:
         if queued:
             w_max = self._recent_successes(now)
             drain = w_max * self._wait / DRAIN_S  # the backlog (rate x extra wait), spread over DRAIN_S
+            self._draining = (now + DRAIN_S, self._wait)
         elif self._slow_start:  # climbing fast, the smoothed rate lags: what got through counts
             w_max = max(w_max, self._recent_successes(now))
         self._slow_start = False
@@ -145,7 +151,10 @@ class Controller:
         now = self._clock()
         self._measure(now)
         if sent_at is not None:
-            queued, early = self._queued(now, now - sent_at)
+            queued, early = self._queued(now, now - sent_at, sent_at)
+            if self._draining is not None:  # hold the drained rate until the queue has had its time
+                self._successes.append(now)
+                return
             if queued:
                 self._successes.append(now)
                 self._cut(sent_at, now, queued=True)
@@ -170,7 +179,9 @@ class Controller:
                 # probed past the old limit with no throttle: it rose; search up fast
                 self._slow_start, self._w_max, self._epoch = True, target, now
         if self.measured:
-            target = min(target, 2.0 * self.measured)
+            # never 2x past what was sent; but a rate under 2/s paces floor(rate) requests a second,
+            # so measured stays at half of it, and the cap alone would pin it there
+            target = min(target, max(2.0 * self.measured, GROWTH_FLOOR))
         self._set(target)
 
     def headers(self, headers: Mapping[str, str]) -> None:
@@ -191,9 +202,10 @@ class Controller:
         if remaining == 0 and reset is not None and 0 < reset <= 3600:
             self._limiter.pause(reset)
 
-    def _queued(self, now: float, latency: float) -> tuple[bool, bool]:
+    def _queued(self, now: float, latency: float, sent_at: float) -> tuple[bool, bool]:
         """Whether answers now wait far longer than the fastest of the last FASTEST_WINDOW s
-        (a queue), and whether they begin to wait (a queue forming: the end of slow start)."""
+        (a queue), and whether they begin to wait (a queue forming: the end of slow start).
+        After a queued cut, only requests sent once the drain had its time say how it went."""
         second = int(now)
         if self._fastest and self._fastest[-1][0] == second:
             self._fastest[-1] = (second, min(self._fastest[-1][1], latency))
@@ -202,11 +214,23 @@ class Controller:
         while self._fastest[0][0] <= second - FASTEST_WINDOW:
             self._fastest.popleft()
         fastest = min(f for _, f in self._fastest)
+        if self._draining is not None and sent_at < self._draining[0]:
+            return False, False
         self._round.append(latency)
         if len(self._round) < ROUND:
             return False, False
         least, self._round = min(self._round), []  # jitter rarely delays all ROUND; a queue delays every one
         self._wait = least - fastest
+        if self._draining is not None:  # the first round sent after the drain: did the wait fall?
+            wait = self._draining[1]
+            self._draining = None
+            self._k = (self._w_max * (1.0 - BETA) / C) ** (1.0 / 3.0)  # back to just under what got through
+            self._epoch = now
+            self._set(self._w_max * BETA)
+            if self._wait > DRAINED * wait:  # it did not drain: the API itself is this slow now
+                self._fastest = deque([(second, least)])
+                self._wait = 0.0
+            return False, False
         queued = least > max(QUEUE_FACTOR * fastest, fastest + QUEUE_EXTRA)
         return queued, least > max(2.0 * fastest, fastest + EARLY_EXTRA)
 

@@ -284,7 +284,7 @@ def _sir_id(value: object) -> int | None:
         return None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         value = int(value)
-    if isinstance(value, float) and value.is_integer() and 0 <= value <= 2**53:  # 456.0: exact below 2^53
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:  # 456.0: exact below 2^53
         value = int(value)
     if isinstance(value, int) and 0 <= value <= INT64_MAX:
         return value

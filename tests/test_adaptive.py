@@ -242,3 +242,36 @@ def test_a_queue_that_delays_instead_of_refusing_is_found_by_the_wait():
     timed_out, answered, steady = run_virtual(scenario())
     assert timed_out <= 5, (timed_out, answered)
     assert steady >= 8.5  # still at 85% of the queue's rate
+
+
+@pytest.mark.parametrize(("before", "after"), [(0.05, 1.5), (0.1, 1.2)])
+def test_an_api_that_turns_slower_is_not_taken_for_a_queue_for_good(before, after):
+    """The API's own latency steps up mid-run (0.05 s -> 1.5 s): every round then looks queued
+    against the fastest of the last 30 s, and cutting again and again had pinned the rate at
+    ~1/s for the rest of the run (a cold review's reproduction). A wait that does not fall
+    once the drain has had its time is the API's new pace: the rate comes back."""
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        limiter = RateLimiter(AUTO_START)
+        controller = Controller(limiter, loop.time)
+        server = SlidingWindow(lambda t: 100)
+        accepted: list[float] = []
+
+        async def worker() -> None:
+            while loop.time() < 80.0:
+                assert await limiter.acquire()
+                sent = loop.time()
+                await asyncio.sleep(before if sent < 20.0 else after)
+                if server.admit(sent):
+                    accepted.append(loop.time())
+                    controller.succeeded(sent)
+                else:
+                    controller.throttled(sent, server.retry_after)
+
+        await asyncio.gather(*(worker() for _ in range(200)))
+        return accepted
+
+    accepted = run_virtual(scenario())
+    late = sum(1 for t in accepted if 45.0 <= t < 80.0) / 35.0
+    assert late >= 85.0, late

@@ -433,7 +433,7 @@ def test_success_variants_a_server_may_send_are_created(body):
     assert outcome.status == Status.CREATED and outcome.sir_id == 456
 
 
-@pytest.mark.parametrize("sir_id", [456.5, 2.0**60, -1.0])
+@pytest.mark.parametrize("sir_id", [456.5, 2.0**60, 2.0**53, -1.0])  # 2^53 + 1 parses as 2^53
 def test_a_float_sir_id_that_is_not_exact_is_ambiguous(sir_id):
     with pytest.raises(AmbiguousError):
         Classifier(()).classify("k", 200, {}, json.dumps({"status": "success", "data": {"sir_id": sir_id}}).encode(), 1)

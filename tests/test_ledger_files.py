@@ -464,10 +464,15 @@ def test_a_stretch_without_a_newline_longer_than_any_record_is_damage(tmp_path: 
     monkeypatch.setattr(records_mod, "MAX_LINE_BYTES", 256)
     paths = LedgerPaths(tmp_path / "r.csv")
     body = header(0, "L", None) + outcome(1, created("a", 1))
-    paths.journal.write_bytes(body + b"y" * 1000 + b"\n" + outcome(3, created("b", 2)))
+    paths.journal.write_bytes(body + b"y" * 1000 + b"\n" + outcome(3, created("b", 2)) + outcome(4, created("c", 3)))
     with pytest.raises(LedgerDamaged) as info:
         replay(paths.journal)
     assert info.value.position == 2
+    # the overlong line is one line: the records after it keep their positions (a cold review
+    # found them cut into pieces, and the last lines never read)
+    blocks = list(records_mod.line_blocks(paths.journal, 5))
+    lines = pl.concat([records_mod.parse_lines(first, block) for first, block in blocks])
+    assert lines["pos"].to_list() == [0, 1, 2, 3, 4] and lines["line"][4].startswith('{"q":4,')
 
 
 def test_a_format_1_journal_longer_than_a_batch_is_read_whole(tmp_path: Path, monkeypatch):

@@ -12,7 +12,6 @@ journal batch), and the rows damaged records name as `unknown` ones.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,21 +201,20 @@ class Scan:
         if info.ledger_id and self.ledger_id is None and offset == 0:
             self.ledger_id = info.ledger_id
         sound: list[pl.DataFrame] = []  # RECORD_SCHEMA frames, written as a run every BATCH_LINES
+        held = 0
         sequence = _Sequence()
 
         def keep_records(frame: pl.DataFrame, at_least: int) -> None:
+            nonlocal held
             if keep and frame.height:
                 sound.append(frame)
-            if sum(f.height for f in sound) >= at_least:
+                held += frame.height
+            if sound and held >= at_least:
                 self.runs.append(self._write(pl.concat(sound), "journal"))
                 sound.clear()
+                held = 0
 
-        if info.version == 1:
-            lines = reader.iter_lines(path, info.lines)
-            blocks: Iterator[tuple[int, bytes]] = ((pos, raw + b"\n") for pos, raw in lines)
-        else:
-            blocks = records.line_blocks(path, info.lines)
-        for first, block in blocks:
+        for first, block in records.line_blocks(path, info.lines):  # format 1 too: ~10k lines a block
             whole = self._sound_block(first, block, sequence, offset) if info.version == 2 else None
             if whole is None:  # some line is not sound (or a format 1 line): line by line, as it reads
                 rows = []

@@ -210,21 +210,32 @@ def line_blocks(path: str | Path, lines: int, block_bytes: int | None = None) ->
     to the first `lines` lines: memory is a block and its decoding, whatever the journal's size
     (`pl.scan_csv` held 450-610 MB reading 2M lines ahead of a slower decode; the decode itself
     takes about 1 KB per line, hence blocks of LINE_BLOCK_BYTES). A line longer than a block is
-    read whole, up to MAX_LINE_BYTES; past that a stretch without a newline is a block of its own.
+    read whole, up to MAX_LINE_BYTES; past that (damage: no record is that long) its first
+    MAX_LINE_BYTES are that line's block and the rest of it, up to its newline, is skipped.
     """
     block_bytes = block_bytes or LINE_BLOCK_BYTES
     pos = 0
     carry = b""
+    skipping = False  # inside an overlong line already given as one block
     with open(path, "rb") as fh:
         while pos < lines:
             chunk = fh.read(block_bytes)
-            data = carry + chunk
+            data, carry = carry + chunk, b""
+            if skipping:
+                end = data.find(b"\n")
+                if end < 0:
+                    if not chunk:
+                        return
+                    continue
+                data, skipping = data[end + 1 :], False
             cut = data.rfind(b"\n") + 1
             if cut == 0:
                 if chunk and len(data) <= MAX_LINE_BYTES:
                     carry = data
                     continue
-                cut = len(data)  # no newline: the rest, or a damaged stretch longer than any record
+                if not data:
+                    return
+                cut, skipping = len(data), bool(chunk)  # a damaged stretch longer than any record
             if cut == 0:
                 return
             block, carry = data[:cut], data[cut:]
