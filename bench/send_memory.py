@@ -101,11 +101,15 @@ def send(n: int, folder: Path) -> Run:
     return run
 
 
-def section(runs: list[Run], command: str) -> str:
+def machine_now() -> dict[str, str]:
+    """Taken before the runs: the commit measured, not the one there when they end."""
     import aiohttp
     import polars as pl
 
-    info = machine({"polars": pl.__version__, "aiohttp": aiohttp.__version__})
+    return machine({"polars": pl.__version__, "aiohttp": aiohttp.__version__})
+
+
+def section(runs: list[Run], command: str, info: dict[str, str]) -> str:
     lines = [
         SEND_BEGIN,
         "## A real run's memory (issue 6: bounded memory when sending)",
@@ -146,6 +150,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="si-send-memory-", dir=base))
     command = " ".join([".venv/bin/python", "bench/send_memory.py", *sys.argv[1:]])
     print(command, flush=True)
+    info = machine_now()
     runs = []
     try:
         for n in sizes:
@@ -157,7 +162,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     dest = args.results_md or (None if args.quick else ROOT / "bench" / "RESULTS.md")
     if dest is not None:
-        write_results_md(dest, "", send_section=section(runs, command))
+        write_results_md(dest, "", send_section=section(runs, command, info))
         print(f"wrote {dest}")
 
 
