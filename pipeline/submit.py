@@ -116,6 +116,7 @@ class Submitter:
             lane.breaker = deque(maxlen=breaker)
             if isinstance(stop, StopEvent):  # the run's stop stops every lane
                 stop.on_set(lane.stop.set)
+        self._stopped_by: AbortError | None = None  # the abort that stopped the whole run
         self._on_progress = on_progress
         self._progress_every = progress_every
         self._total = 0
@@ -173,7 +174,7 @@ class Submitter:
         loop = asyncio.get_running_loop()
         lane = self.lanes.get(row.org_id or "", self._default)
         if lane.stop.is_set():  # this org stopped (account error, breaker): the row stays pending
-            self._record(_not_sent(row, row.attempts, None), lane=lane)
+            self._record(_not_sent(row, row.attempts, None, self._why_stopped(lane)), lane=lane)
             return
         for attempt in range(1, self._retry.max_attempts + 1):
             total = row.attempts + attempt
@@ -183,10 +184,10 @@ class Submitter:
             try:
                 granted = not lane.stop.is_set() and await lane.limiter.acquire() and not lane.stop.is_set()
             except asyncio.CancelledError:  # stopped at once while it waited for its token: never left
-                self._record(_not_sent(row, total - 1, last), lane=lane)
+                self._record(_not_sent(row, total - 1, last, self._why_stopped(lane)), lane=lane)
                 raise
             if not granted:
-                self._record(_not_sent(row, total - 1, last), lane=lane)
+                self._record(_not_sent(row, total - 1, last, self._why_stopped(lane)), lane=lane)
                 return
             sent_at = loop.time()
             sent = self.stats.telemetry.sent(lane.limiter.rate)
@@ -207,10 +208,10 @@ class Submitter:
                 try:
                     await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
                 except asyncio.CancelledError:  # a second signal while waiting: nothing was created either
-                    self._record(_not_sent(row, total, last), lane=lane)
+                    self._record(_not_sent(row, total, last, self._why_stopped(lane)), lane=lane)
                     raise
                 if lane.stop.is_set():  # stopped while waiting to try again: nothing was created
-                    self._record(_not_sent(row, total, last), lane=lane)
+                    self._record(_not_sent(row, total, last, self._why_stopped(lane)), lane=lane)
                     return
                 continue
             except PermanentHTTPError as exc:
@@ -265,6 +266,7 @@ class Submitter:
             self.stats.abort = exc
         lane.stop.set()
         if whole_run or lane is self._default:
+            self._stopped_by = self._stopped_by or exc
             self._stop.set()
 
     def _trip_breaker(self, outcome: Outcome, lane: Lane, org_id: str | None) -> None:
@@ -280,6 +282,10 @@ class Submitter:
         hint = BREAKER_HINTS.get(code, BREAKER_HINT)
         self._abort(CircuitOpen(code, f"the last {len(breaker)} answers were all {code}: {hint}"), lane, org_id,
                     whole_run=False)  # fmt: skip
+
+    def _why_stopped(self, lane: Lane) -> AbortError | None:
+        """The abort that stopped this lane or the run, if it was one (not a signal)."""
+        return lane.abort or self._stopped_by
 
     def _trip_ambiguous(self, exc: AmbiguousError, lane: Lane, org_id: str | None) -> None:
         """Stop when AMBIGUOUS_BREAKER requests in a row (at most --breaker) ended `unknown`: a
@@ -378,9 +384,11 @@ def _outcome(
     )
 
 
-def _not_sent(row: Row, attempts: int, last: TransientError | None) -> Outcome:
+def _not_sent(row: Row, attempts: int, last: TransientError | None, abort: AbortError | None = None) -> Outcome:
     """A row the run stopped before (re)sending: `pending` (the contract: nothing was created and
-    `--max-attempts` was not used up), with the last try's answer when there was one."""
+    `--max-attempts` was not used up), with the last try's answer when there was one. Stopped by
+    an abort (an account error, a breaker), a row never tried has no code, like the rows no worker
+    had picked up: INTERRUPTED is for signals."""
     if last is not None:
         return Outcome(
             row.row_key,
@@ -389,6 +397,14 @@ def _not_sent(row: Row, attempts: int, last: TransientError | None) -> Outcome:
             error_message=f"the run stopped before this row was tried again; last try: {last.message}",
             attempts=attempts,
             http_status=last.http_status,
+            updated_at=now_iso(),
+        )
+    if abort is not None:
+        return Outcome(
+            row.row_key,
+            Status.PENDING,
+            error_message=f"not sent: the run stopped on {abort.code}",
+            attempts=attempts,
             updated_at=now_iso(),
         )
     return Outcome(

@@ -167,6 +167,8 @@ def test_an_account_error_stops_only_its_org(sandbox, write_input, tmp_path):
     frame = results_mod.read(out)
     by_org = {org: set(frame.filter(frame["org_id"].str.to_lowercase() == org)["status"]) for org in (ORG_A, ORG_B)}
     assert by_org == {ORG_A: {"created"}, ORG_B: {"pending"}}
+    codes = set(frame.filter(frame["org_id"].str.to_lowercase() == ORG_B)["error_code"])
+    assert codes <= {None, "INVALID_API_KEY"} and "INVALID_API_KEY" in codes  # no INTERRUPTED: no signal came
     document = json.loads(summary.read_text())
     assert document["orgs"][ORG_B]["aborted"]["code"] == "INVALID_API_KEY"
     assert document["orgs"][ORG_A]["aborted"] is None and document["orgs"][ORG_A]["requests"] == 10
