@@ -17,11 +17,24 @@ from typing import TYPE_CHECKING, Literal
 
 from .adaptive import AUTO_START, Controller
 from .config import Config, Credentials
-from .errors import AbortError
+from .errors import AbortError, AmbiguousError, CircuitOpen
 from .limiter import RateLimiter, StopEvent
+from .models import ErrorCode, Outcome, Status
 
 if TYPE_CHECKING:  # aiohttp loads only when a run has something to send (sending.submit)
     from .client import ZyntroClient
+
+BREAKER_HINT = "every row gets the same refusal; fix the input or the account before resuming"
+BREAKER_HINTS: dict[str, str] = {
+    ErrorCode.NOT_FOUND: "the contacts are not in this org: was the export made for another org than the rows' "
+    "org_id (or ZYNTRO_ORG_ID)?",
+    ErrorCode.API_ERROR: "Zyntro keeps refusing rows with a message it does not document: if it is about the rows"
+    " (a date it will not take, say), fix them or raise --breaker; else check Zyntro's status",
+    ErrorCode.INVALID_FLAG: "the API refuses every sir_flag: check the export's flag column",
+    ErrorCode.INVALID_CHANNEL: "the API refuses every sir_channel: check the export's channel column",
+    ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
+}
+AMBIGUOUS_BREAKER = 10  # stop after this many requests in a row end `unknown` (at most --breaker)
 
 
 @dataclass
@@ -42,6 +55,36 @@ class Lane:
     final: Counter[str] = field(default_factory=Counter)
     unknown_streak: int = 0  # requests in a row that ended `unknown` (the ambiguous breaker)
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
+
+    def answered(self, outcome: Outcome) -> CircuitOpen | None:
+        """An API answer. The breaker trips when the last N are all the same row-level error
+        (every contact NOT_FOUND: the export came from another org)."""
+        self.unknown_streak = 0
+        breaker = self.breaker
+        if breaker.maxlen == 0:
+            return None
+        breaker.append(None if outcome.status == Status.CREATED else outcome.error_code)
+        code = breaker[0]
+        if code is None or len(breaker) < (breaker.maxlen or 0) or any(c != code for c in breaker):
+            return None
+        hint = BREAKER_HINTS.get(code, BREAKER_HINT)
+        return CircuitOpen(code, f"the last {len(breaker)} answers were all {code}: {hint}")
+
+    def ended_unknown(self, exc: AmbiguousError) -> CircuitOpen | None:
+        """A request that ended `unknown`. AMBIGUOUS_BREAKER of them in a row (at most --breaker)
+        trip: a gateway failing every request after it leaves (its timeout shorter than the
+        API's latency, a backend down behind it) would otherwise turn the whole export into rows
+        to check by hand, one request each."""
+        self.unknown_streak += 1
+        limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
+        if not limit or self.unknown_streak < limit or self.stop.is_set():
+            return None
+        return CircuitOpen(
+            str(exc.code),
+            f"the last {self.unknown_streak} requests all ended unknown (last: {exc.code}): something between"
+            " here and Zyntro fails after requests leave (a gateway's timeout, a backend behind it); fix it"
+            " before resuming. Those rows may have been created: check them in Zyntro, then --resend-unknown",
+        )
 
 
 @contextlib.asynccontextmanager

@@ -42,18 +42,7 @@ log = structlog.get_logger("si_ingest.submit")
 PROGRESS_EVERY = 5.0  # seconds between progress snapshots (--progress-every)
 DEFAULT_BREAKER = 50  # stop after this many identical row-level API errors in a row (0: never)
 FINAL = tuple(s.value for s in (Status.CREATED, Status.REJECTED, Status.FAILED, Status.UNKNOWN))
-BREAKER_HINT = "every row gets the same refusal; fix the input or the account before resuming"
-BREAKER_HINTS: dict[str, str] = {
-    ErrorCode.NOT_FOUND: "the contacts are not in this org: was the export made for another org than the rows' "
-    "org_id (or ZYNTRO_ORG_ID)?",
-    ErrorCode.API_ERROR: "Zyntro keeps refusing rows with a message it does not document: if it is about the rows"
-    " (a date it will not take, say), fix them or raise --breaker; else check Zyntro's status",
-    ErrorCode.INVALID_FLAG: "the API refuses every sir_flag: check the export's flag column",
-    ErrorCode.INVALID_CHANNEL: "the API refuses every sir_channel: check the export's channel column",
-    ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
-}
 PRODUCE_CHUNK = 2000  # rows read per trip to the reading thread
-AMBIGUOUS_BREAKER = 10  # stop after this many requests in a row end `unknown` (at most --breaker)
 LONG_PAUSE_S = 10.0  # a Retry-After this long is logged (run.paused): progress alone shows 0/s and no why
 
 
@@ -224,7 +213,8 @@ class Submitter:
                 self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
                 if lane.controller is not None and exc.code == ErrorCode.READ_TIMEOUT:
                     lane.controller.timed_out(sent_at)  # a queue, at its worst
-                self._trip_ambiguous(exc, lane, row.org_id)
+                if tripped := lane.ended_unknown(exc):
+                    self._abort(tripped, lane, row.org_id, whole_run=False)
                 return
             except AbortError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
@@ -248,12 +238,12 @@ class Submitter:
                 raise
             finally:
                 self.in_flight -= 1
-            lane.unknown_streak = 0
             if lane.controller is not None:
                 lane.controller.succeeded(sent_at)
             self.stats.telemetry.answered(sent, CREATED if outcome.status == Status.CREATED else ERROR)
             self._record(outcome, lane=lane)
-            self._trip_breaker(outcome, lane, row.org_id)
+            if tripped := lane.answered(outcome):
+                self._abort(tripped, lane, row.org_id, whole_run=False)
             return
 
     def _abort(self, exc: AbortError, lane: Lane, org_id: str | None, *, whole_run: bool) -> None:
@@ -269,39 +259,9 @@ class Submitter:
             self._stopped_by = self._stopped_by or exc
             self._stop.set()
 
-    def _trip_breaker(self, outcome: Outcome, lane: Lane, org_id: str | None) -> None:
-        """Stop when the last N API answers are all the same row-level error (every contact
-        NOT_FOUND: the export came from another org); the rest of the rows stay `pending`."""
-        breaker = lane.breaker
-        if breaker.maxlen == 0:
-            return
-        breaker.append(None if outcome.status == Status.CREATED else outcome.error_code)
-        code = breaker[0]
-        if code is None or len(breaker) < (breaker.maxlen or 0) or any(c != code for c in breaker):
-            return
-        hint = BREAKER_HINTS.get(code, BREAKER_HINT)
-        self._abort(CircuitOpen(code, f"the last {len(breaker)} answers were all {code}: {hint}"), lane, org_id,
-                    whole_run=False)  # fmt: skip
-
     def _why_stopped(self, lane: Lane) -> AbortError | None:
         """The abort that stopped this lane or the run, if it was one (not a signal)."""
         return lane.abort or self._stopped_by
-
-    def _trip_ambiguous(self, exc: AmbiguousError, lane: Lane, org_id: str | None) -> None:
-        """Stop when AMBIGUOUS_BREAKER requests in a row (at most --breaker) ended `unknown`: a
-        gateway failing every request after it leaves (its timeout shorter than the API's
-        latency, a backend down behind it) would otherwise turn the whole export into rows to
-        check by hand, one request each. The rest stay `pending`."""
-        lane.unknown_streak += 1
-        limit = min(AMBIGUOUS_BREAKER, lane.breaker.maxlen or 0)
-        if not limit or lane.unknown_streak < limit or lane.stop.is_set():
-            return
-        message = (
-            f"the last {lane.unknown_streak} requests all ended unknown (last: {exc.code}): something between here"
-            " and Zyntro fails after requests leave (a gateway's timeout, a backend behind it); fix it before"
-            " resuming. Those rows may have been created: check them in Zyntro, then --resend-unknown"
-        )
-        self._abort(CircuitOpen(str(exc.code), message), lane, org_id, whole_run=False)
 
     def _throttled(self, exc: TransientError, sent_at: float, lane: Lane) -> None:
         """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff).

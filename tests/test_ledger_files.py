@@ -13,6 +13,7 @@ import pytest
 from pipeline import csv_blocks, loader
 from pipeline.errors import LedgerDamaged, LedgerError
 from pipeline.ledger import Ledger, LedgerPaths, compact, replay
+from pipeline.ledger import lines as lines_mod
 from pipeline.ledger import reader as reader_mod
 from pipeline.ledger import store as store_mod
 from pipeline.ledger.reader import V1_HEADER, inspect
@@ -436,7 +437,7 @@ def test_a_journal_is_read_a_block_at_a_time(tmp_path: Path, monkeypatch):
     across blocks, blank lines and records longer than a block included."""
     from pipeline.ledger import records as records_mod
 
-    monkeypatch.setattr(records_mod, "LINE_BLOCK_BYTES", 150)
+    monkeypatch.setattr(lines_mod, "LINE_BLOCK_BYTES", 150)
     monkeypatch.setattr(reader_mod, "BATCH_LINES", 5)
     long = Outcome("k7", Status.FAILED, error_code="API_ERROR", error_message="x" * 400, attempts=1, updated_at="t")
     lines = [header(0, "L", None)] + [outcome(i, long if i == 7 else created(f"k{i}", i)) for i in range(1, 20)]
@@ -458,10 +459,9 @@ def test_a_journal_is_read_a_block_at_a_time(tmp_path: Path, monkeypatch):
 
 
 def test_a_stretch_without_a_newline_longer_than_any_record_is_damage(tmp_path: Path, monkeypatch):
-    from pipeline.ledger import records as records_mod
 
-    monkeypatch.setattr(records_mod, "LINE_BLOCK_BYTES", 64)
-    monkeypatch.setattr(records_mod, "MAX_LINE_BYTES", 256)
+    monkeypatch.setattr(lines_mod, "LINE_BLOCK_BYTES", 64)
+    monkeypatch.setattr(lines_mod, "MAX_LINE_BYTES", 256)
     paths = LedgerPaths(tmp_path / "r.csv")
     body = header(0, "L", None) + outcome(1, created("a", 1))
     paths.journal.write_bytes(body + b"y" * 1000 + b"\n" + outcome(3, created("b", 2)) + outcome(4, created("c", 3)))
@@ -470,8 +470,8 @@ def test_a_stretch_without_a_newline_longer_than_any_record_is_damage(tmp_path: 
     assert info.value.position == 2
     # the overlong line is one line: the records after it keep their positions (a cold review
     # found them cut into pieces, and the last lines never read)
-    blocks = list(records_mod.line_blocks(paths.journal, 5))
-    lines = pl.concat([records_mod.parse_lines(first, block) for first, block in blocks])
+    blocks = list(lines_mod.line_blocks(paths.journal, 5))
+    lines = pl.concat([lines_mod.parse_lines(first, block) for first, block in blocks])
     assert lines["pos"].to_list() == [0, 1, 2, 3, 4] and lines["line"][4].startswith('{"q":4,')
 
 

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from pipeline.errors import LedgerDamaged
 from pipeline.ledger import Ledger, LedgerPaths
+from pipeline.ledger import lines as lines_mod
 from pipeline.ledger import records as rec
+from pipeline.ledger.lines import read_lines
 from pipeline.ledger.reader import iter_lines
 from pipeline.models import ErrorCode, Outcome, Status
 
@@ -98,7 +100,7 @@ def sound_per_line(path: Path) -> list[bool]:
 def sound_vectorised(path: Path) -> list[bool]:
     lines = path.read_bytes().count(b"\n")
     try:
-        batch = pl.concat(list(rec.read_lines(path, lines, block_bytes=97)))  # blocks cut mid-record
+        batch = pl.concat(list(read_lines(path, lines, block_bytes=97)))  # blocks cut mid-record
     except pl.exceptions.PolarsError:  # a NUL: the reader refuses the file; the run then names the line
         return [rec.check_line(raw, pos).record is not None for pos, raw in iter_lines(path, lines)]
     try:
@@ -218,7 +220,7 @@ def test_ledger_check_reads_sound_blocks_at_once_with_the_same_findings_as_line_
     for line, offset, value in edits:
         data = flipped(data.splitlines(keepends=True), line % max(1, data.count(b"\n") - 1), offset, value) or data
     with monkeypatch.context() as patch:
-        patch.setattr(rec, "LINE_BLOCK_BYTES", block)
+        patch.setattr(lines_mod, "LINE_BLOCK_BYTES", block)
         blockwise = check_and_repair(fresh(tmp_path), data)
     with monkeypatch.context() as patch:
         patch.setattr(check_mod.Scan, "_sound_block", staticmethod(lambda *a: None))

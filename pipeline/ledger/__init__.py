@@ -2,6 +2,7 @@
 
     records.py    the record formats and their checks (checksums, sequence, types)
     journal.py    the write-ahead journal writer: group commit, fsync, "is it still ours"
+    lines.py      a journal file -> its lines, a bounded block of bytes at a time
     reader.py     journal -> checked records, as sorted runs (vectorised; format 1 upgrade)
     snapshot.py   the compacted, checksummed, kp-sorted Parquet snapshot
     partition.py  key-space partitions, sorted runs, the merge back into input order

@@ -25,6 +25,7 @@ from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from ..workfile import write_work_file
 from . import reader, records
+from .lines import line_blocks, parse_lines
 from .partition import iter_parts, partition_count
 from .seal import cross_check
 from .snapshot import Snapshot, open_snapshot, row_checksum
@@ -214,7 +215,7 @@ class Scan:
                 sound.clear()
                 held = 0
 
-        for first, block in records.line_blocks(path, info.lines):  # format 1 too: ~10k lines a block
+        for first, block in line_blocks(path, info.lines):  # format 1 too: ~10k lines a block
             whole = self._sound_block(first, block, sequence, offset) if info.version == 2 else None
             if whole is None:  # some line is not sound (or a format 1 line): line by line, as it reads
                 rows = []
@@ -234,8 +235,8 @@ class Scan:
         if sequence.damaged_since:
             return None
         try:
-            lines = records.parse_lines(first, block)
-            expected = lines.with_columns(pos=pl.col("pos") - first + sequence.next)  # q each must carry
+            parsed = parse_lines(first, block)
+            expected = parsed.with_columns(pos=pl.col("pos") - first + sequence.next)  # q each must carry
             decoded = records.decode_lines(expected)
         except pl.exceptions.PolarsError:
             return None

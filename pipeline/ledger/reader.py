@@ -25,6 +25,7 @@ import polars as pl
 from ..errors import LedgerDamaged
 from ..keys import partition_hash
 from . import records
+from .lines import read_lines
 from .partition import write_run
 
 V1_HEADER = b'{"journal":"si-ingest","version":1}'
@@ -121,7 +122,7 @@ def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.Dat
     if info.version == 1:
         yield from _v1_records(info, path)
         return
-    batches = records.read_lines(path, info.lines)
+    batches = read_lines(path, info.lines)
     while True:
         try:
             batch = next(batches)
