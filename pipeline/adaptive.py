@@ -76,6 +76,7 @@ EARLY_EXTRA = 0.25  # in slow start, twice the fastest and this much slower: a q
 FASTEST_WINDOW = 30  # seconds over which the fastest answer is remembered
 DRAIN_S = 2.0  # after a queue is seen, the rate leaves room to drain its backlog in this long
 DRAINED = 0.75  # ...and if the wait has not fallen below this share of it by then, it was no queue
+SUCCESS_SPAN = 10  # s of successes kept (what got through is counted over as long as answers wait)
 GROWTH_FLOOR = 2.0  # requests/s the rate may always grow to, whatever was measured (see `succeeded`)
 _POLICY = re.compile(r"^\s*(\d+)\s*;\s*w\s*=\s*(\d+)")
 
@@ -97,7 +98,7 @@ class Controller:
         self._bucket_start = now
         self._bucket_sent = limiter.sent
         self.measured = 0.0
-        self._successes: deque[float] = deque()  # times of the last second's successes (at most AUTO_MAX)
+        self._successes: deque[float] = deque()  # times of the successes of the last SUCCESS_SPAN s
         self._round: list[float] = []  # latencies of the answers of the round under way
         self._wait = 0.0  # the last round's wait beyond the fastest
         self._draining: tuple[float, float] | None = None  # (until, the wait then) after a queued cut
@@ -133,7 +134,9 @@ class Controller:
         w_max = min(self.measured or self.rate, self.rate)
         drain = 0.0
         if queued:
-            w_max = self._recent_successes(now)
+            # what got through, over as long as a request now waits: right after the API turned
+            # slower, the last second alone saw almost no answer (it had cut to AUTO_MIN)
+            w_max = self._recent_successes(now, 1.0 + self._wait)
             drain = w_max * self._wait / DRAIN_S  # the backlog (rate x extra wait), spread over DRAIN_S
             self._draining = (now + DRAIN_S, self._wait)
         elif self._slow_start:  # climbing fast, the smoothed rate lags: what got through counts
@@ -166,7 +169,7 @@ class Controller:
                 self._set(self._w_max)
                 return
         self._successes.append(now)
-        if len(self._successes) > AUTO_MAX:
+        if len(self._successes) > AUTO_MAX * SUCCESS_SPAN:
             self._successes.popleft()
         if now - self._last_update < UPDATE_EVERY:
             return
@@ -217,7 +220,8 @@ class Controller:
         if self._draining is not None and sent_at < self._draining[0]:
             return False, False
         self._round.append(latency)
-        if len(self._round) < ROUND:
+        # after a drain, as many answers as a second brings (at a low rate, 4 had held it for 4 s)
+        if len(self._round) < (ROUND if self._draining is None else max(1, min(ROUND, int(self.rate)))):
             return False, False
         least, self._round = min(self._round), []  # jitter rarely delays all ROUND; a queue delays every one
         self._wait = least - fastest
@@ -234,11 +238,18 @@ class Controller:
         queued = least > max(QUEUE_FACTOR * fastest, fastest + QUEUE_EXTRA)
         return queued, least > max(2.0 * fastest, fastest + EARLY_EXTRA)
 
-    def _recent_successes(self, now: float) -> float:
-        """Answers that got through in the last second (the server's own window, seen from here)."""
-        while self._successes and self._successes[0] <= now - 1.0:
+    def _recent_successes(self, now: float, span: float = 1.0) -> float:
+        """Answers that got through per second over the last `span` s (1 s: the server's own
+        window, seen from here)."""
+        span = min(span, SUCCESS_SPAN)
+        while self._successes and self._successes[0] <= now - SUCCESS_SPAN:
             self._successes.popleft()
-        return float(len(self._successes))
+        count = 0
+        for t in reversed(self._successes):
+            if t <= now - span:
+                break
+            count += 1
+        return count / span
 
     def _set(self, rate: float) -> None:
         rate = min(max(rate, AUTO_MIN), AUTO_MAX, self._stated_cap)
