@@ -13,7 +13,6 @@ requests that ran into the 5 or 10 s read timeout (each a row `unknown` in a rea
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import adaptive  # noqa: E402
-from pipeline.adaptive import AUTO_START, Controller  # noqa: E402
-from pipeline.limiter import RateLimiter  # noqa: E402
-from tests.test_adaptive import DelayingQueue, SlidingWindow  # noqa: E402
-from tests.virtual_clock import run_virtual  # noqa: E402
+from pipeline.adaptive import Controller  # noqa: E402
+from tests.test_adaptive import DelayingQueue, SlidingWindow, run_scenario  # noqa: E402
 
 
 class Blind(Controller):
@@ -35,55 +32,13 @@ class Blind(Controller):
         return None
 
 
-def run(
-    seconds: float,
-    workers: int,
-    *,
-    blind: bool,
-    latency: Callable[[float], float] = lambda t: 0.02,
-    window: SlidingWindow | None = None,
-    queue: DelayingQueue | None = None,
-    hang: Callable[[float], bool] | None = None,
-    timeout: float = 5.0,
-) -> tuple[list[float], int]:
-    """(times of accepted requests, requests timed out)."""
+def run(blind: bool, **kwargs: object) -> tuple[list[float], int]:
+    """tests/test_adaptive.py's scenario, with the controller reading the wait or blind to it."""
     saved = adaptive.EARLY_EXTRA, adaptive.QUEUE_EXTRA
     if blind:
         adaptive.EARLY_EXTRA = adaptive.QUEUE_EXTRA = 1e9
-
-    async def scenario() -> tuple[list[float], int]:
-        loop = asyncio.get_running_loop()
-        limiter = RateLimiter(AUTO_START)
-        controller = (Blind if blind else Controller)(limiter, loop.time)
-        accepted: list[float] = []
-        timed_out = 0
-
-        async def worker() -> None:
-            nonlocal timed_out
-            while loop.time() < seconds:
-                assert await limiter.acquire()
-                sent = loop.time()
-                wait = latency(sent)
-                if queue is not None:
-                    wait = queue.answered_at(sent + wait) - sent
-                if (hang is not None and hang(sent)) or wait > timeout:
-                    await asyncio.sleep(timeout)
-                    timed_out += 1
-                    controller.timed_out(sent)
-                    continue
-                await asyncio.sleep(wait)
-                if window is None or window.admit(sent):
-                    accepted.append(sent)
-                    controller.succeeded(sent)
-                else:
-                    controller.throttled(sent, window.retry_after)
-                    await asyncio.sleep(window.retry_after or 0.5)
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return accepted, timed_out
-
     try:
-        return run_virtual(scenario())
+        return run_scenario(controller=Blind if blind else Controller, **kwargs)  # type: ignore[arg-type]
     finally:
         adaptive.EARLY_EXTRA, adaptive.QUEUE_EXTRA = saved
 

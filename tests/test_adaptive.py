@@ -207,15 +207,26 @@ class DelayingQueue:
         return self.free
 
 
-def delaying_queue_run(rate: float, workers: int, seconds: float = 60.0) -> tuple[int, float]:
-    """(requests timed out, answers per second from 20 s on) behind a DelayingQueue, 5 s timeout."""
+def run_scenario(
+    seconds: float,
+    workers: int,
+    *,
+    controller: type[Controller] = Controller,
+    latency: Callable[[float], float] = lambda t: 0.02,
+    window: SlidingWindow | None = None,
+    queue: DelayingQueue | None = None,
+    hang: Callable[[float], bool] | None = None,
+    timeout: float = 5.0,
+) -> tuple[list[float], int]:
+    """(send times of the accepted requests, requests that ran into `timeout`): workers against a
+    hidden window and/or a delaying queue, the API's own `latency(t)`, requests that `hang`.
+    bench/auto_scenarios.py runs it too."""
 
-    async def scenario() -> tuple[int, float]:
+    async def scenario() -> tuple[list[float], int]:
         loop = asyncio.get_running_loop()
         limiter = RateLimiter(AUTO_START)
-        controller = Controller(limiter, loop.time)
-        server, timeout = DelayingQueue(rate), 5.0
-        answered: list[float] = []
+        control = controller(limiter, loop.time)
+        accepted: list[float] = []
         timed_out = 0
 
         async def worker() -> None:
@@ -223,19 +234,32 @@ def delaying_queue_run(rate: float, workers: int, seconds: float = 60.0) -> tupl
             while loop.time() < seconds:
                 assert await limiter.acquire()
                 sent = loop.time()
-                wait = server.answered_at(sent + 0.02) - sent
-                await asyncio.sleep(min(wait, timeout))
-                if wait > timeout:
+                wait = latency(sent)
+                if queue is not None:
+                    wait = queue.answered_at(sent + wait) - sent
+                if (hang is not None and hang(sent)) or wait > timeout:
+                    await asyncio.sleep(timeout)
                     timed_out += 1
-                    controller.timed_out(sent)
+                    control.timed_out(sent)
+                    continue
+                await asyncio.sleep(wait)
+                if window is None or window.admit(sent):
+                    accepted.append(sent)
+                    control.succeeded(sent)
                 else:
-                    answered.append(loop.time())
-                    controller.succeeded(sent)
+                    control.throttled(sent, window.retry_after)
+                    await asyncio.sleep(window.retry_after or 0.5)
 
         await asyncio.gather(*(worker() for _ in range(workers)))
-        return timed_out, sum(1 for t in answered if t >= 20.0) / (seconds - 20.0)
+        return accepted, timed_out
 
     return run_virtual(scenario())
+
+
+def delaying_queue_run(rate: float, workers: int, seconds: float = 60.0) -> tuple[int, float]:
+    """(requests timed out, answers per second from 20 s on) behind a DelayingQueue, 5 s timeout."""
+    accepted, timed_out = run_scenario(seconds, workers, queue=DelayingQueue(rate))
+    return timed_out, sum(1 for t in accepted if t >= 20.0) / (seconds - 20.0)
 
 
 def test_a_queue_that_delays_instead_of_refusing_is_found_by_the_wait():
