@@ -201,20 +201,8 @@ class Scan:
             return
         if info.ledger_id and self.ledger_id is None and offset == 0:
             self.ledger_id = info.ledger_id
-        sound: list[pl.DataFrame] = []  # RECORD_SCHEMA frames, written as a run every BATCH_LINES
-        held = 0
+        sound = reader.RunBuffer(lambda frame: self.runs.append(self._write(frame, "journal")))
         sequence = _Sequence()
-
-        def keep_records(frame: pl.DataFrame, at_least: int) -> None:
-            nonlocal held
-            if keep and frame.height:
-                sound.append(frame)
-                held += frame.height
-            if sound and held >= at_least:
-                self.runs.append(self._write(pl.concat(sound), "journal"))
-                sound.clear()
-                held = 0
-
         for first, block in line_blocks(path, info.lines):  # format 1 too: ~10k lines a block
             whole = self._sound_block(first, block, sequence, offset) if info.version == 2 else None
             if whole is None:  # some line is not sound (or a format 1 line): line by line, as it reads
@@ -224,9 +212,10 @@ class Scan:
                     if record is not None and pos > 0:
                         rows.append(records.to_row(record, offset + pos, legacy=info.version == 1))
                 whole = records.record_frame(rows)
-            keep_records(whole, reader.BATCH_LINES)
+            if keep:
+                sound.add(whole)
             self._flush_damaged(keep, at_least=reader.BATCH_LINES)
-        keep_records(records.record_frame([]), 1)
+        sound.flush()
 
     @staticmethod
     def _sound_block(first: int, block: bytes, sequence: _Sequence, offset: int) -> pl.DataFrame | None:

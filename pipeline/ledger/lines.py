@@ -58,8 +58,6 @@ def line_blocks(path: str | Path, lines: int, block_bytes: int | None = None) ->
                 if not data:
                     return
                 cut, skipping = len(data), bool(chunk)  # a damaged stretch longer than any record
-            if cut == 0:
-                return
             block, carry = data[:cut], data[cut:]
             count = block.count(b"\n") + (not block.endswith(b"\n"))
             if pos + count > lines:  # lines written after the count was taken are not read

@@ -14,7 +14,7 @@ line by line in Python, once, when a ledger is upgraded; their keys are marked `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,21 +97,39 @@ def write_runs(info: JournalInfo, workdir: Path, prefix: str, source: Path | Non
     `source` reads the lines from another file (a copy of the journal) than `info.path`.
     """
     runs: list[Path] = []
-    held: list[pl.DataFrame] = []
 
-    def write() -> None:
+    def write(frame: pl.DataFrame) -> None:
         path = workdir / f"{prefix}-{len(runs):05d}.parquet"
-        write_run(pl.concat(held).with_columns(partition_hash()), path)
+        write_run(frame.with_columns(partition_hash()), path)
         runs.append(path)
-        held.clear()
 
+    buffer = RunBuffer(write)
     for batch in records_of(info, source):  # decoded a block at a time, written BATCH_LINES at a time
-        held.append(batch)
-        if sum(frame.height for frame in held) >= BATCH_LINES:
-            write()
-    if held:
-        write()
+        buffer.add(batch)
+    buffer.flush()
     return runs
+
+
+class RunBuffer:
+    """Record frames gathered until BATCH_LINES records, then handed to `write` as one (a sorted
+    run): blocks decode small, runs stay few."""
+
+    def __init__(self, write: Callable[[pl.DataFrame], None]) -> None:
+        self._write = write
+        self._frames: list[pl.DataFrame] = []
+        self._held = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self._frames.append(frame)
+            self._held += frame.height
+        if self._held >= BATCH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._frames:
+            self._write(pl.concat(self._frames))
+            self._frames, self._held = [], 0
 
 
 def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.DataFrame]:
