@@ -143,34 +143,35 @@ class Controller:
             w_max = max(w_max, self._recent_successes(now))
         self._slow_start = False
         self._w_max = max(AUTO_MIN, w_max)
-        after = max(AUTO_MIN, min(self._w_max * BETA, self._w_max * BETA - drain))
-        self._k = ((self._w_max - after) / C) ** (1.0 / 3.0)  # the curve climbs back from `after`
-        self._epoch = self._last_cut = now
-        self._set(after)
+        self._last_cut = now
+        self._restart(now, max(AUTO_MIN, min(self._w_max * BETA, self._w_max * BETA - drain)))
+
+    def _restart(self, now: float, rate: float) -> None:
+        """The curve starts again at `rate` now and climbs back to W_max (CUBIC's K)."""
+        self._k = ((self._w_max - rate) / C) ** (1.0 / 3.0)
+        self._epoch = now
+        self._set(rate)
 
     def succeeded(self, sent_at: float | None = None) -> None:
         """A real API answer (to a request that left at `sent_at`): grow along the curve (at most
         every UPDATE_EVERY seconds), unless its wait says it sat in a queue."""
         now = self._clock()
         self._measure(now)
-        if sent_at is not None:
-            queued, early = self._queued(now, now - sent_at, sent_at)
-            if self._draining is not None:  # hold the drained rate until the queue has had its time
-                self._successes.append(now)
-                return
-            if queued:
-                self._successes.append(now)
-                self._cut(sent_at, now, queued=True)
-                return
-            if early and self._slow_start:  # a queue begins: stop tripling, hold what gets through (HyStart)
-                self._successes.append(now)
-                self._slow_start, self._k, self._epoch = False, 0.0, now
-                self._w_max = max(AUTO_MIN, self._recent_successes(now))
-                self._set(self._w_max)
-                return
         self._successes.append(now)
         if len(self._successes) > AUTO_MAX * SUCCESS_SPAN:
             self._successes.popleft()
+        if sent_at is not None:
+            queued, early = self._queued(now, now - sent_at, sent_at)
+            if self._draining is not None:  # hold the drained rate until the queue has had its time
+                return
+            if queued:
+                self._cut(sent_at, now, queued=True)
+                return
+            if early and self._slow_start:  # a queue begins: stop tripling, hold what gets through (HyStart)
+                self._slow_start = False
+                self._w_max = max(AUTO_MIN, self._recent_successes(now))
+                self._restart(now, self._w_max)
+                return
         if now - self._last_update < UPDATE_EVERY:
             return
         if self._slow_start:
@@ -228,9 +229,7 @@ class Controller:
         if self._draining is not None:  # the first round sent after the drain: did the wait fall?
             wait = self._draining[1]
             self._draining = None
-            self._k = (self._w_max * (1.0 - BETA) / C) ** (1.0 / 3.0)  # back to just under what got through
-            self._epoch = now
-            self._set(self._w_max * BETA)
+            self._restart(now, self._w_max * BETA)  # back to just under what got through
             if self._wait > DRAINED * wait:  # it did not drain: the API itself is this slow now
                 self._fastest = deque([(second, least)])
                 self._wait = 0.0
