@@ -210,8 +210,7 @@ class Classifier:
                 http_status,
             )
         success = 200 <= http_status < 300
-        status = payload.get("status") if isinstance(payload, dict) else None
-        status = status.strip().lower() if isinstance(status, str) else None  # "Success", " success "
+        status = _status(payload)
         data = payload.get("data") if isinstance(payload, dict) else None
         if success and status == "success":
             sir_id = _sir_id(data.get("sir_id") if isinstance(data, dict) else None)
@@ -240,9 +239,7 @@ class Classifier:
     def _error_codes(self, payload: Any) -> tuple[ErrorCode, str]:
         """The most serious code among the error messages (account-level first), and the messages."""
         data = payload.get("data") if isinstance(payload, dict) else None
-        messages = (
-            [_CONTROL.sub("", str(m)) for m in data] if isinstance(data, list) else [_CONTROL.sub("", str(data or ""))]
-        )
+        messages = [_CONTROL.sub("", str(m)) for m in (data if isinstance(data, list) else [data or ""])]
         messages = [m for m in messages if m.strip()] or ["(no message)"]
         codes = [code_for_message(m) for m in messages]  # matched as sent, then scrubbed to be kept
         messages = [self.scrub(m) for m in messages]
@@ -260,7 +257,7 @@ class Classifier:
 
     def _documented_error(self, payload: Any) -> bool:
         """The API's own error JSON with a documented message (a 404 for NOT_FOUND, say)."""
-        if not isinstance(payload, dict) or str(payload.get("status", "")).strip().lower() != "error":
+        if _status(payload) != "error":
             return False
         return self._error_codes(payload)[0] != ErrorCode.API_ERROR
 
@@ -276,6 +273,12 @@ class Classifier:
 
     def scrub(self, text: str) -> str:
         return redact.scrub(text, self._secrets)
+
+
+def _status(payload: Any) -> str | None:
+    """The answer's `status`, trimmed and lower-cased ("Success", " success "), if it has one."""
+    status = payload.get("status") if isinstance(payload, dict) else None
+    return status.strip().lower() if isinstance(status, str) else None
 
 
 def _sir_id(value: object) -> int | None:
