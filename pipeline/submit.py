@@ -163,7 +163,7 @@ class Submitter:
         loop = asyncio.get_running_loop()
         lane = self.lanes.get(row.org_id or "", self._default)
         if lane.stop.is_set():  # this org stopped (account error, breaker): the row stays pending
-            self._record(_not_sent(row, row.attempts, None, self._why_stopped(lane)), lane=lane)
+            self._record(self._not_sent(row, row.attempts, None, lane), lane=lane)
             return
         for attempt in range(1, self._retry.max_attempts + 1):
             total = row.attempts + attempt
@@ -173,10 +173,10 @@ class Submitter:
             try:
                 granted = not lane.stop.is_set() and await lane.limiter.acquire() and not lane.stop.is_set()
             except asyncio.CancelledError:  # stopped at once while it waited for its token: never left
-                self._record(_not_sent(row, total - 1, last, self._why_stopped(lane)), lane=lane)
+                self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
                 raise
             if not granted:
-                self._record(_not_sent(row, total - 1, last, self._why_stopped(lane)), lane=lane)
+                self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
                 return
             sent_at = loop.time()
             sent = self.stats.telemetry.sent(lane.limiter.rate)
@@ -197,10 +197,10 @@ class Submitter:
                 try:
                     await self._sleep(self._retry.delay(attempt, exc.retry_after, self._rng), lane.stop)
                 except asyncio.CancelledError:  # a second signal while waiting: nothing was created either
-                    self._record(_not_sent(row, total, last, self._why_stopped(lane)), lane=lane)
+                    self._record(self._not_sent(row, total, last, lane), lane=lane)
                     raise
                 if lane.stop.is_set():  # stopped while waiting to try again: nothing was created
-                    self._record(_not_sent(row, total, last, self._why_stopped(lane)), lane=lane)
+                    self._record(self._not_sent(row, total, last, lane), lane=lane)
                     return
                 continue
             except PermanentHTTPError as exc:
@@ -259,9 +259,9 @@ class Submitter:
             self._stopped_by = self._stopped_by or exc
             self._stop.set()
 
-    def _why_stopped(self, lane: Lane) -> AbortError | None:
-        """The abort that stopped this lane or the run, if it was one (not a signal)."""
-        return lane.abort or self._stopped_by
+    def _not_sent(self, row: Row, attempts: int, last: TransientError | None, lane: Lane) -> Outcome:
+        """`_not_sent`, with the abort that stopped this lane or the run, if one did (not a signal)."""
+        return _not_sent(row, attempts, last, lane.abort or self._stopped_by)
 
     def _throttled(self, exc: TransientError, sent_at: float, lane: Lane) -> None:
         """A 429/408/503: the rate and the pauses it calls for (the row's own wait is its backoff).
