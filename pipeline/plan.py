@@ -174,15 +174,20 @@ class Plan:
     def _count(self, merger: OrderedRuns) -> None:
         """Pass 3: repeats and rows settled earlier, from the (sparse) verdicts alone."""
         for batch in self.batches:
-            state = _resolve(merger.upto(batch.last_order))
-            dup = pl.col("dup").fill_null(False)
-            settled = ~dup & pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable)
-            again = ~dup & pl.col("status").is_in(self.tried_before)
-            counts = state.select(dup=dup.sum(), settled=settled.sum(), again=again.sum()).row(0)
-            self.duplicate += int(counts[0] or 0)
-            self.settled += int(counts[1] or 0)
-            self.again += int(counts[2] or 0)
+            dup, settled, again = self._tally(_resolve(merger.upto(batch.last_order)))
+            self.duplicate += dup
+            self.settled += settled
+            self.again += again
         self.to_send = self.valid - self.duplicate - self.settled
+
+    def _tally(self, verdicts: pl.DataFrame) -> tuple[int, int, int]:
+        """(repeats, rows settled earlier, rows tried earlier and sent again) among `verdicts`."""
+        dup = pl.col("dup").fill_null(False)
+        status = pl.col("status")
+        settled = ~dup & status.is_not_null() & ~status.is_in(self.sendable)
+        again = ~dup & status.is_in(self.tried_before)
+        counted = verdicts.select(dup=dup.sum(), settled=settled.sum(), again=again.sum()).row(0)
+        return int(counted[0] or 0), int(counted[1] or 0), int(counted[2] or 0)
 
     def _lookup(self, view: Fold, tag: str) -> OrderedRuns:
         """Pass 2: repeats and ledger state per key partition, as runs sorted by input order."""
@@ -208,12 +213,7 @@ class Plan:
             _write_verdicts(pl.concat(verdicts), path, ordered_share(self.chunk_rows, parts))
             paths.append(path)
             if not view.legacy_rows:  # every row's verdict is its own: count here, no merge needed
-                settled = pl.col("status").is_not_null() & ~pl.col("status").is_in(self.sendable) & ~pl.col("dup")
-                again = pl.col("status").is_in(self.tried_before) & ~pl.col("dup")
-                counted = found.select(dup=pl.col("dup").sum(), settled=settled.sum(), again=again.sum()).row(0)
-                counts[0] += int(counted[0] or 0)
-                counts[1] += int(counted[1] or 0)
-                counts[2] += int(counted[2] or 0)
+                counts = [c + n for c, n in zip(counts, self._tally(found), strict=True)]
         view.verify_sweep()
         self._looked_up = (view, paths)
         self._counted = None if view.legacy_rows else (counts[0], counts[1], counts[2])
