@@ -194,9 +194,9 @@ def _report(args: argparse.Namespace) -> int:
     summary = report.summarize(args.results)
     print(report.render_text(summary))
     if args.html is not None:
-        from .report_html import load_run_doc, render_html
+        from .report_html import render_html
 
-        render_html(load_run_doc(args.results, args.summary), args.results, args.html)
+        render_html(report.load_run_document(args.results, args.summary), args.results, args.html)
         print(f"html report: {args.html}")
     if args.errors is not None:
         from . import errorfile

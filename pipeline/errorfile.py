@@ -30,16 +30,12 @@ from .config import DEFAULT_CHUNK_ROWS
 from .errors import InputError, reason_of
 from .ledger import LedgerPaths
 from .models import RESULT_COLUMNS, Status
+from .report import run_document_path
 from .safe_csv import ERROR_COLUMNS
 from .workfile import write_work_file
 
-RUN_DOCUMENT_SUFFIX = ".run.json"
 _HINT = "name the run's inputs with --inputs PATH..."
 _ERROR_SCHEMA = {"source_row": pl.Int64, **dict.fromkeys(ERROR_COLUMNS, pl.String)}
-
-
-def run_document(results_path: Path) -> Path:
-    return results_path.with_name(results_path.name + RUN_DOCUMENT_SUFFIX)
 
 
 def run_inputs(results_path: Path, recorded: Sequence[Path] = ()) -> list[Path]:
@@ -60,7 +56,7 @@ def run_inputs(results_path: Path, recorded: Sequence[Path] = ()) -> list[Path]:
 
 
 def _from_document(results_path: Path) -> list[Path]:
-    doc = run_document(results_path)
+    doc = run_document_path(results_path)
     if not doc.exists():
         raise InputError(f"{doc} is missing, so the inputs of {results_path} are unknown; {_HINT}")
     try:
@@ -188,7 +184,7 @@ def _check_dest(results_path: Path, dest: Path) -> None:
     if not dest.parent.is_dir():
         raise InputError(f"the folder of the error file {dest} does not exist")
     paths = LedgerPaths(results_path)
-    own = {results_path, paths.journal, paths.snapshot, run_document(results_path)}
+    own = {results_path, paths.journal, paths.snapshot, run_document_path(results_path)}
     if dest.is_dir() or any(dest.resolve() == p.resolve() for p in own):
         raise InputError(f"error file {dest} would replace the results file or its ledger; choose another path")
 

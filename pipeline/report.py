@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -74,6 +75,31 @@ def render_text(summary: Summary) -> str:
 
 
 RUN_SCHEMA_VERSION = 1
+RUN_DOCUMENT_SUFFIX = ".run.json"  # `<results>.run.json`: where reports look for a run's document
+
+
+def run_document_path(results_path: Path) -> Path:
+    """Where a run's summary JSON is looked for by default: beside the results file."""
+    return results_path.with_name(results_path.name + RUN_DOCUMENT_SUFFIX)
+
+
+def load_run_document(results_path: Path, path: Path | None = None) -> dict[str, Any] | None:
+    """A run's summary JSON (`path`, else `<results>.run.json` if there is one), or None."""
+    path = path or run_document_path(results_path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"run document {path} cannot be read ({exc}); move it aside to report the results only"
+        ) from exc
+    if not isinstance(doc, dict) or doc.get("schema_version") != RUN_SCHEMA_VERSION:
+        version = doc.get("schema_version") if isinstance(doc, dict) else None
+        raise InputError(
+            f"run document {path} has schema_version {version!r}; this si-ingest reads {RUN_SCHEMA_VERSION}"
+        )
+    return doc
 
 
 def run_document(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ from .models import Status
 from .report_chart import downsample, timeline_svg
 from .report_style import CSS
 
-SCHEMA_VERSION = 1
 EXAMPLES = 3  # example rows shown per error code
 MAX_CODES = 60  # error codes listed (the rest are counted in one line)
 MAX_INPUTS = 12
@@ -38,28 +36,6 @@ NEXT_STEP = {
 
 Key = tuple[str, str]  # (status, error_code)
 Example = tuple[str | None, int | None, str | None, str | None]  # source, source_row, contact_id, error_message
-
-
-def run_doc_path(results_path: Path) -> Path:
-    """Where a run writes its run document: beside the results file."""
-    return results_path.with_name(results_path.name + ".run.json")
-
-
-def load_run_doc(results_path: Path, path: Path | None = None) -> dict[str, Any] | None:
-    """A run's summary JSON (`path`, else `<results>.run.json` if there is one), or None."""
-    path = path or run_doc_path(results_path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"run document {path} cannot be read ({exc}); move it aside to report the results only"
-        ) from exc
-    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION:
-        version = doc.get("schema_version") if isinstance(doc, dict) else None
-        raise InputError(f"run document {path} has schema_version {version!r}; this si-ingest reads {SCHEMA_VERSION}")
-    return doc
 
 
 def error_examples(path: Path, counts: Mapping[Key, int], per_key: int = EXAMPLES) -> dict[Key, list[Example]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import errorfile, loader, results
+from pipeline import errorfile, loader, report, results
 from pipeline.errors import InputError
 from pipeline.safe_csv import TRIGGERS
 
@@ -117,7 +117,7 @@ def test_inputs_come_from_the_run_document_else_the_results(write_input, tmp_pat
     assert recorded.code == 0, recorded.stderr
     assert [r[1] for r in raw_csv(errors)[1:]] == rows["contact_id"]
 
-    doc = errorfile.run_document(out)
+    doc = report.run_document_path(out)
     doc.write_text(json.dumps({"inputs": ["export.csv"], "results": "res.csv"}))
     errors.unlink()
     found = run_cli("report", out.name, "--errors", errors.name, cwd=tmp_path)  # relative to the run's folder
@@ -219,7 +219,7 @@ def test_what_cannot_be_joined_is_refused_with_one_line(write_input, tmp_path):
     out = tmp_path / "res.csv"
     run_cli("validate", str(source), "--results", str(out))
     dest = tmp_path / "e.csv"
-    doc = errorfile.run_document(out)
+    doc = report.run_document_path(out)
     for text, needle in (("{", "cannot be read"), ('{"inputs": "export.csv"}', "not a list of paths")):
         doc.write_text(text)
         with pytest.raises(InputError, match=needle):

@@ -20,8 +20,9 @@ import pytest
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.models import RESULT_COLUMNS
+from pipeline.report import load_run_document, run_document_path
 from pipeline.report_chart import downsample, elapsed, nice_ticks, time_ticks, timeline_svg
-from pipeline.report_html import error_examples, load_run_doc, render_html, run_doc_path
+from pipeline.report_html import error_examples, render_html
 from pipeline.results import RESULT_SCHEMA
 
 from .conftest import make_rows, run_cli
@@ -226,16 +227,16 @@ def test_missing_results_file_still_renders_the_run(tmp_path: Path):
 
 def test_run_document_beside_the_results(tmp_path: Path):
     results = tmp_path / "res.csv"
-    assert run_doc_path(results) == tmp_path / "res.csv.run.json"
-    assert load_run_doc(results) is None
-    run_doc_path(results).write_text(json.dumps(synthetic_run(3)))
-    assert load_run_doc(results) == synthetic_run(3)
-    run_doc_path(results).write_text("{not json")
+    assert run_document_path(results) == tmp_path / "res.csv.run.json"
+    assert load_run_document(results) is None
+    run_document_path(results).write_text(json.dumps(synthetic_run(3)))
+    assert load_run_document(results) == synthetic_run(3)
+    run_document_path(results).write_text("{not json")
     with pytest.raises(InputError, match="cannot be read"):
-        load_run_doc(results)
-    run_doc_path(results).write_text(json.dumps({"schema_version": 99}))
+        load_run_document(results)
+    run_document_path(results).write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(InputError, match="schema_version 99"):
-        load_run_doc(results)
+        load_run_document(results)
 
 
 def test_examples_are_the_first_rows_of_each_code_streamed(tmp_path: Path):
@@ -311,7 +312,7 @@ def test_one_second_run_still_draws():
 
 def test_report_html_through_the_cli(tmp_path: Path):
     results = sample_results(tmp_path / "res.csv")
-    run_doc_path(results).write_text(json.dumps(synthetic_run(20)))
+    run_document_path(results).write_text(json.dumps(synthetic_run(20)))
     out = tmp_path / "report.html"
     rep = run_cli("report", str(results), "--html", str(out))
     assert rep.code == 0, rep.stderr
@@ -416,7 +417,7 @@ def test_report_of_a_real_run_renders(sandbox, write_input, tmp_path: Path, caps
     dom = chromium(page.as_uri(), tmp_path, "--dump-dom")
     for text in ("INVALID_UUID", "INVALID_FLAG", "NOT_FOUND", "nightly.csv:4", "not-a-uuid"):
         assert text in dom, text
-    if run_doc_path(results).exists():  # written by runs once the runner records its run document
+    if run_document_path(results).exists():  # written by runs once the runner records its run document
         assert "<svg" in dom and 'class="series"' in dom
     else:
         assert "No timeline was recorded" in dom
