@@ -8,7 +8,8 @@
        verdict only for rows that are repeats or that the ledger knows (sparse: a first run
        of a new export writes almost nothing here);
     3. count, from the verdicts alone, what is a repeat, settled earlier, or to send.
-Sending merges the verdicts back into each spilled batch in input order and builds request
+A dry run with a CSV results file writes its results rows in pass 1 instead of spilling
+(result_rows.py). Sending merges the verdicts back into each spilled batch in input order and builds request
 bodies for the rows to send only; the results are rendered the same way from a lookup
 against the ledger as the run left it. Memory is a few batches (pass 1 reads one ahead and
 writes one behind on threads: background.py) plus one partition, whatever the input or the
@@ -39,6 +40,7 @@ from .ledger.partition import (
 )
 from .ledger.records import STATE_SCHEMA, now_iso
 from .models import API_FIELDS, EXTRA_RESULT_COLUMNS, RESULT_COLUMNS, ErrorCode, Row, Status
+from .result_rows import RESULT_SCHEMA, Prerendered
 from .validate import validate
 from .workfile import write_work_file
 
@@ -67,7 +69,7 @@ KEY_RUN_ROWS = 250_000
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    path: Path
+    path: Path | None  # its spill; None where the plan's results were written in pass 1
     last_order: int
 
 
@@ -88,6 +90,8 @@ class Plan:
     _looked_up: tuple[Fold, list[Path]] | None = field(default=None, repr=False)
     again: int = 0  # of to_send, rows an earlier run tried (failed, or unknown with --resend-unknown)
     _counted: tuple[int, int, int] | None = field(default=None, repr=False)  # (repeats, settled, again)
+    # a dry run's results, written in pass 1 instead of spills (result_rows.py says why)
+    prerendered: Prerendered | None = field(default=None, repr=False)
 
     @property
     def tried_before(self) -> tuple[str, ...]:
@@ -109,6 +113,7 @@ class Plan:
         merger = OrderedRuns(self._looked_up[1], VERDICT_SCHEMA, self.chunk_rows)
         tried = pl.col("status_j").is_in(self.tried_before)
         for batch in self.batches:
+            assert batch.path is not None, "a plan that sends spills its batches"
             spill = pl.read_parquet(batch.path)
             decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
             send = decided.filter(pl.col("send") & (tried if again else ~tried.fill_null(False))).select(
@@ -133,25 +138,61 @@ class Plan:
     def _results(self, merger: OrderedRuns) -> Iterator[pl.DataFrame]:
         stamp = now_iso()
         for batch in self.batches:
+            assert batch.path is not None, "a plan written in pass 1 is rendered by `prerendered_results`"
             spill = pl.read_parquet(batch.path, columns=["order", *IDENTITY, *LOCAL])
-            decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
-            local = pl.col("status").is_not_null()
-            known = ~local & pl.col("status_j").is_not_null()
-            yield decided.select(
-                *RESULT_COLUMNS[:8],
-                status=pl.when(local)
-                .then(pl.col("status"))
-                .when(known)
-                .then(pl.col("status_j"))
-                .otherwise(pl.lit(Status.PENDING.value)),
-                sir_id=pl.when(known).then(pl.col("sir_id")),
-                error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
-                error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),
-                attempts=pl.col("attempts_j").fill_null(0),
-                http_status=pl.when(known).then(pl.col("http_status")),
-                updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
-                source_path=pl.col("source_path"),
-            )
+            yield self.rows_of(spill, _resolve(merger.upto(batch.last_order)), stamp)
+
+    def rows_of(self, spill: pl.DataFrame, verdicts: pl.DataFrame, stamp: str) -> pl.DataFrame:
+        """A batch's results rows (RESULT_SCHEMA): the local verdict, else the ledger's, else
+        pending, stamped `stamp` where the ledger has no time for the row."""
+        decided = self._decide(spill, verdicts)
+        local = pl.col("status").is_not_null()
+        known = ~local & pl.col("status_j").is_not_null()
+        return decided.select(
+            *RESULT_COLUMNS[:8],
+            status=pl.when(local)
+            .then(pl.col("status"))
+            .when(known)
+            .then(pl.col("status_j"))
+            .otherwise(pl.lit(Status.PENDING.value)),
+            sir_id=pl.when(known).then(pl.col("sir_id")),
+            error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
+            error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),
+            attempts=pl.col("attempts_j").fill_null(0),
+            http_status=pl.when(known).then(pl.col("http_status")),
+            updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
+            source_path=pl.col("source_path"),
+        ).cast(RESULT_SCHEMA)  # type: ignore[arg-type]  # a dict of dtypes is accepted
+
+    def verdicts_for(self, view: Fold) -> int:
+        """How many rows have a verdict (a repeat, or a row `view` knows) in a lookup against `view`."""
+        self._lookup(view, "final")
+        assert self._looked_up is not None
+        return sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in self._looked_up[1])
+
+    def prerendered_results(self, view: Fold) -> Iterator[int | pl.DataFrame]:
+        """A dry run's results against `view`, batch by batch in input order: a batch no verdict
+        touches as its index in `prerendered` (its lines are right as written), any other as its
+        rows rendered again, from the lines read back, with the verdicts."""
+        assert self.prerendered is not None
+        merger = self._lookup(view, "final")
+        stamp = now_iso()
+        first = 0
+        pending = pl.col("status") == Status.PENDING.value
+        for index, batch in enumerate(self.batches):
+            verdicts = _resolve(merger.upto(batch.last_order))
+            if verdicts.height:
+                back = self.prerendered.read(index).select(
+                    pl.int_range(first, batch.last_order + 1, dtype=pl.Int64).alias("order"),
+                    *IDENTITY,
+                    status=pl.when(pending).then(None).otherwise(pl.col("status")),
+                    error_code=pl.col("error_code"),
+                    error_message=pl.col("error_message"),
+                )
+                yield self.rows_of(back, verdicts, stamp)
+            else:
+                yield index
+            first = batch.last_order + 1
 
     def _decide(self, spill: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
         """A spilled batch with its verdicts: repeats marked `duplicate`, the ledger's state as
@@ -223,29 +264,59 @@ class Plan:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> Plan:
-    """Passes 1-3 (see the module docstring): what to send, counted, before any request."""
+def build_plan(
+    files: list[loader.InputFile], view: Fold, config: Config, workdir: Path, *, prerender: bool = False
+) -> Plan:
+    """Passes 1-3 (see the module docstring): what to send, counted, before any request.
+
+    `prerender` (a dry run with a CSV results file): the results rows are written in pass 1
+    instead of spills (result_rows.py), so the plan cannot send."""
     sendable = [Status.PENDING.value, Status.FAILED.value]
     if config.run.resend_unknown:
         sendable.append(Status.UNKNOWN.value)
     plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows, sendable=tuple(sendable))
+    try:
+        if prerender:
+            plan.prerendered = Prerendered(workdir / "results.csv")
+            write_work_file(plan.prerendered.path, plan.prerendered.start)
+        _pass_one(plan, files, view, config, workdir)
+    finally:
+        if plan.prerendered is not None:
+            plan.prerendered.close()
+    merger = plan._lookup(view, "plan")
+    if plan._counted is not None:
+        plan.duplicate, plan.settled, plan.again = plan._counted
+        plan.to_send = plan.valid - plan.duplicate - plan.settled
+    else:  # format 1 records may answer for rows of other partitions: count in input order
+        plan._count(merger)
+    return plan
+
+
+def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> None:
     legacy = view.legacy_rows > 0
     keys_held: list[pl.DataFrame] = []
     held = 0
+    stamp = now_iso()
+    no_verdicts = _resolve(pl.DataFrame(schema=VERDICT_SCHEMA))
     with Writer() as writer:  # spills and key runs written while the next batch validates
         for file in files:
             for batch in read_ahead(loader.batches(file, config.input.chunk_rows, config.default_org_id)):
                 checked = _checked(batch, config, plan.rows)
-                path = workdir / f"input-{len(plan.batches):06d}.parquet"
                 valid_only = pl.col("status").is_null()
-                spill = checked.select(
-                    "order",
-                    *IDENTITY,
-                    *LOCAL,
-                    pl.when(valid_only).then(pl.col("sir_context")).alias("sir_context"),
-                    pl.when(valid_only).then(pl.col("sir_status")).alias("sir_status"),
-                )
-                writer.submit(_write, spill, path)
+                path: Path | None = None
+                if plan.prerendered is not None:  # its rows as written unless pass 2 finds a verdict
+                    rows = checked.select("order", *IDENTITY, *LOCAL)
+                    writer.submit(_prerender, plan, rows, no_verdicts, stamp)
+                else:
+                    path = workdir / f"input-{len(plan.batches):06d}.parquet"
+                    spill = checked.select(
+                        "order",
+                        *IDENTITY,
+                        *LOCAL,
+                        pl.when(valid_only).then(pl.col("sir_context")).alias("sir_context"),
+                        pl.when(valid_only).then(pl.col("sir_status")).alias("sir_status"),
+                    )
+                    writer.submit(_write, spill, path)
                 valid = checked.filter(valid_only)
                 plan.orgs.update(valid["org_id"].str.to_lowercase().unique().to_list())
                 plan.rows += checked.height
@@ -262,13 +333,11 @@ def build_plan(files: list[loader.InputFile], view: Fold, config: Config, workdi
                     keys_held, held = [], 0
         if keys_held:
             plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
-    merger = plan._lookup(view, "plan")
-    if plan._counted is not None:
-        plan.duplicate, plan.settled, plan.again = plan._counted
-        plan.to_send = plan.valid - plan.duplicate - plan.settled
-    else:  # format 1 records may answer for rows of other partitions: count in input order
-        plan._count(merger)
-    return plan
+
+
+def _prerender(plan: Plan, rows: pl.DataFrame, verdicts: pl.DataFrame, stamp: str) -> None:
+    assert plan.prerendered is not None
+    write_work_file(plan.prerendered.path, plan.prerendered.add, plan.rows_of(rows, verdicts, stamp))
 
 
 def _checked(batch: pl.DataFrame, config: Config, first: int) -> pl.DataFrame:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -16,16 +16,9 @@ from .background import Writer
 from .errors import InputError, LedgerError, reason_of
 from .ledger.fold import Fold
 from .ledger.snapshot import fsync_dir, fsync_file
-from .models import EXTRA_RESULT_COLUMNS, RESULT_COLUMNS
+from .models import RESULT_COLUMNS
 from .plan import Plan
-
-RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
-    **dict.fromkeys((*RESULT_COLUMNS, *EXTRA_RESULT_COLUMNS), pl.String),
-    "source_row": pl.Int64,
-    "sir_id": pl.Int64,
-    "attempts": pl.Int64,
-    "http_status": pl.Int64,
-}
+from .result_rows import RESULT_SCHEMA, Counts, Prerendered, append_csv, count
 
 # Rows per write of a CSV results file. polars' streaming `sink_csv`, fed from an IO source,
 # ran ahead of its writer: in 6 of 6 bench runs the 5M-row validate peaked while rendering, at
@@ -42,19 +35,21 @@ def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | N
     Written batch by batch (`write`), so the file is always whole and memory stays a few batches.
     Returns the (status, error_code, rows) counts of what it wrote, for the summary.
     """
-    batches = plan.results(view)
-    counts: Counter[tuple[str | None, str | None]] = Counter()
-
-    def counted() -> Iterator[pl.DataFrame]:
-        for frame in batches:
-            for status, code, rows in frame.group_by("status", "error_code").len().iter_rows():
-                counts[(status, code)] += rows
-            yield frame.cast(RESULT_SCHEMA)  # type: ignore[arg-type]  # a dict of dtypes is accepted
-
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a run killed mid-render; we hold the lock
         stale.unlink(missing_ok=True)
+    counts: Counts = Counter()
     try:
-        write(counted(), dest)
+        if plan.prerendered is not None:
+            counts = _install_prerendered(plan, plan.prerendered, view, dest)
+        else:
+            batches = plan.results(view)
+
+            def counted() -> Iterator[pl.DataFrame]:
+                for frame in batches:
+                    counts.update(count(frame))
+                    yield frame
+
+            write(counted(), dest)
         return [(status, code, rows) for (status, code), rows in counts.items()]
     except (OSError, pl.exceptions.PolarsError) as exc:
         if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):
@@ -83,12 +78,39 @@ def write(frames: Iterator[pl.DataFrame], dest: Path) -> None:
         with open(tmp, "wb") as fh, Writer() as writer:  # written on a thread while the next rows are made
             header = True
             for rows in _grouped(frames, WRITE_ROWS):
-                writer.submit(_append_csv, fh, rows, header)
+                writer.submit(append_csv, fh, rows, header)
                 header = False
             if header:  # no rows: the header alone
-                writer.submit(_append_csv, fh, pl.DataFrame(schema=RESULT_SCHEMA), True)
+                writer.submit(append_csv, fh, pl.DataFrame(schema=RESULT_SCHEMA), True)
 
     _replace(dest, build)
+
+
+def _install_prerendered(plan: Plan, pre: Prerendered, view: Fold, dest: Path) -> Counts:
+    """A dry run's results (result_rows.py): the file written in pass 1 itself where no row has
+    a verdict, else its batches copied, those with verdicts rendered again."""
+    if not plan.verdicts_for(view):
+        try:
+            _install(pre.path, dest)
+            return pre.total()
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # the work folder on another file system: copied below
+                raise
+    counts: Counts = Counter()
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as fh, Writer() as writer:
+            writer.submit(pre.copy_header, fh)
+            for item in plan.prerendered_results(view):
+                if isinstance(item, int):
+                    counts.update(pre.counts[item])
+                    writer.submit(pre.copy, item, fh)
+                else:
+                    counts.update(count(item))
+                    writer.submit(append_csv, fh, item, False)
+
+    _replace(dest, build)
+    return counts
 
 
 def _grouped(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
@@ -103,10 +125,6 @@ def _grouped(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame
             held, count = [], 0
     if held:
         yield pl.concat(held)
-
-
-def _append_csv(fh: BinaryIO, frame: pl.DataFrame, header: bool) -> None:
-    safe_csv.neutralise(frame).write_csv(fh, include_header=header)
 
 
 def sink(frame: pl.LazyFrame, dest: Path) -> None:
@@ -128,12 +146,17 @@ def _replace(dest: Path, build: Callable[[Path], None]) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         build(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        _install(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _install(tmp: Path, dest: Path) -> None:
+    """`tmp`, written whole, fsynced and renamed over `dest` (its folder fsynced too)."""
+    fsync_file(tmp)
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
 
 
 def scan(path: Path) -> pl.LazyFrame:

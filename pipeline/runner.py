@@ -69,7 +69,9 @@ async def run(
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger)
-                plan = build_plan(files, ledger.view, config, workdir)
+                # a dry run writes its CSV results while it plans (result_rows.py)
+                prerender = dry_run and not dest.name.endswith(".parquet")
+                plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
             if ledger.unanswered:
                 log.warning(
                     "journal.unanswered",

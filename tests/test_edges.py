@@ -229,6 +229,12 @@ def full(self, file, *args, **kwargs):  # the disk fills while this work file is
         file = "/dev/full"
     return write(self, file, *args, **kwargs)
 pl.DataFrame.write_parquet = full
+write_csv = pl.DataFrame.write_csv
+def full_csv(self, file=None, *args, **kwargs):  # the same for a CSV written into an open file
+    if os.path.basename(str(getattr(file, "name", file))).startswith(target):
+        file = open("/dev/full", "wb")
+    return write_csv(self, file, *args, **kwargs)
+pl.DataFrame.write_csv = full_csv
 from pipeline import entry
 entry.main(sys.argv[1:])
 """
@@ -252,9 +258,17 @@ def disk_full(target: str, *argv: str, cwd: Path) -> tuple[int, str]:
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.parametrize("work_file", ["input-000000", "keys-000000", "verdict-plan"])
-def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file):
-    out = tmp_path / "r.csv"
+@pytest.mark.parametrize(
+    ("work_file", "results"),
+    [
+        ("input-000000", "r.parquet"),  # a spill (validate writes a CSV's results in pass 1 instead)
+        ("keys-000000", "r.csv"),
+        ("verdict-plan", "r.csv"),
+        ("results.csv", "r.csv"),  # validate's results, written in pass 1 (result_rows.py)
+    ],
+)
+def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file, results):
+    out = tmp_path / results
     code, line = disk_full(work_file, "validate", str(write_input("a.csv", make_rows(50))), "--results", str(out),
                            cwd=tmp_path)  # fmt: skip
     assert code == 2

@@ -157,7 +157,7 @@ def test_a_csv_writer_that_falls_behind_holds_back_the_rows_it_is_fed(tmp_path: 
     monkeypatch.setattr(results_mod, "WRITE_ROWS", 10)
     made: list[int] = []
     ahead: list[int] = []
-    real = results_mod._append_csv
+    real = results_mod.append_csv
 
     def slow(fh, frame, header):  # type: ignore[no-untyped-def]
         time.sleep(0.05)  # the disk is slow: meanwhile the rows are made as far as they may be
@@ -169,7 +169,7 @@ def test_a_csv_writer_that_falls_behind_holds_back_the_rows_it_is_fed(tmp_path: 
             made.append(i)
             yield frame
 
-    monkeypatch.setattr(results_mod, "_append_csv", slow)
+    monkeypatch.setattr(results_mod, "append_csv", slow)
     results_mod.write(frames(), tmp_path / "r.csv")
     assert results_mod.read(tmp_path / "r.csv")["source_row"].to_list() == list(range(1, 101))
     assert len(ahead) == 10 and max(ahead) <= 2, ahead
@@ -184,7 +184,7 @@ def test_a_full_disk_while_rendering_names_the_reason(tmp_path: Path, write_inpu
     def full(fh, frame, header):  # type: ignore[no-untyped-def]
         raise OSError("No space left on device (os error 28)")
 
-    monkeypatch.setattr(results_mod, "_append_csv", full)
+    monkeypatch.setattr(results_mod, "append_csv", full)
     with pytest.raises(LedgerError, match=r"cannot write results file .*r\.csv: No space left on device"):
         results_mod.render(plan, ledger.view, dest)
     assert not dest.exists() and list(tmp_path.glob(".r.csv.*.tmp")) == []

@@ -1,0 +1,97 @@
+"""validate's results written in pass 1 (result_rows.Prerendered) are the results the plan renders."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline import result_rows
+from pipeline import results as results_mod
+from pipeline.config import Config, InputConfig, RunConfig
+from pipeline.ledger import LedgerPaths
+from pipeline.runner import run
+from pipeline.sandbox import DEFAULT_ORG_ID
+
+from .conftest import make_rows
+from .test_ledger_partition import many_keys_journal
+
+
+def hostile_rows() -> dict[str, list[str]]:
+    """30 rows over 5 batches of 7: cells a spreadsheet would run, quotes, commas, line breaks,
+    invalid rows, repeats within and across batches, and request keys the ledger knows."""
+    rows = make_rows(30, seed=11)
+    rows["request_key"] = [f"k{i}" if i % 4 == 0 else "" for i in range(30)]  # k0, k4.. (some in the ledger)
+    rows["sir_context"][1] = '=HYPERLINK("http://x","y")'
+    rows["sir_context"][2] = "'quoted', with a comma\nand a line break"
+    rows["request_key"][5] = "+k5"  # a key a spreadsheet would run
+    rows["sir_flag"][6] = "@SUM(A1)"  # invalid, and quoted in its message
+    rows["contact_id"][9] = "-not-a-uuid"
+    rows["sir_planned_dt"][12] = 'soon, "very"\nsoon'  # invalid: a results cell with a quote and a line break
+    for column in rows:  # row 20 repeats row 2 (another batch), row 21 repeats row 20's batch-mate
+        rows[column][20] = rows[column][2]
+        rows[column][21] = rows[column][19]
+    return rows
+
+
+async def validate_into(folder: Path, name: str, source: Path, *, ledger: bool) -> pl.DataFrame:
+    folder.mkdir()  # noqa: ASYNC240 - a test's own folder, before the run
+    dest = folder / name
+    if ledger:
+        many_keys_journal(LedgerPaths(dest), 25)  # k0..k24: created, rejected, some left in flight
+    config = Config(run=RunConfig(results=dest), input=InputConfig(chunk_rows=7), default_org_id=DEFAULT_ORG_ID)
+    result = await run([source], config, None)
+    assert (result.plan.prerendered is not None) == name.endswith(".csv")
+    frame = results_mod.read(dest)
+    assert frame.height == 30 and result.summary.total == 30
+    assert not (folder / f"{name}.work").exists()
+    return frame.drop("updated_at")
+
+
+@pytest.mark.parametrize("ledger", [False, True], ids=["no ledger", "ledger"])
+@pytest.mark.parametrize("repeats", [False, True], ids=["no repeats", "repeats"])
+async def test_results_written_in_pass_1_equal_the_rendered_ones(tmp_path: Path, write_input, ledger, repeats):
+    rows = hostile_rows()
+    if not repeats:
+        rows["sir_context"][20] += " (not a repeat)"
+        rows["sir_context"][21] += " (not a repeat)"
+    source = write_input("in.csv", rows)
+    written = await validate_into(tmp_path / "csv", "r.csv", source, ledger=ledger)
+    rendered = await validate_into(tmp_path / "parquet", "r.parquet", source, ledger=ledger)  # spills, rendered
+    assert written.equals(rendered)
+    status = written["status"].to_list()
+    assert (status[6], status[9], status[12]) == ("invalid", "invalid", "invalid")
+    assert (status[20] == "duplicate") is repeats and (status[21] == "duplicate") is repeats
+    assert (written["row_key"] == "k4").any() and ("created" in status) is ledger
+    text = (tmp_path / "csv" / "r.csv").read_text()
+    assert "'@SUM(A1)" in text and "'+k5" in text and "'-not-a-uuid" in text  # neutralised as rendered
+
+
+async def test_results_written_in_pass_1_are_copied_when_they_cannot_be_renamed(
+    tmp_path: Path, write_input, monkeypatch
+):
+    source = write_input("in.csv", hostile_rows())
+    rendered = await validate_into(tmp_path / "parquet", "r.parquet", source, ledger=False)
+    install = results_mod._install
+    refused: list[Path] = []
+
+    def cross_device(tmp: Path, dest: Path) -> None:
+        if tmp.name == "results.csv":  # the file written in pass 1, in the work folder
+            refused.append(tmp)
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        install(tmp, dest)
+
+    monkeypatch.setattr(results_mod, "_install", cross_device)
+    copied: list[int] = []
+    copy = result_rows.Prerendered.copy
+    monkeypatch.setattr(result_rows.Prerendered, "copy", lambda self, i, out: (copied.append(i), copy(self, i, out)))
+    rows = hostile_rows()
+    rows["sir_context"][20] += " (not a repeat)"
+    rows["sir_context"][21] += " (not a repeat)"
+    source = write_input("clean.csv", rows)
+    written = await validate_into(tmp_path / "csv", "r.csv", source, ledger=False)
+    rendered = await validate_into(tmp_path / "parquet2", "r.parquet", source, ledger=False)
+    assert refused and copied == [0, 1, 2, 3, 4]
+    assert written.equals(rendered)
