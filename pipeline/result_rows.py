@@ -73,8 +73,14 @@ class Prerendered:
         assert self._fh is not None, "start() first"
         start = self._fh.tell()
         append_csv(self._fh, frame, False)
-        self.ranges.append((start, self._fh.tell()))
+        end = self._fh.tell()
+        self.ranges.append((start, end))
         self.counts.append(count(frame))
+        # Start writing these lines to disk now, in the background (Linux: DONTNEED kicks off
+        # writeback of the dirty range), so the fsync before the rename finds little left to
+        # do: it had waited 0.5 s for the 1.1 GB of a 5M-row file.
+        self._fh.flush()
+        os.posix_fadvise(self._fh.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self._fh is not None:

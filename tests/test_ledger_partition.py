@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline import keys as keys_mod
 from pipeline import results as results_mod
 from pipeline.config import Config, InputConfig, RunConfig
 from pipeline.ledger import LedgerPaths, compact, replay
@@ -117,3 +118,25 @@ async def test_a_plan_over_many_partitions_and_batches_matches_the_one_partition
     assert (status[1], status[3], status[4], status[30]) == ("created", "rejected", "unknown", "pending")
     assert (status[40], status[41]) == ("duplicate", "invalid")
     assert one.filter(pl.col("row_key") == "k7")["sir_id"].to_list() == [7]
+
+
+async def test_keys_whose_64_bit_hashes_collide_are_still_told_apart(tmp_path: Path, write_input, monkeypatch):
+    """Pass 2 reads a partition's key text only where a `kp` comes twice or the ledger has rows
+    there; with every `kp` equal, rows are repeats or known only by their key itself."""
+    rows = make_rows(30, seed=5)
+    rows["request_key"] = [f"k{i}" if i % 3 == 0 else "" for i in range(30)]
+    for column in rows:  # row 30 repeats row 4
+        rows[column].append(rows[column][4])
+    source = write_input("in.csv", rows)
+    frames = []
+    for folder, collide in (("apart", False), ("colliding", True)):
+        (tmp_path / folder).mkdir()
+        many_keys_journal(LedgerPaths(tmp_path / folder / "r.csv"), 25)
+        if collide:
+            monkeypatch.setattr(keys_mod, "partition_hash", lambda column="row_key": pl.lit(7, pl.UInt64).alias("kp"))
+        frames.append(await validate_run(tmp_path / folder, [source], chunk_rows=6))
+    apart, colliding = frames
+    assert colliding.equals(apart)
+    status = apart["status"].to_list()
+    assert status.count("duplicate") == 1 and status[30] == "duplicate"
+    assert "rejected" in status and status.count("pending") > 10  # k0, k3..: rejected in the ledger
