@@ -272,14 +272,16 @@ def build_plan(
 ) -> Plan:
     """Passes 1-3 (see the module docstring): what to send, counted, before any request.
 
-    `prerender` (a dry run with a CSV results file): the results rows are written in pass 1
-    instead of spills (result_rows.py), so the plan cannot send."""
+    `prerender` (a dry run with a CSV results file): where the ledger is empty, the results rows
+    are written in pass 1 instead of spills (result_rows.py), and the plan cannot send. Against
+    a ledger, most rows may have a verdict and be written twice: validate of 10M rows against a
+    ledger of the same 10M took 36.6 s that way, against 27.9 s through spills."""
     sendable = [Status.PENDING.value, Status.FAILED.value]
     if config.run.resend_unknown:
         sendable.append(Status.UNKNOWN.value)
     plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows, sendable=tuple(sendable))
     try:
-        if prerender:
+        if prerender and not view.rows:
             plan.prerendered = Prerendered(workdir / "results.csv")
             write_work_file(plan.prerendered.path, plan.prerendered.start)
         _pass_one(plan, files, view, config, workdir)

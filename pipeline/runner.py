@@ -69,7 +69,7 @@ async def run(
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger)
-                # a dry run writes its CSV results while it plans (result_rows.py)
+                # a dry run may write its CSV results while it plans (result_rows.py)
                 prerender = dry_run and not dest.name.endswith(".parquet")
                 plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
             if ledger.unanswered:

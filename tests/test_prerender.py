@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import string
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import result_rows
 from pipeline import results as results_mod
@@ -36,16 +39,17 @@ def hostile_rows() -> dict[str, list[str]]:
     return rows
 
 
-async def validate_into(folder: Path, name: str, source: Path, *, ledger: bool) -> pl.DataFrame:
+async def validate_into(folder: Path, name: str, source: Path, *, ledger: bool, rows: int = 30) -> pl.DataFrame:
     folder.mkdir()  # noqa: ASYNC240 - a test's own folder, before the run
     dest = folder / name
     if ledger:
         many_keys_journal(LedgerPaths(dest), 25)  # k0..k24: created, rejected, some left in flight
     config = Config(run=RunConfig(results=dest), input=InputConfig(chunk_rows=7), default_org_id=DEFAULT_ORG_ID)
     result = await run([source], config, None)
-    assert (result.plan.prerendered is not None) == name.endswith(".csv")
+    # written in pass 1: a CSV results file, and no ledger (against one, most rows may have a verdict)
+    assert (result.plan.prerendered is not None) == (name.endswith(".csv") and not ledger)
     frame = results_mod.read(dest)
-    assert frame.height == 30 and result.summary.total == 30
+    assert frame.height == rows and result.summary.total == rows
     assert not (folder / f"{name}.work").exists()
     return frame.drop("updated_at")
 
@@ -94,4 +98,39 @@ async def test_results_written_in_pass_1_are_copied_when_they_cannot_be_renamed(
     written = await validate_into(tmp_path / "csv", "r.csv", source, ledger=False)
     rendered = await validate_into(tmp_path / "parquet2", "r.parquet", source, ledger=False)
     assert refused and copied == [0, 1, 2, 3, 4]
+    assert written.equals(rendered)
+
+
+CELL = st.one_of(
+    st.sampled_from(["", " ", "keep_warm", "email", "2026-12-01 08:00:00", DEFAULT_ORG_ID.upper()]),
+    st.text(alphabet=string.printable + "é€\u00a0'", max_size=12),
+)
+
+
+@st.composite
+def exports(draw: st.DrawFn) -> dict[str, list[str]]:
+    """Up to 24 rows: valid ones, damaged cells (formula triggers, quotes, line breaks included),
+    repeats of earlier rows, request keys."""
+    n = draw(st.integers(1, 24))
+    rows = make_rows(n, seed=draw(st.integers(0, 3)))
+    rows["request_key"] = [""] * n
+    for i in range(n):
+        if draw(st.booleans()):
+            column = draw(st.sampled_from(sorted(rows)))
+            rows[column][i] = draw(CELL)
+        if i and draw(st.integers(0, 4)) == 0:
+            earlier = draw(st.integers(0, i - 1))
+            for column in rows:
+                rows[column][i] = rows[column][earlier]
+    return rows
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=exports(), ledger=st.booleans())
+async def test_any_export_written_in_pass_1_equals_its_rendered_results(tmp_path_factory, rows, ledger):
+    folder = tmp_path_factory.mktemp("export")
+    source = folder / "in.csv"
+    pl.DataFrame(rows).write_csv(source)
+    written = await validate_into(folder / "csv", "r.csv", source, ledger=ledger, rows=len(rows["contact_id"]))
+    rendered = await validate_into(folder / "parquet", "r.parquet", source, ledger=ledger, rows=len(rows["contact_id"]))
     assert written.equals(rendered)
