@@ -59,7 +59,9 @@ def near(valid: list[str]) -> st.SearchStrategy[str | None]:
     """Arbitrary text, valid values, and valid values slightly damaged or padded."""
     base = st.sampled_from(valid)
     padded = st.tuples(st.sampled_from(["", " ", "\t", "\u00a0", "\n"]), base, st.sampled_from(["", " ", "\r"]))
-    mutated = st.tuples(base, st.integers(0, 40), st.characters(codec="utf-8")).map(lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :])
+    mutated = st.tuples(base, st.integers(0, 40), st.characters(codec="utf-8")).map(
+        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+    )
     return st.one_of(st.none(), st.text(max_size=40), base, padded.map("".join), mutated)
 
 
