@@ -20,6 +20,7 @@ renders a run's results, so the two can never differ.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -42,8 +43,21 @@ Counts = Counter[tuple[str | None, str | None]]  # (status, error_code) -> rows
 
 
 def append_csv(fh: BinaryIO, frame: pl.DataFrame, header: bool) -> None:
-    """`frame`'s rows (RESULT_SCHEMA) at the end of a results CSV, cells neutralised (safe_csv)."""
+    """`frame`'s rows (RESULT_SCHEMA) at the end of a results CSV, cells neutralised (safe_csv),
+    their writing to disk started at once (`start_writeback`)."""
+    start = fh.tell()
     safe_csv.neutralise(frame).write_csv(fh, include_header=header)
+    start_writeback(fh, start)
+
+
+def start_writeback(fh: BinaryIO, start: int) -> None:
+    """Start writing what `fh` holds from `start` to the disk now, in the background (Linux:
+    posix_fadvise DONTNEED kicks off writeback of the dirty range), so the fsync before the file
+    is renamed into place finds little left to do: it had waited 0.5 s for the 1.1 GB of a
+    5M-row results file, 0.00 s after."""
+    fh.flush()
+    with contextlib.suppress(OSError):  # a file system without it: the fsync does all the work, as before
+        os.posix_fadvise(fh.fileno(), start, fh.tell() - start, os.POSIX_FADV_DONTNEED)
 
 
 def count(frame: pl.DataFrame) -> Counts:
@@ -81,11 +95,6 @@ class Prerendered:
         end = self._fh.tell()
         self.ranges.append((start, end))
         self.counts.append(count(frame))
-        # Start writing these lines to disk now, in the background (Linux: DONTNEED kicks off
-        # writeback of the dirty range), so the fsync before the rename finds little left to
-        # do: it had waited 0.5 s for the 1.1 GB of a 5M-row file.
-        self._fh.flush()
-        os.posix_fadvise(self._fh.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self._fh is not None:
