@@ -154,7 +154,7 @@ def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Ite
     pending: list[pl.DataFrame] = []
     held = 0
     for block in csv_blocks.blocks(file.path, len(file.header)):
-        frame = pl.read_csv(block.data, has_header=False, columns=wanted, infer_schema=False, raise_if_empty=False)
+        frame = csv_blocks.parse(block.data, len(file.header), columns=wanted, infer_schema=False, raise_if_empty=False)
         frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
         if file.written_by_tool:
             frame = safe_csv.restore(frame)

@@ -170,10 +170,10 @@ class Plan:
         assert self._looked_up is not None
         return sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in self._looked_up[1])
 
-    def prerendered_results(self, view: Fold) -> Iterator[int | pl.DataFrame]:
-        """A dry run's results against `view`, batch by batch in input order: a batch no verdict
-        touches as its index in `prerendered` (its lines are right as written), any other as its
-        rows rendered again, from the lines read back, with the verdicts."""
+    def prerendered_results(self, view: Fold) -> Iterator[tuple[int, pl.DataFrame | None]]:
+        """A dry run's results against `view`, batch by batch in input order, as (its index in
+        `prerendered`, None) where no verdict touches it (its lines are right as written), else
+        (index, its rows rendered again from the lines read back, with the verdicts)."""
         assert self.prerendered is not None
         merger = self._lookup(view, "final")
         stamp = now_iso()
@@ -182,16 +182,16 @@ class Plan:
         for index, batch in enumerate(self.batches):
             verdicts = _resolve(merger.upto(batch.last_order))
             if verdicts.height:
-                back = self.prerendered.read(index).select(
+                back = self.prerendered.take(index).select(
                     pl.int_range(first, batch.last_order + 1, dtype=pl.Int64).alias("order"),
                     *IDENTITY,
                     status=pl.when(pending).then(None).otherwise(pl.col("status")),
                     error_code=pl.col("error_code"),
                     error_message=pl.col("error_message"),
                 )
-                yield self.rows_of(back, verdicts, stamp)
+                yield index, self.rows_of(back, verdicts, stamp)
             else:
-                yield index
+                yield index, None
             first = batch.last_order + 1
 
     def _decide(self, spill: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
@@ -301,8 +301,7 @@ def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Con
     legacy = view.legacy_rows > 0
     keys_held: list[pl.DataFrame] = []
     held = 0
-    stamp = now_iso()
-    no_verdicts = _resolve(pl.DataFrame(schema=VERDICT_SCHEMA))
+    stamp, no_verdicts = now_iso(), _resolve(pl.DataFrame(schema=VERDICT_SCHEMA))  # for rows written now
     with Writer() as writer:  # spills and key runs written while the next batch validates
         for file in files:
             for batch in read_ahead(loader.batches(file, config.input.chunk_rows, config.default_org_id)):

@@ -21,14 +21,17 @@ renders a run's results, so the two can never differ.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import polars as pl
 
-from . import safe_csv
+from . import csv_blocks, safe_csv
 from .models import EXTRA_RESULT_COLUMNS, RESULT_COLUMNS
 
 RESULT_SCHEMA: dict[str, type[pl.DataType]] = {
@@ -54,10 +57,11 @@ def start_writeback(fh: BinaryIO, start: int) -> None:
     """Start writing what `fh` holds from `start` to the disk now, in the background (Linux:
     posix_fadvise DONTNEED kicks off writeback of the dirty range), so the fsync before the file
     is renamed into place finds little left to do: it had waited 0.5 s for the 1.1 GB of a
-    5M-row results file, 0.00 s after."""
+    5M-row results file, 0.00 s after. Where the system has no such call, the fsync does it all."""
     fh.flush()
-    with contextlib.suppress(OSError):  # a file system without it: the fsync does all the work, as before
-        os.posix_fadvise(fh.fileno(), start, fh.tell() - start, os.POSIX_FADV_DONTNEED)
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fh.fileno(), start, fh.tell() - start, os.POSIX_FADV_DONTNEED)
 
 
 def count(frame: pl.DataFrame) -> Counts:
@@ -73,6 +77,10 @@ class Prerendered:
 
     `add` is called from the planner's writer thread (one thread, so the batches land in input
     order); `ranges[i]` is then the byte range of batch i's lines and `counts[i]` their counts.
+    When the file cannot be renamed into place as it is, each batch is then either copied (`copy`)
+    or read back (`take`) exactly once, and its range let go of at once (`_release`): the disk
+    holds about one results file, not two (with a single repeat in it, validate had needed room
+    for both the file and its copy).
     """
 
     def __init__(self, path: Path) -> None:
@@ -81,6 +89,7 @@ class Prerendered:
         self.counts: list[Counts] = []
         self.header_bytes = 0
         self._fh: BinaryIO | None = None
+        self._fd: int | None = None  # read and hole-punched while the results are rendered
 
     def start(self) -> None:
         """Create the file with the header line (`close` closes it, whatever the plan's fate)."""
@@ -99,49 +108,80 @@ class Prerendered:
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def total(self) -> Counts:
         return sum(self.counts, Counter())
 
-    def read(self, index: int) -> pl.DataFrame:
-        """Batch `index`'s lines read back as they were added (RESULT_SCHEMA, cells restored)."""
+    def take(self, index: int) -> pl.DataFrame:
+        """Batch `index`'s lines read back as they were added (RESULT_SCHEMA, cells restored),
+        their range then let go of."""
         start, end = self.ranges[index]
-        with open(self.path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(end - start)
-        frame = pl.read_csv(data, has_header=False, new_columns=list(RESULT_SCHEMA), schema=pl.Schema(RESULT_SCHEMA))
+        data = os.pread(self._source(), end - start, start)
+        if len(data) != end - start:
+            raise OSError(f"{self.path} ended early")
+        frame = csv_blocks.parse(
+            data, len(RESULT_SCHEMA), new_columns=list(RESULT_SCHEMA), schema=pl.Schema(RESULT_SCHEMA)
+        )
+        self._release(start, end)
         return safe_csv.restore(frame)
 
     def copy(self, index: int, out: BinaryIO) -> None:
-        """Batch `index`'s lines appended to `out` as they are (by the kernel where it can)."""
+        """Batch `index`'s lines appended to `out` as they are (by the kernel where it can), their
+        range then let go of."""
         start, end = self.ranges[index]
         self._copy(start, end, out)
+        self._release(start, end)
 
     def copy_header(self, out: BinaryIO) -> None:
         self._copy(0, self.header_bytes, out)
 
+    def reopen(self) -> None:
+        """Open the file written in pass 1 for `take` and `copy` (before either, on one thread)."""
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    def _source(self) -> int:
+        assert self._fd is not None, "reopen() first"
+        return self._fd
+
     def _copy(self, start: int, end: int, out: BinaryIO) -> None:
         out.flush()
-        with open(self.path, "rb") as src:
-            _copy_range(src, out, start, end - start)
-
-
-def _copy_range(src: BinaryIO, out: BinaryIO, offset: int, length: int) -> None:
-    done = 0
-    try:
+        src, done, length = self._source(), 0, end - start
+        copy_file_range = getattr(os, "copy_file_range", None)  # Linux
+        if copy_file_range is not None:
+            with contextlib.suppress(OSError):  # not offered between these files: read and write below
+                while done < length:
+                    sent = copy_file_range(src, out.fileno(), length - done, start + done)
+                    if sent == 0:
+                        break
+                    done += sent
+        out.seek(0, os.SEEK_END)
         while done < length:
-            sent = os.copy_file_range(src.fileno(), out.fileno(), length - done, offset + done)
-            if sent == 0:
-                break
-            done += sent
-    except OSError:  # not offered across these file systems: read and write
-        pass
-    if done < length:
-        src.seek(offset + done)
-        while done < length:
-            piece = src.read(min(8 << 20, length - done))
+            piece = os.pread(src, min(8 << 20, length - done), start + done)
             if not piece:
-                raise OSError(f"{src.name} ended early")
+                raise OSError(f"{self.path} ended early")
             out.write(piece)
             done += len(piece)
-    out.seek(0, 2)
+
+    def _release(self, start: int, end: int) -> None:
+        """Give the disk blocks of [start, end) back (a hole punched; the file keeps its size)."""
+        fallocate = _fallocate()
+        if fallocate is not None:
+            fallocate(self._source(), _PUNCH_HOLE | _KEEP_SIZE, start, end - start)  # -1 where unsupported: kept
+
+
+_PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # linux/falloc.h
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc's fallocate(2) (os has posix_fallocate only, which cannot punch a hole); None where absent."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    call.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], call)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import errno
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -28,11 +29,14 @@ from .result_rows import RESULT_SCHEMA, Counts, Prerendered, append_csv, count
 # 3.2-3.3 -> 3.8-3.9 s); 400k rows no less, and held up to 387 MB.
 WRITE_ROWS = 200_000
 
+Piece = pl.DataFrame | Callable[[BinaryIO], None]  # rows, or a writer of lines already made
+
 
 def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | None, int]]:
     """One row per input row, in input order: the local verdict, else the ledger's, else pending.
 
-    Written batch by batch (`write`), so the file is always whole and memory stays a few batches.
+    Written batch by batch (`write`), so the file is always whole and memory stays a few batches;
+    a dry run that wrote its lines in pass 1 installs those instead (`_install_prerendered`).
     Returns the (status, error_code, rows) counts of what it wrote, for the summary.
     """
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a run killed mid-render; we hold the lock
@@ -57,12 +61,13 @@ def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | N
         raise LedgerError(f"cannot write results file {dest}: {reason_of(exc)}") from exc
 
 
-def write(frames: Iterator[pl.DataFrame], dest: Path) -> None:
-    """Write `frames` (RESULT_SCHEMA, in order) to `dest`, whole or not at all (`_replace`).
+def write(pieces: Iterator[Piece], dest: Path) -> None:
+    """Write `pieces` (frames of RESULT_SCHEMA, in order) to `dest`, whole or not at all (`_replace`).
 
     A CSV is written in pieces of WRITE_ROWS rows into one file handle, on a writer thread one
-    piece behind (background.Writer), so at most three pieces are held whatever the disk's pace.
-    A Parquet file is streamed by `sink_parquet` from the same frames.
+    piece behind (background.Writer), so at most three pieces are held whatever the disk's pace;
+    a piece that is a callable appends lines made earlier itself (validate's, result_rows.py).
+    A Parquet file is streamed by `sink_parquet` from the same frames (no callables).
     """
 
     def build(tmp: Path) -> None:
@@ -71,17 +76,19 @@ def write(frames: Iterator[pl.DataFrame], dest: Path) -> None:
             def source(
                 with_columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None, batch_size: int | None
             ) -> Iterator[pl.DataFrame]:
-                yield from frames
+                for piece in pieces:
+                    assert isinstance(piece, pl.DataFrame), "a Parquet file is written from frames"
+                    yield piece
 
             register_io_source(source, schema=pl.Schema(RESULT_SCHEMA)).sink_parquet(tmp)
             return
         with open(tmp, "wb") as fh, Writer() as writer:  # written on a thread while the next rows are made
-            header = True
-            for rows in _grouped(frames, WRITE_ROWS):
-                writer.submit(append_csv, fh, rows, header)
-                header = False
-            if header:  # no rows: the header alone
-                writer.submit(append_csv, fh, pl.DataFrame(schema=RESULT_SCHEMA), True)
+            writer.submit(append_csv, fh, pl.DataFrame(schema=RESULT_SCHEMA), True)  # the header
+            for piece in _grouped(pieces, WRITE_ROWS):
+                if isinstance(piece, pl.DataFrame):
+                    writer.submit(append_csv, fh, piece, False)
+                else:
+                    writer.submit(piece, fh)
 
     _replace(dest, build)
 
@@ -90,39 +97,44 @@ def _install_prerendered(plan: Plan, pre: Prerendered, view: Fold, dest: Path) -
     """A dry run's results (result_rows.py): the file written in pass 1 itself where no row has
     a verdict, else its batches copied, those with verdicts rendered again."""
     if not plan.verdicts_for(view):
-        try:
-            _install(pre.path, dest)
-            return pre.total()
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # the work folder on another file system: copied below
-                raise
+        _install(pre.path, dest)
+        return pre.total()
     counts: Counts = Counter()
 
-    def build(tmp: Path) -> None:
-        with open(tmp, "wb") as fh, Writer() as writer:
-            writer.submit(pre.copy_header, fh)
-            for item in plan.prerendered_results(view):
-                if isinstance(item, int):
-                    counts.update(pre.counts[item])
-                    writer.submit(pre.copy, item, fh)
-                else:
-                    counts.update(count(item))
-                    writer.submit(append_csv, fh, item, False)
+    def pieces() -> Iterator[Piece]:
+        for index, rows in plan.prerendered_results(view):
+            if rows is None:
+                counts.update(pre.counts[index])
+                yield functools.partial(pre.copy, index)
+            else:
+                counts.update(count(rows))
+                yield rows
 
-    _replace(dest, build)
+    pre.reopen()
+    try:
+        write(pieces(), dest)
+    finally:
+        pre.close()
     return counts
 
 
-def _grouped(frames: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
-    """`frames` joined into frames of at least `rows` rows (the last may be shorter)."""
+def _grouped(pieces: Iterator[Piece], rows: int) -> Iterator[Piece]:
+    """Consecutive frames of `pieces` joined into frames of at least `rows` rows (the last of a
+    run may be shorter); any other piece passed on in its place."""
     held: list[pl.DataFrame] = []
-    count = 0
-    for frame in frames:
-        held.append(frame)
-        count += frame.height
-        if count >= rows:
+    height = 0
+    for piece in pieces:
+        if not isinstance(piece, pl.DataFrame):
+            if held:
+                yield pl.concat(held)
+                held, height = [], 0
+            yield piece
+            continue
+        held.append(piece)
+        height += piece.height
+        if height >= rows:
             yield pl.concat(held)
-            held, count = [], 0
+            held, height = [], 0
     if held:
         yield pl.concat(held)
 
