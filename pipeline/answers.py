@@ -6,7 +6,13 @@ second email. Hence (README "Retry classification"):
 
 - `status: success` with a sir_id of ASCII digits within int64        -> created
   (`status` compared trimmed and case-insensitively; a UTF-8 BOM before the JSON is ignored;
-  a sir_id sent as a whole float below 2^53, 456.0, is 456)
+  a sir_id sent as a whole float below 2^53, 456.0, is 456), unless it echoes a contact_id,
+  sir_flag, sir_channel or sir_planned_dt other than the request's     -> MixedAnswer: the
+  row is `unknown` and the run stops (exit 3): a gateway mixed requests up (Caddy's
+  buffer_requests with lb retries put one request's body on another's retry; 10-14 of 60
+  rows were `created` with another contact's sir_id, 6-9 of them never created at all).
+  Compared loosely (case, spaces; the datetime's digits), so a server that reformats its echo
+  is not taken for one that mixes rows up
 - `status: error`, a documented message -> its code: account codes raise AccountError (the
   run stops), the others are `rejected`; an undocumented message is API_ERROR, `failed`
   (an error answer means nothing was created: the next run may send it again). An account
@@ -15,6 +21,9 @@ second email. Hence (README "Retry classification"):
   except a 503 saying the gateway's connection to the backend broke after it was made
   (Envoy's "upstream connect error or disconnect/reset before headers", unless its reset
   reason is a failed connect or its own overflow): the API may have it -> AmbiguousError
+- any 5xx that is a gateway's page saying it never connected to the API (Envoy's reset
+  reason "connection failure"/"overflow", Apache Traffic Server's "Could Not Connect")
+                                                                      -> TransientError (retry)
 - HTTP 500, 502, 504 and other 5xx, any 2xx that is not the documented JSON (cut short, an
   HTML page, empty, 204, a bad sir_id), a body over BODY_CAP           -> AmbiguousError (unknown)
   (`api.retry_gateway_errors = true` retries 500/502/504 instead, for gateways that
@@ -45,7 +54,15 @@ from typing import Any
 import orjson
 
 from . import redact
-from .errors import AccountError, AmbiguousError, EndpointError, PermanentHTTPError, RedirectError, TransientError
+from .errors import (
+    AccountError,
+    AmbiguousError,
+    EndpointError,
+    MixedAnswer,
+    PermanentHTTPError,
+    RedirectError,
+    TransientError,
+)
 from .models import ACCOUNT_CODES, ErrorCode, Outcome, Status
 
 BODY_CAP = 1 << 20  # bytes of an answer read at most; a longer one is `unknown`
@@ -65,7 +82,15 @@ _BOM = b"\xef\xbb\xbf"
 _BACKEND_RESET = re.compile(
     r"upstream connect error or disconnect/reset before headers|backend fetch failed|guru meditation", re.IGNORECASE
 )
-_NOT_SENT_RESET = re.compile(r"reset reason: (connection failure|overflow)", re.IGNORECASE)
+# Gateways' own pages saying their connection to the backend was never made: nothing reached
+# the API, whatever the status (Envoy's reset reason for a failed connect or its own overflow;
+# Apache Traffic Server's "Could Not Connect", a 502 that had left every row `unknown` and
+# stopped each run after 10 rows while the API was down). Retried like a refused connect.
+_NOT_CONNECTED = re.compile(
+    r"reset reason: (connection failure|overflow)|<title>could not connect</title>"
+    r"|could not connect to the requested server host",
+    re.IGNORECASE,
+)
 # Account messages are matched anywhere in the message ("Error: Invalid API Key", "IP address
 # 10.0.0.7 not whitelisted"): they are distinctive, and the worst a wrong match does is stop the
 # run with nothing sent. A row-level message must start with the documented text (detail may
@@ -157,8 +182,18 @@ class Classifier:
         attempts: int,
         *,
         complete: bool = True,
+        sent: bytes | None = None,
     ) -> Outcome:
-        """`complete` False: the body was longer than BODY_CAP and `body` is its start."""
+        """`complete` False: the body was longer than BODY_CAP and `body` is its start; `sent`:
+        the request's JSON payload, which a success answer must echo (`_mixed_up`)."""
+        if http_status >= 500 and _NOT_CONNECTED.search(body[:4096].decode("utf-8", "replace")):
+            raise TransientError(
+                f"HTTP_{http_status}",
+                f"HTTP {http_status}: the gateway could not connect to the API (nothing was sent):"
+                f" {self._snippet(body)}",
+                http_status,
+                parse_retry_after(headers.get("Retry-After")),
+            )
         if http_status == 503 and self._backend_reset(body):
             raise AmbiguousError(
                 "HTTP_503",
@@ -187,7 +222,8 @@ class Classifier:
             raise RedirectError(
                 f"HTTP_{http_status}",
                 f"HTTP {http_status} redirect to {_cut(where, SNIPPET_CHARS)} (redirects are never followed:"
-                f" they would carry the credentials){maybe}; check --base-url / api.base_url",
+                f" they would carry the credentials){maybe}; check --base-url / api.base_url, or, if rows went"
+                " through this URL before, the gateway's error pages (Apache's ErrorDocument to a URL redirects)",
                 http_status,
             )
         if not complete:
@@ -218,6 +254,17 @@ class Classifier:
                 raise AmbiguousError(
                     ErrorCode.UNEXPECTED_RESPONSE,
                     f"success without a valid sir_id (ASCII digits within int64): {self._snippet(body)}",
+                    http_status,
+                )
+            if sent is not None and isinstance(data, dict) and (field := _mixed_up(data, sent)) is not None:
+                echoed, mine = (self.scrub(_CONTROL.sub("", str(v)))[:SNIPPET_CHARS] for v in field[1:])
+                raise MixedAnswer(
+                    ErrorCode.ANSWER_MISMATCH,
+                    f"a success answer (sir_id {sir_id}) for another request: it echoes {field[0]} {echoed!r},"
+                    f" this row has {mine!r}. Something between here and the API mixes requests up (a gateway"
+                    " retrying POSTs with a buffered body, such as Caddy's lb_try_duration with buffer_requests),"
+                    " so requests may carry other rows' data: the run stops, this row is `unknown`; fix the"
+                    f" gateway, and check sir_id {sir_id} and this row in Zyntro",
                     http_status,
                 )
             return Outcome(row_key, Status.CREATED, sir_id=sir_id, attempts=attempts, http_status=http_status)
@@ -263,8 +310,7 @@ class Classifier:
 
     @staticmethod
     def _backend_reset(body: bytes) -> bool:
-        text = body[:4096].decode("utf-8", "replace")
-        return bool(_BACKEND_RESET.search(text)) and not _NOT_SENT_RESET.search(text)
+        return bool(_BACKEND_RESET.search(body[:4096].decode("utf-8", "replace")))
 
     def _snippet(self, body: bytes) -> str:
         """The body's start as one line: scrubbed first, then cut (a cut never halves a secret)."""
@@ -279,6 +325,36 @@ def _status(payload: Any) -> str | None:
     """The answer's `status`, trimmed and lower-cased ("Success", " success "), if it has one."""
     status = payload.get("status") if isinstance(payload, dict) else None
     return status.strip().lower() if isinstance(status, str) else None
+
+
+_ECHOED = ("contact_id", "sir_flag", "sir_channel", "sir_planned_dt")  # what a success answer repeats
+_DIGITS = re.compile(r"[^0-9]", re.ASCII)
+
+
+def _mixed_up(data: Mapping[str, Any], sent: bytes) -> tuple[str, str, str] | None:
+    """(field, echoed, sent) for the first field the answer echoes with another value than the
+    request had; None where every echoed field matches, or the answer echoes none (not required)."""
+    try:
+        request = orjson.loads(sent)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    for field in _ECHOED:
+        echoed, mine = data.get(field), request.get(field)
+        if isinstance(echoed, str) and isinstance(mine, str) and not _same(field, echoed, mine):
+            return field, echoed, mine
+    return None
+
+
+def _same(field: str, echoed: str, sent: str) -> bool:
+    """Loosely equal: case and spaces aside; a datetime by its digits, as far as both go (down to
+    the minute at least), so "2026-04-05T09:00:00Z" or "2026-04-05 09:00" echo "2026-04-05 09:00:00"."""
+    if field != "sir_planned_dt":
+        return echoed.strip().lower() == sent.strip().lower()
+    a, b = _DIGITS.sub("", echoed), _DIGITS.sub("", sent)
+    n = min(len(a), len(b), 14)
+    return n < 12 or a[:n] == b[:n]
 
 
 def _sir_id(value: object) -> int | None:

@@ -190,7 +190,9 @@ class ZyntroClient:
                     _DEADLINE.reset(token)
         if self._on_headers is not None:
             self._on_headers(headers)
-        return self._classifier.classify(row.row_key, status, headers, payload, attempts, complete=complete)
+        return self._classifier.classify(
+            row.row_key, status, headers, payload, attempts, complete=complete, sent=row.body
+        )
 
 
 class _Deadline:

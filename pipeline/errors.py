@@ -111,6 +111,15 @@ class CircuitOpen(AbortError):
     exit_code = 3
 
 
+class MixedAnswer(AbortError):
+    """A success answer echoes another request's fields: something between here and the API
+    (a gateway retrying with the wrong buffered body) mixes requests up, so requests may carry
+    other rows' data and create them twice. The run stops at once; the row is `unknown`."""
+
+    exit_code = 3
+    maybe_created = True
+
+
 class EndpointError(AbortError):
     """The base URL has no addSIRequest endpoint (HTTP 404/405): a config error."""
 

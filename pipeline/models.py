@@ -96,6 +96,7 @@ class ErrorCode(enum.StrEnum):
     READ_TIMEOUT = "READ_TIMEOUT"
     UNEXPECTED_RESPONSE = "UNEXPECTED_RESPONSE"
     RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+    ANSWER_MISMATCH = "ANSWER_MISMATCH"  # a success echoing another row's fields: a gateway mixed requests up
     NO_ANSWER_RECORDED = "NO_ANSWER_RECORDED"
     LEDGER_DAMAGED = "LEDGER_DAMAGED"  # the ledger's record of the row was damaged: it may have been sent
     # stop before an answer: the run was interrupted or aborted

@@ -19,6 +19,7 @@ from pipeline.errors import (
     AccountError,
     AmbiguousError,
     EndpointError,
+    MixedAnswer,
     PermanentHTTPError,
     ProxyError,
     RedirectError,
@@ -357,6 +358,45 @@ async def test_a_redirect_stops_the_run_and_may_follow_a_creation(status, maybe_
     assert "--base-url" in exc.message
 
 
+def success(**echo: str) -> dict:
+    return {"payload": {"data": {"sir_id": 456, **echo}, "status": "success"}}
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        {"contact_id": "c", "sir_flag": "keep_warm", "sir_channel": "email", "sir_planned_dt": "2026-04-05 09:00:00"},
+        {"contact_id": " C ", "sir_flag": "KEEP_WARM", "sir_planned_dt": "2026-04-05T09:00:00.000Z"},  # reformatted
+        {"sir_planned_dt": "2026-04-05 09:00"},  # to the minute
+        {},  # no echo at all: not required
+        {"contact_id": 12, "sir_flag": None},  # not text: not compared
+    ],
+    ids=["same", "reformatted", "minutes", "none", "not-text"],
+)
+async def test_a_success_echoing_this_rows_fields_is_created(echo):
+    outcome = await send(success(**echo))
+    assert outcome.status == Status.CREATED and outcome.sir_id == 456
+
+
+@pytest.mark.parametrize(
+    ("echo", "field"),
+    [
+        ({"contact_id": "d"}, "contact_id"),
+        ({"contact_id": "c", "sir_flag": "engagement_signal"}, "sir_flag"),
+        ({"sir_channel": "sms"}, "sir_channel"),
+        ({"sir_planned_dt": "2026-04-05 10:00:00"}, "sir_planned_dt"),
+    ],
+)
+async def test_a_success_echoing_another_rows_fields_stops_the_run_and_is_unknown(echo, field):
+    """Caddy's buffer_requests with lb retries put one request's body on another's retry: the
+    answer was for another row (10-14 of 60 rows had been `created` with another contact's sir_id)."""
+    with pytest.raises(MixedAnswer) as info:
+        await send(success(**echo))
+    exc = info.value
+    assert exc.code == "ANSWER_MISMATCH" and exc.maybe_created and exc.exit_code == 3
+    assert field in exc.message and "sir_id 456" in exc.message
+
+
 async def test_a_404_carrying_the_apis_own_documented_error_is_that_error():
     outcome = await send(
         {"status": 404, "payload": {"data": ["Contact not found in this organization"], "status": "error"}}
@@ -393,6 +433,25 @@ async def test_a_503_after_the_gateway_reached_the_backend_is_ambiguous(body, ki
     with pytest.raises(kind) as info:
         await send({"status": 503, "body": body})
     assert info.value.code == "HTTP_503" and type(info.value) is kind
+
+
+ATS_CONNECT_FAILED = (
+    "<HTML>\n<HEAD>\n<TITLE>Could Not Connect</TITLE>\n</HEAD>\n<BODY><H1>Could Not Connect</H1>\n<HR>\n"
+    "<B>Description: Could not connect to the requested server host.</B></BODY>"
+)
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_a_gateway_page_saying_it_never_connected_is_retried_whatever_its_status(status):
+    """Apache Traffic Server answers 502 "Could Not Connect" while the API is down: nothing was
+    sent (20 of 20 rows had been `unknown`, every run stopping after 10). Its pages for a request
+    that reached the API ("Web Server Error", "Inactivity Timeout") stay ambiguous."""
+    for classifier in (Classifier(()), Classifier((), retry_503=False)):
+        with pytest.raises(TransientError) as info:
+            classifier.classify("k", status, {}, ATS_CONNECT_FAILED.encode(), 1)
+        assert info.value.code == f"HTTP_{status}" and "could not connect to the API" in info.value.message
+    with pytest.raises(AmbiguousError):
+        Classifier(()).classify("k", 502, {}, b"<HTML><TITLE>Web Server Error</TITLE>Web Server Error</HTML>", 1)
 
 
 def test_retry_503_off_makes_every_503_unknown():

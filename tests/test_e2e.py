@@ -346,6 +346,44 @@ def test_a_redirect_after_a_processed_post_is_unknown_and_stops_the_run(sandbox,
     assert len(contexts) == len(set(contexts)) == 6
 
 
+def test_an_answer_for_another_rows_request_stops_the_run_and_creates_nothing_more(sandbox, write_input, tmp_path):
+    """A gateway put the previous request's body on this one (Caddy's retry with buffer_requests):
+    the API created that row again and answered for it. The row is `unknown`, never `created`
+    with another row's sir_id, and the run stops at once (exit 3)."""
+    box = sandbox("--mixed-body", "0.3", "--seed", "7")
+    rows = write_input("a.csv", make_rows(40))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--concurrency", "1")
+    assert result.code == 3, result.stderr
+    assert "ANSWER_MISMATCH" in result.stderr and "mixes requests up" in result.stderr
+    frame = results_mod.read(out)
+    mixed = frame.filter(pl.col("error_code") == "ANSWER_MISMATCH")
+    assert mixed.height == 1 and mixed["status"][0] == "unknown" and mixed["sir_id"][0] is None
+    assert frame.filter(pl.col("status") == "pending").height > 20  # stopped at once
+    by_id = {r["sir_id"]: r["contact_id"] for r in box.created()}
+    for row in frame.filter(pl.col("status") == "created").iter_rows(named=True):
+        assert by_id[row["sir_id"]] == row["contact_id"]  # every `created` is its own row's record
+    contexts = server_contexts(box)
+    assert len(contexts) - len(set(contexts)) == 1  # the gateway's one mixed request, no more
+    healthy = sandbox()
+    assert ingest(healthy, [rows], out).code == 1  # the unknown row is not sent again
+    assert len(set(contexts) | set(server_contexts(healthy))) == 39 and len(healthy.created()) == 40 - len(by_id)
+
+
+def test_a_gateway_that_could_not_connect_is_retried_and_every_row_created_once(sandbox, write_input, tmp_path):
+    """Apache Traffic Server's 502 "Could Not Connect": the API never saw the request, so the row
+    is tried again (it had been `unknown`, and 10 in a row stopped the run)."""
+    box = sandbox("--connect-failed", "0.5", "--seed", "3", "--retry-after", "0")
+    rows = write_input("a.csv", make_rows(20))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--max-attempts", "12")
+    assert result.code == 0, result.stderr
+    assert set(results_mod.read(out)["status"]) == {"created"}
+    assert box.stats()["answers"].get("502_connect_failed", 0) >= 5
+    contexts = server_contexts(box)
+    assert len(contexts) == len(set(contexts)) == 20
+
+
 def test_retry_503_off_leaves_503s_unknown_and_never_resent(sandbox, write_input, tmp_path):
     """For a gateway that answers 503 when its backend failed after the request went up
     (Varnish, an nginx error_page mapping 502 to 503): `retry_503 = false`."""

@@ -59,6 +59,11 @@ MSG_UNDOCUMENTED = "Temporary failure in the SI queue, please try again later"  
 
 # Envoy's 503 when its connection to the backend broke after the request went up it
 _ENVOY_RESET = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+_ATS_CONNECT_FAILED = (  # Apache Traffic Server's body_factory/default/connect#failed_connect, answered with 502
+    b'<HTML>\n<HEAD>\n<TITLE>Could Not Connect</TITLE>\n</HEAD>\n\n<BODY BGCOLOR="white" FGCOLOR="black">\n'
+    b'<H1>Could Not Connect</H1>\n<HR>\n\n<FONT FACE="Helvetica,Arial"><B>\n'
+    b"Description: Could not connect to the requested server host.\n</B></FONT>\n<HR>\n</BODY>\n"
+)
 _HTML_5XX = {
     504: (
         b"<html><head><title>504 Gateway Time-out</title></head>"
@@ -98,6 +103,7 @@ class SandboxConfig:
     retry_after: float = 1.0  # seconds, sent with 429 and 503
     error_rate: float = 0.0  # probability of a 5xx page before processing
     error_statuses: tuple[int, ...] = (500, 502, 503)  # which statuses error_rate answers
+    connect_failed_rate: float = 0.0  # probability of a gateway's 502 "Could Not Connect" (ATS) page
     malformed_rate: float = 0.0  # probability of a 200 with a body that is not JSON
     drop_before_rate: float = 0.0  # probability of closing the connection before processing
     drop_after_rate: float = 0.0  # probability of closing it after creating the SI request
@@ -110,6 +116,7 @@ class SandboxConfig:
     seed: int | None = None
     record: Path | None = None
     odd_error_rate: float = 0.0  # probability of an error answer whose message the API does not document
+    mixed_body_rate: float = 0.0  # probability a gateway put the previous request's body on this one
     tls_cert: Path | None = None  # serve https with this certificate chain (PEM) and key
     tls_key: Path | None = None
     first_sir_id: int = 1000
@@ -134,6 +141,7 @@ class Sandbox:
         self._runner: web.AppRunner | None = None
         self._record: BinaryIO | None = None
         self._gate: SlidingWindow | LeakyBucket | None = None
+        self._previous: bytes | None = None  # the last request's body (mixed_body_rate)
         self.url = ""
 
     def app(self) -> web.Application:
@@ -225,12 +233,21 @@ class Sandbox:
             headers = {"Retry-After": _seconds(cfg.retry_after)} if status == 503 else {}
             return self._answer(status, _HTML_5XX.get(status, _HTML_5XX[500]), "text/html", headers)
         roll -= cfg.error_rate
+        if roll < cfg.connect_failed_rate:  # the gateway's connection to the API failed: nothing processed
+            return self._answer(502, _ATS_CONNECT_FAILED, "text/html", {}, kind="502_connect_failed")
+        roll -= cfg.connect_failed_rate
         if roll < cfg.malformed_rate:
             return self._answer(200, rng.choice(_MALFORMED), "text/html", {})
         roll -= cfg.malformed_rate
         if roll < cfg.odd_error_rate:
             return self._error(MSG_UNDOCUMENTED)
         roll -= cfg.odd_error_rate
+        sent, mixed = body, roll < cfg.mixed_body_rate
+        if mixed and self._previous is not None:  # Caddy: a retry with another request's buffered body
+            body = self._previous
+            self._state.answers["mixed_body"] = self._state.answers.get("mixed_body", 0) + 1
+        self._previous = sent
+        roll = 1.0 if mixed else roll - cfg.mixed_body_rate  # this request's fault, no other
         answer = self._process(request, body)
         answer.headers.update(extra)
         if roll < cfg.drop_after_rate:

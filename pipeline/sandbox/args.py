@@ -64,6 +64,15 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         "--odd-error-rate", type=_probability, default=0.0,
         help="probability of an error answer whose message the API does not document",
     )  # fmt: skip
+    sandbox.add_argument(
+        "--connect-failed", type=_probability, default=0.0,
+        help="probability of Apache Traffic Server's 502 'Could Not Connect' page (it could not reach the API)",
+    )  # fmt: skip
+    sandbox.add_argument(
+        "--mixed-body", type=_probability, default=0.0,
+        help="probability that a gateway put the previous request's body on this one (Caddy's retry with"
+        " buffer_requests): that request is created again and answered for",
+    )  # fmt: skip
     sandbox.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; needs --tls-key)")
     sandbox.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     sandbox.add_argument(

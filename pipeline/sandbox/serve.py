@@ -42,6 +42,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "trickle_interval": args.trickle_interval,
         "keepalive_timeout": args.keepalive_timeout,
         "odd_error_rate": args.odd_error_rate,
+        "mixed_body_rate": args.mixed_body,
+        "connect_failed_rate": args.connect_failed,
         "limit_schedule": args.limit_schedule,
         "rate_headers": args.rate_headers,
         "leaky_rate": args.leaky_rate,
