@@ -329,6 +329,7 @@ def _status(payload: Any) -> str | None:
 
 _ECHOED = ("contact_id", "sir_flag", "sir_channel", "sir_planned_dt")  # what a success answer repeats
 _DIGITS = re.compile(r"[^0-9]", re.ASCII)
+_NOT_HEX = re.compile(r"[^0-9a-f]", re.ASCII)
 
 
 def _mixed_up(data: Mapping[str, Any], sent: bytes) -> tuple[str, str, str] | None:
@@ -348,8 +349,11 @@ def _mixed_up(data: Mapping[str, Any], sent: bytes) -> tuple[str, str, str] | No
 
 
 def _same(field: str, echoed: str, sent: str) -> bool:
-    """Loosely equal: case and spaces aside; a datetime by its digits, as far as both go (down to
-    the minute at least), so "2026-04-05T09:00:00Z" or "2026-04-05 09:00" echo "2026-04-05 09:00:00"."""
+    """Loosely equal: case and spaces aside; a UUID by its hex digits (braces, no hyphens); a
+    datetime by its digits, as far as both go (down to the minute at least), so
+    "2026-04-05T09:00:00Z" or "2026-04-05 09:00" echo "2026-04-05 09:00:00"."""
+    if field == "contact_id":
+        return _NOT_HEX.sub("", echoed.lower()) == _NOT_HEX.sub("", sent.lower())
     if field != "sir_planned_dt":
         return echoed.strip().lower() == sent.strip().lower()
     a, b = _DIGITS.sub("", echoed), _DIGITS.sub("", sent)

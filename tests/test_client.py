@@ -368,10 +368,11 @@ def success(**echo: str) -> dict:
         {"contact_id": "c", "sir_flag": "keep_warm", "sir_channel": "email", "sir_planned_dt": "2026-04-05 09:00:00"},
         {"contact_id": " C ", "sir_flag": "KEEP_WARM", "sir_planned_dt": "2026-04-05T09:00:00.000Z"},  # reformatted
         {"sir_planned_dt": "2026-04-05 09:00"},  # to the minute
+        {"contact_id": "{C}"},  # a UUID spelled otherwise (braces, no hyphens): its hex digits
         {},  # no echo at all: not required
         {"contact_id": 12, "sir_flag": None},  # not text: not compared
     ],
-    ids=["same", "reformatted", "minutes", "none", "not-text"],
+    ids=["same", "reformatted", "minutes", "uuid-spelling", "none", "not-text"],
 )
 async def test_a_success_echoing_this_rows_fields_is_created(echo):
     outcome = await send(success(**echo))
