@@ -352,6 +352,8 @@ def _same(field: str, echoed: str, sent: str) -> bool:
     """Loosely equal: case and spaces aside; a UUID by its hex digits (braces, no hyphens); a
     datetime by its digits, as far as both go (down to the minute at least), so
     "2026-04-05T09:00:00Z" or "2026-04-05 09:00" echo "2026-04-05 09:00:00"."""
+    if echoed == sent:
+        return True
     if field == "contact_id":
         return _NOT_HEX.sub("", echoed.lower()) == _NOT_HEX.sub("", sent.lower())
     if field != "sir_planned_dt":
