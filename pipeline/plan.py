@@ -8,10 +8,10 @@
        verdict only for rows that are repeats or that the ledger knows (sparse: a first run
        of a new export writes almost nothing here);
     3. count, from the verdicts alone, what is a repeat, settled earlier, or to send.
-A dry run with a CSV results file writes its results rows in pass 1 instead of spilling
-(result_rows.py). Sending merges the verdicts back into each spilled batch in input order and builds request
+Sending merges the verdicts back into each spilled batch in input order and builds request
 bodies for the rows to send only; the results are rendered the same way from a lookup
-against the ledger as the run left it. Memory is a few batches (pass 1 reads one ahead and
+against the ledger as the run left it. A dry run with a CSV results file and an empty ledger
+writes its results rows in pass 1 instead of spilling (result_rows.py). Memory is a few batches (pass 1 reads one ahead and
 writes one behind on threads: background.py) plus one partition, whatever the input or the
 ledger hold (bench/ledger_scale.py).
 """
