@@ -11,9 +11,9 @@
 Sending merges the verdicts back into each spilled batch in input order and builds request
 bodies for the rows to send only; the results are rendered the same way from a lookup
 against the ledger as the run left it. A dry run with a CSV results file and an empty ledger
-writes its results rows in pass 1 instead of spilling (result_rows.py). Memory is a few batches (pass 1 reads one ahead and
-writes one behind on threads: background.py) plus one partition, whatever the input or the
-ledger hold (bench/ledger_scale.py).
+writes its results rows in pass 1 instead of spilling (result_rows.py). Memory is a few
+batches (pass 1 reads one ahead and writes one behind on threads: background.py) plus one
+partition, whatever the input or the ledger hold (bench/ledger_scale.py).
 """
 
 from __future__ import annotations

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from .adaptive import Controller
-from .errors import AbortError, AccountError, AmbiguousError, CircuitOpen, PermanentHTTPError, TransientError
+from .errors import (
+    AbortError,
+    AccountError,
+    AmbiguousError,
+    CircuitOpen,
+    PermanentHTTPError,
+    RedirectError,
+    TransientError,
+)
 from .lanes import Lane
 from .ledger import Journal, now_iso
 from .limiter import RateLimiter, StopEvent
@@ -218,6 +226,7 @@ class Submitter:
                 return
             except AbortError as exc:
                 self.stats.telemetry.answered(sent, ERROR)
+                exc = _after_successes(exc, self.stats.final[Status.CREATED])
                 if exc.maybe_created:  # a redirect that may follow a creation: the row is `unknown`
                     self._record(_outcome(row, Status.UNKNOWN, exc, total), lane=lane)
                 else:
@@ -341,6 +350,23 @@ def _outcome(
         attempts=attempts,
         http_status=exc.http_status,
         updated_at=now_iso(),
+    )
+
+
+def _after_successes(exc: AbortError, created: int) -> AbortError:
+    """A redirect after rows were created through the same base URL is not a wrong base URL: most
+    likely the gateway's error page for a backend failure is a redirect (Apache's ErrorDocument to
+    a URL), and the message says so first (it had said "check --base-url" after 5 rows created)."""
+    if not isinstance(exc, RedirectError) or not created:
+        return exc
+    where = exc.message.split(" (redirects are never followed", 1)[0]
+    return RedirectError(
+        exc.code,
+        f"{where} after {created} row(s) were created through this base URL: most likely the gateway's"
+        " error page for a failing backend is a redirect (Apache's ErrorDocument to a URL); this row may have"
+        " been created (a redirect also answers a POST that was processed). Redirects are never followed"
+        " (they would carry the credentials); fix the gateway's error pages, or check --base-url",
+        exc.http_status or 302,
     )
 
 

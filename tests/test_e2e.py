@@ -384,6 +384,21 @@ def test_a_gateway_that_could_not_connect_is_retried_and_every_row_created_once(
     assert len(contexts) == len(set(contexts)) == 20
 
 
+def test_a_redirect_after_rows_were_created_names_the_gateways_error_page(sandbox, write_input, tmp_path):
+    """Apache's `ErrorDocument 502 http://...` turns a backend failure into a 302: after rows went
+    through the same base URL, "check --base-url" misled; the line now names the error page first."""
+    box = sandbox("--error-after", "0.2", "--error-after-statuses", "302", "--seed", "5")
+    rows = write_input("a.csv", make_rows(30))
+    out = tmp_path / "r.csv"
+    result = ingest(box, [rows], out, "--concurrency", "1")
+    assert result.code == 2, result.stderr
+    frame = results_mod.read(out)
+    created = frame.filter(pl.col("status") == "created").height
+    assert created > 0 and frame.filter(pl.col("status") == "unknown").height == 1
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("si-ingest:")][-1]
+    assert f"after {created} row(s) were created through this base URL" in line and "ErrorDocument" in line
+
+
 def test_retry_503_off_leaves_503s_unknown_and_never_resent(sandbox, write_input, tmp_path):
     """For a gateway that answers 503 when its backend failed after the request went up
     (Varnish, an nginx error_page mapping 502 to 503): `retry_503 = false`."""
