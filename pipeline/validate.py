@@ -73,14 +73,15 @@ def with_messages(checked: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.Data
     rows alone: polars evaluates every branch of a when/then chain for every row, and building
     the seven messages for all rows cost as much as the checks themselves (0.15 CPU-us per row,
     bench/PROFILE.md) when almost every row is valid."""
-    invalid = pl.col("error_code").is_not_null()
-    _, message = _verdict(list(sir_statuses))
     messages = pl.repeat(None, checked.height, dtype=pl.String, eager=True).alias("error_message")
-    bad = checked.filter(invalid)
-    if bad.height:
+    if checked.get_column("error_code").null_count() < checked.height:
+        invalid = pl.col("error_code").is_not_null()
+        _, message = _verdict(list(sir_statuses))
         at = checked.select(pl.arg_where(invalid)).to_series()
-        messages = messages.scatter(at, bad.select(message).to_series())
-    return checked.insert_column(checked.get_column_index("error_code") + 1, messages)
+        messages = messages.scatter(at, checked.filter(invalid).select(message).to_series())
+    columns = checked.columns
+    after = columns.index("error_code") + 1
+    return checked.with_columns(messages).select(*columns[:after], "error_message", *columns[after:])
 
 
 def _reformatted(dt: pl.Expr, formats: list[str]) -> pl.Expr:
