@@ -115,6 +115,7 @@ class ZyntroClient:
         keepalive_timeout: float = 4.0,
         retry_gateway_errors: bool = False,
         retry_503: bool = True,
+        check_echo: bool = True,
         ca_bundle: str | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
         hints: Mapping[str, str] | None = None,
@@ -131,7 +132,11 @@ class ZyntroClient:
             + b","
         )
         self._classifier = Classifier(
-            credentials.values(), retry_gateway_errors=retry_gateway_errors, retry_503=retry_503, hints=hints
+            credentials.values(),
+            retry_gateway_errors=retry_gateway_errors,
+            retry_503=retry_503,
+            hints=hints,
+            check_echo=check_echo,
         )
         self._concurrency = concurrency
         self._read_timeout = read_timeout

@@ -82,6 +82,9 @@ class ApiConfig:
     # balancer without a backend). Turn off if a gateway in front of the API answers 503 for a
     # backend that failed after the request went up to it (Varnish's "Backend fetch failed", an
     # nginx error_page mapping 502/504 to 503): 503s are then `unknown`.
+    check_echo: bool = True
+    # a success answer echoing another contact_id than the request's (a gateway mixing requests
+    # up) stops the run, that row `unknown`. Turn off for a CRM that echoes a merged contact's id.
     ca_bundle: Path | None = None
     # a PEM file of extra CA certificates (a corporate TLS proxy); certificates are always verified
 

@@ -70,7 +70,15 @@ def check_value(section: str, key: str, value: Any, where: str) -> Any:
                 f"{where}: '{name}' {value!s} is not a readable PEM file of CA certificates: {reason}"
             ) from None
         return Path(value)
-    if key in ("resend_unknown", "fsync", "dry_run", "retry_gateway_errors", "retry_503", "normalize_case"):
+    if key in (
+        "resend_unknown",
+        "fsync",
+        "dry_run",
+        "retry_gateway_errors",
+        "retry_503",
+        "check_echo",
+        "normalize_case",
+    ):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: '{name}' must be true or false, not {value!r}")
         return value

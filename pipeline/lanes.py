@@ -110,6 +110,7 @@ async def open_lanes(
                 keepalive_timeout=config.api.keepalive_timeout,
                 retry_gateway_errors=config.api.retry_gateway_errors,
                 retry_503=config.api.retry_503,
+                check_echo=config.api.check_echo,
                 ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
                 on_headers=controller.headers if controller is not None else None,
                 hints=account_hints(key_env, config.credentials.developer_secret_env),

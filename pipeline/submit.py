@@ -357,8 +357,8 @@ def _after_successes(exc: AbortError, created: int) -> AbortError:
     """A redirect after rows were created through the same base URL is not a wrong base URL: most
     likely the gateway's error page for a backend failure is a redirect (Apache's ErrorDocument to
     a URL), and the message says so first (it had said "check --base-url" after 5 rows created)."""
-    if not isinstance(exc, RedirectError) or not created:
-        return exc
+    if not isinstance(exc, RedirectError) or not exc.maybe_created or not created:
+        return exc  # a 307/308 is not an error page's redirect, and says the row was not processed
     where = exc.message.split(" (redirects are never followed", 1)[0]
     return RedirectError(
         exc.code,

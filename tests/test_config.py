@@ -34,12 +34,18 @@ def test_flag_beats_file(tmp_path):
         ("[columns]\ncontact = 'Contact'\n", "columns.contact"),
         ("[api]\nbase_url = 'http://example.com/crm'\n", "http://"),
         ("[run\n", "not valid TOML"),
+        ("[api]\ncheck_echo = 'no'\n", "api.check_echo"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, needle):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), env={})
     assert needle in str(info.value)
+
+
+def test_the_echo_check_can_be_turned_off(tmp_path):
+    assert load_config(None, env={}).api.check_echo is True
+    assert load_config(write(tmp_path, "[api]\ncheck_echo = false\n"), env={}).api.check_echo is False
 
 
 def test_http_allowed_for_loopback(tmp_path):

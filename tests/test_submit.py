@@ -171,3 +171,15 @@ async def cancelled_run(tmp_path, client, rows: list[Row], *, rate: float, concu
     journal.close()
     state, in_flight, _ = replay(ledger.paths.journal)
     return state, in_flight
+
+
+def test_a_redirect_after_successes_names_the_error_page_but_a_307_keeps_its_own_message():
+    from pipeline.errors import RedirectError
+    from pipeline.submit import _after_successes
+
+    found = RedirectError("HTTP_302", "HTTP 302 redirect to /oops (redirects are never followed: ...)", 302)
+    assert _after_successes(found, 0) is found
+    named = _after_successes(found, 3)
+    assert "after 3 row(s) were created" in named.message and named.maybe_created and named.exit_code == 2
+    temporary = RedirectError("HTTP_307", "HTTP 307 redirect to /elsewhere (redirects are never followed: ...)", 307)
+    assert _after_successes(temporary, 3) is temporary  # not processed there: no "may have been created"

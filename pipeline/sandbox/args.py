@@ -66,7 +66,8 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     sandbox.add_argument(
         "--connect-failed", type=_probability, default=0.0,
-        help="probability of Apache Traffic Server's 502 'Could Not Connect' page (it could not reach the API)",
+        help="probability of Apache Traffic Server's 502 'Could Not Connect' page, here before processing (ATS"
+        " also answers it for some failures after the request was written)",
     )  # fmt: skip
     sandbox.add_argument(
         "--mixed-body", type=_probability, default=0.0,
