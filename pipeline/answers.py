@@ -75,15 +75,15 @@ _BOM = b"\xef\xbb\xbf"
 # Gateways' own 503 pages for a backend that failed once the request was on its way up: the
 # request may have reached the API. Envoy's (unless its reset reason is a failed connect or its
 # own overflow) and Varnish's "Backend fetch failed" (every backend failure, a reset after the
-# POST was sent included, is that one page).
+# POST was sent included, is that one page). Not read as "never connected": Apache Traffic
+# Server's 502 "Could Not Connect". It answers it while its origin is down, but also for a read
+# error after the request was written (HttpSM's CONNECTION_ERROR, an OpenSSL 3 "unexpected eof"
+# from an origin that died after committing): retried, a row was created three times in a
+# review's test. It stays `unknown`.
 _BACKEND_RESET = re.compile(
     r"upstream connect error or disconnect/reset before headers|backend fetch failed|guru meditation", re.IGNORECASE
 )
 _NOT_SENT_RESET = re.compile(r"reset reason: (connection failure|overflow)", re.IGNORECASE)
-# Not read as "never connected": Apache Traffic Server's 502 "Could Not Connect". It answers it
-# while its origin is down, but also for a read error after the request was written (HttpSM's
-# CONNECTION_ERROR, an OpenSSL 3 "unexpected eof" from an origin that died after committing):
-# retried, a row was created three times in a review's test. It stays `unknown`.
 # Account messages are matched anywhere in the message ("Error: Invalid API Key", "IP address
 # 10.0.0.7 not whitelisted"): they are distinctive, and the worst a wrong match does is stop the
 # run with nothing sent. A row-level message must start with the documented text (detail may
@@ -177,10 +177,10 @@ class Classifier:
         attempts: int,
         *,
         complete: bool = True,
-        sent: bytes | None = None,
+        contact_id: str | None = None,
     ) -> Outcome:
-        """`complete` False: the body was longer than BODY_CAP and `body` is its start; `sent`:
-        the request's JSON payload, which a success answer must echo (`_mixed_up`)."""
+        """`complete` False: the body was longer than BODY_CAP and `body` is its start;
+        `contact_id`: the request's, which a success answer must echo (`_mixed_up`)."""
         if http_status == 503 and self._backend_reset(body):
             raise AmbiguousError(
                 "HTTP_503",
@@ -243,9 +243,9 @@ class Classifier:
                     f"success without a valid sir_id (ASCII digits within int64): {self._snippet(body)}",
                     http_status,
                 )
-            pair = _mixed_up(data, sent) if self._check_echo and sent is not None and isinstance(data, dict) else None
-            if pair is not None:
-                echoed, mine = (self.scrub(_CONTROL.sub("", v))[:SNIPPET_CHARS] for v in pair)
+            echoed = data.get("contact_id") if self._check_echo and isinstance(data, dict) else None
+            if isinstance(echoed, str) and contact_id is not None and _mixed_up(echoed, contact_id):
+                echoed, mine = (self.scrub(_CONTROL.sub("", v))[:SNIPPET_CHARS] for v in (echoed, contact_id))
                 raise MixedAnswer(
                     ErrorCode.ANSWER_MISMATCH,
                     f"a success answer (sir_id {sir_id}) for another contact: it echoes contact_id {echoed!r},"
@@ -321,25 +321,13 @@ def _status(payload: Any) -> str | None:
 _UUID_IN = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.IGNORECASE)
 
 
-def _mixed_up(data: Mapping[str, Any], sent: bytes) -> tuple[str, str] | None:
-    """(echoed, sent) where the answer's contact_id is another UUID than the request's; None where
-    they are the same UUID however spelled (case, braces, hyphens, urn:uuid:), or either is not
-    one. Only the contact: a server may echo the time in UTC or to the minute, a flag as a label,
-    the channel a flag implies (a review found each), and none of that is another row."""
-    echoed = data.get("contact_id")
-    if not isinstance(echoed, str):
-        return None
-    try:
-        request = orjson.loads(sent)
-    except orjson.JSONDecodeError:
-        return None
-    mine = request.get("contact_id") if isinstance(request, dict) else None
-    if not isinstance(mine, str):
-        return None
-    a, b = _UUID_IN.search(echoed), _UUID_IN.search(mine)
-    if a is None or b is None or _hex(a.group(0)) == _hex(b.group(0)):
-        return None
-    return echoed, mine
+def _mixed_up(echoed: str, sent: str) -> bool:
+    """Whether the answer's contact_id is another UUID than the request's: not where they are the
+    same UUID however spelled (case, braces, hyphens, urn:uuid:), or either is not one. Only the
+    contact: a server may echo the time in UTC or to the minute, a flag as a label, the channel a
+    flag implies (a review found each), and none of that is another row."""
+    a, b = _UUID_IN.search(echoed), _UUID_IN.search(sent)
+    return a is not None and b is not None and _hex(a.group(0)) != _hex(b.group(0))
 
 
 def _hex(uuid: str) -> str:

@@ -196,7 +196,7 @@ class ZyntroClient:
         if self._on_headers is not None:
             self._on_headers(headers)
         return self._classifier.classify(
-            row.row_key, status, headers, payload, attempts, complete=complete, sent=row.body
+            row.row_key, status, headers, payload, attempts, complete=complete, contact_id=row.contact_id
         )
 
 

@@ -126,6 +126,7 @@ class Row:
     body: bytes
     attempts: int = 0  # tries made by earlier runs (the results show the total)
     org_id: str | None = None  # routes the row to its org's API key in a multi-org run
+    contact_id: str | None = None  # as sent (lower-cased): a success answer must echo it (answers.py)
 
 
 @dataclass(frozen=True, slots=True)

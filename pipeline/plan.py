@@ -123,9 +123,10 @@ class Plan:
                 _body().alias("body"),
                 pl.col("attempts_j").fill_null(0),
                 pl.col("org_id").str.to_lowercase(),
+                pl.col("contact_id").str.to_lowercase(),
             )
-            for key, source, source_row, body, attempts, org_id in send.iter_rows():
-                yield Row(key, source, source_row, body.encode(), attempts, org_id)
+            for key, source, source_row, body, attempts, org_id, contact_id in send.iter_rows():
+                yield Row(key, source, source_row, body.encode(), attempts, org_id, contact_id)
 
     def results(self, view: Fold) -> Iterator[pl.DataFrame]:
         """The results file's rows, batch by batch in input order, from `view`'s state.

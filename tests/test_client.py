@@ -370,6 +370,7 @@ UUID_ROW = Row(
     1,
     b'{"org_id":"o","contact_id":"' + CONTACT.encode() + b'","sir_flag":"keep_warm","sir_context":"x",'
     b'"sir_planned_dt":"2026-04-05 09:00:00","sir_channel":"email"}',
+    contact_id=CONTACT,
 )
 
 
