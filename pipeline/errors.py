@@ -10,9 +10,11 @@
     └── AbortError                 an answer that every further request would get too
         ├── AccountError           the API refuses the account              -> exit 3
         ├── CircuitOpen            the last N answers were one row-level error -> exit 3
+        ├── MixedAnswer            a success echoed another contact (row `unknown`) -> exit 3
         ├── EndpointError          no addSIRequest at the base URL (404/405) -> exit 2
         │   └── RedirectError      a 3xx: the base URL moved (301/302/303: that row `unknown`)
-        └── TLSError               the server's certificate cannot be verified -> exit 2
+        ├── TLSError               the server's certificate cannot be verified -> exit 2
+        └── ProxyError             the HTTPS proxy wants credentials (407)  -> exit 2
 
     RequestError                   one request failed (client.py raises, submit.py decides)
     ├── TransientError             not processed by the API: retry with backoff  -> failed
@@ -112,9 +114,9 @@ class CircuitOpen(AbortError):
 
 
 class MixedAnswer(AbortError):
-    """A success answer echoes another request's fields: something between here and the API
-    (a gateway retrying with the wrong buffered body) mixes requests up, so requests may carry
-    other rows' data and create them twice. The run stops at once; the row is `unknown`."""
+    """A success answer echoes another contact than the request's: something between here and
+    the API (a gateway retrying with the wrong buffered body) mixes requests up, so requests may
+    carry other rows' data and create them twice. The run stops at once; the row is `unknown`."""
 
     exit_code = 3
     maybe_created = True
