@@ -201,18 +201,7 @@ class Classifier:
             )
         if 300 <= http_status < 400:
             where = self.scrub(_CONTROL.sub("", headers.get("Location") or "(no Location)"))
-            maybe = (
-                ""
-                if http_status in (307, 308)
-                else "; this row may have been created (a redirect is also how a server answers a POST it processed)"
-            )
-            raise RedirectError(
-                f"HTTP_{http_status}",
-                f"HTTP {http_status} redirect to {_cut(where, SNIPPET_CHARS)} (redirects are never followed:"
-                f" they would carry the credentials){maybe}; check --base-url / api.base_url, or, if rows went"
-                " through this URL before, the gateway's error pages (Apache's ErrorDocument to a URL redirects)",
-                http_status,
-            )
+            raise RedirectError(http_status, _cut(where, SNIPPET_CHARS))
         if not complete:
             raise AmbiguousError(
                 ErrorCode.RESPONSE_TOO_LARGE,

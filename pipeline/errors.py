@@ -132,11 +132,39 @@ class RedirectError(EndpointError):
     """The API answered a redirect (3xx, never followed: it would carry the credentials). Every
     request would get it (the base URL moved, or a login page), so the run stops; a 301/302/303
     is also how a server answers a POST it *processed* (Post/Redirect/Get), so that row is
-    `unknown`. Only 307/308 say the request was not processed there."""
+    `unknown`. Only 307/308 say the request was not processed there. `created`: rows this run
+    created through the same base URL, which make a gateway's error page the likelier cause (an
+    Apache ErrorDocument to a URL turns a backend failure into a 302) than a wrong base URL."""
 
-    def __init__(self, code: str, message: str, http_status: int) -> None:
-        super().__init__(code, message, http_status)
-        self.maybe_created = http_status not in (307, 308)
+    def __init__(self, http_status: int, location: str, created: int = 0) -> None:
+        self.location = location
+        maybe = http_status not in (307, 308)
+        if maybe and created:
+            message = (
+                f"HTTP {http_status} redirect to {location} after {created} row(s) were created through this"
+                " base URL: most likely the gateway's error page for a failing backend is a redirect (Apache's"
+                " ErrorDocument to a URL); this row may have been created (a redirect also answers a POST that"
+                " was processed). Redirects are never followed (they would carry the credentials); fix the"
+                " gateway's error pages, or check --base-url"
+            )
+        else:
+            processed = (
+                "; this row may have been created (a redirect is also how a server answers a POST it processed)"
+                if maybe
+                else ""
+            )
+            message = (
+                f"HTTP {http_status} redirect to {location} (redirects are never followed: they would carry"
+                f" the credentials){processed}; check --base-url /"
+                " api.base_url, or, if rows went through this URL before, the gateway's error pages"
+                " (Apache's ErrorDocument to a URL redirects)"
+            )
+        super().__init__(f"HTTP_{http_status}", message, http_status)
+        self.maybe_created = maybe
+
+    def after(self, created: int) -> RedirectError:
+        """The same redirect, told with the rows this run created before it."""
+        return RedirectError(self.http_status or 302, self.location, created)
 
 
 class TLSError(AbortError):

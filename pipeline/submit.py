@@ -354,20 +354,11 @@ def _outcome(
 
 
 def _after_successes(exc: AbortError, created: int) -> AbortError:
-    """A redirect after rows were created through the same base URL is not a wrong base URL: most
-    likely the gateway's error page for a backend failure is a redirect (Apache's ErrorDocument to
-    a URL), and the message says so first (it had said "check --base-url" after 5 rows created)."""
+    """A redirect after rows were created through the same base URL is told as such (RedirectError
+    says why); a 307/308 is not an error page's redirect, and says the row was not processed."""
     if not isinstance(exc, RedirectError) or not exc.maybe_created or not created:
-        return exc  # a 307/308 is not an error page's redirect, and says the row was not processed
-    where = exc.message.split(" (redirects are never followed", 1)[0]
-    return RedirectError(
-        exc.code,
-        f"{where} after {created} row(s) were created through this base URL: most likely the gateway's"
-        " error page for a failing backend is a redirect (Apache's ErrorDocument to a URL); this row may have"
-        " been created (a redirect also answers a POST that was processed). Redirects are never followed"
-        " (they would carry the credentials); fix the gateway's error pages, or check --base-url",
-        exc.http_status or 302,
-    )
+        return exc
+    return exc.after(created)
 
 
 def _not_sent(row: Row, attempts: int, last: TransientError | None, abort: AbortError | None = None) -> Outcome:

@@ -177,9 +177,9 @@ def test_a_redirect_after_successes_names_the_error_page_but_a_307_keeps_its_own
     from pipeline.errors import RedirectError
     from pipeline.submit import _after_successes
 
-    found = RedirectError("HTTP_302", "HTTP 302 redirect to /oops (redirects are never followed: ...)", 302)
+    found = RedirectError(302, "/oops")
     assert _after_successes(found, 0) is found
     named = _after_successes(found, 3)
     assert "after 3 row(s) were created" in named.message and named.maybe_created and named.exit_code == 2
-    temporary = RedirectError("HTTP_307", "HTTP 307 redirect to /elsewhere (redirects are never followed: ...)", 307)
+    temporary = RedirectError(307, "/elsewhere")
     assert _after_successes(temporary, 3) is temporary  # not processed there: no "may have been created"
