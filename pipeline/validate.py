@@ -62,7 +62,7 @@ def checks(
     formats = list(datetime_formats)
     if formats:
         trimmed = trimmed.with_columns(sir_planned_dt=_reformatted(pl.col("sir_planned_dt"), formats))
-    code, _ = _verdict(list(sir_statuses))
+    code = _first([(failed, pl.lit(err.value)) for failed, err, _ in _checks(list(sir_statuses))], "error_code")
     return trimmed.with_columns(code).with_columns(
         status=pl.when(pl.col("error_code").is_not_null()).then(pl.lit(Status.INVALID.value)).otherwise(None)
     )
@@ -76,7 +76,7 @@ def with_messages(checked: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.Data
     messages = pl.repeat(None, checked.height, dtype=pl.String, eager=True).alias("error_message")
     if checked.get_column("error_code").null_count() < checked.height:
         invalid = pl.col("error_code").is_not_null()
-        _, message = _verdict(list(sir_statuses))
+        message = _first([(failed, text) for failed, _, text in _checks(list(sir_statuses))], "error_message")
         at = checked.select(pl.arg_where(invalid)).to_series()
         messages = messages.scatter(at, checked.filter(invalid).select(message).to_series())
     columns = checked.columns
@@ -97,8 +97,8 @@ def blank_to_null(expr: pl.Expr) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text)
 
 
-def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
-    """The first failing check, in the API's own order, as (code, message) expressions."""
+def _checks(sir_statuses: list[str]) -> list[tuple[pl.Expr, ErrorCode, pl.Expr]]:
+    """Every check, in the API's own order, as (failed, its code, its message) expressions."""
     missing = ["org_id", "contact_id", "sir_context", "sir_planned_dt"]
     missing_names = pl.concat_str(
         [pl.when(pl.col(f).is_null()).then(pl.lit(f)) for f in missing], separator=", ", ignore_nulls=True
@@ -136,13 +136,16 @@ def _verdict(sir_statuses: list[str]) -> tuple[pl.Expr, pl.Expr]:
         (~contact_ok, ErrorCode.INVALID_UUID, _bad("contact_id", "is not a UUID (8-4-4-4-12 hex digits)")),
         (~status_ok, ErrorCode.INVALID_STATUS, _bad("sir_status", f"is not one of {', '.join(sir_statuses)}")),
     ]
-    code: Then | ChainedThen | None = None
-    message: Then | ChainedThen | None = None
-    for failed, err, text in checks:
-        code = pl.when(failed).then(pl.lit(err.value)) if code is None else code.when(failed).then(pl.lit(err.value))
-        message = pl.when(failed).then(text) if message is None else message.when(failed).then(text)
-    assert code is not None and message is not None
-    return code.otherwise(None).alias("error_code"), message.otherwise(None).alias("error_message")
+    return checks
+
+
+def _first(branches: list[tuple[pl.Expr, pl.Expr]], name: str) -> pl.Expr:
+    """`name`: the value of the first branch whose condition holds, else null (one when/then chain)."""
+    chain: Then | ChainedThen | None = None
+    for failed, value in branches:
+        chain = pl.when(failed).then(value) if chain is None else chain.when(failed).then(value)
+    assert chain is not None
+    return chain.otherwise(None).alias(name)
 
 
 def _bad(name: str, why: str) -> pl.Expr:
