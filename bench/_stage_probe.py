@@ -121,16 +121,16 @@ def _wrap(owner: Any, attr: str, wrapper: Callable[[Callable[..., Any]], Any]) -
 
 
 def install() -> None:
-    """Timers around the stages of plan.py / results.py as of commit 99f905e (later names may move)."""
-    from pipeline import loader, plan, report, results, runner
+    """Timers around the stages of pass_one.py / plan.py / results.py (names as of this commit)."""
+    from pipeline import loader, pass_one, plan, report, results, runner
     from pipeline.ledger import fold, snapshot, store
 
     passes = ("pass1", "pass2", "pass3", "render", "send")
     _wrap(store.Ledger, "open", lambda f: timed("ledger.open", f))
     _wrap(runner, "build_plan", lambda f: timed("plan", f))
     _wrap(loader, "batches", lambda f: timed_iter("pass1.read_csv", f))
-    _wrap(plan, "_write", lambda f: timed("pass1.spill", f))
-    _wrap(plan, "write_run", lambda f: timed("pass1.write_key_run", f))
+    _wrap(pass_one, "_write", lambda f: timed("pass1.spill", f))
+    _wrap(pass_one, "write_run", lambda f: timed("pass1.write_key_run", f))
     _wrap(plan.Plan, "_lookup", lambda f: timed(lambda self, view, tag: f"pass2.lookup.{tag}", f))
     _wrap(plan, "_write_verdicts", lambda f: timed("lookup.write_verdicts", f))
     _wrap(fold.Fold, "partition", lambda f: timed("lookup.ledger_partition", f))

@@ -1,6 +1,6 @@
 """Input files + the ledger -> the run's plan, in passes over bounded batches, spilled to disk.
 
-    1. load, validate and key every batch (before any request, so an unreadable line anywhere
+    1. (pass_one.py) load, validate and key every batch (before any request, so an unreadable line anywhere
        stops the run with nothing sent); spill it in input order to `<results>.work/`, and
        its valid keys as a run sorted by `kp`;
     2. per partition of the key space (ledger/partition.py): mark repeats within the run
@@ -25,9 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from . import keys, loader
-from .background import Writer, read_ahead
-from .config import Config
+from . import keys
 from .ledger.fold import Fold
 from .ledger.partition import (
     OrderedRuns,
@@ -36,12 +34,10 @@ from .ledger.partition import (
     partition_count,
     scan_partition,
     write_ordered,
-    write_run,
 )
 from .ledger.records import STATE_SCHEMA, now_iso
 from .models import API_FIELDS, EXTRA_RESULT_COLUMNS, RESULT_COLUMNS, ErrorCode, Row, Status
 from .result_rows import RESULT_SCHEMA, Prerendered
-from .validate import checks, with_messages
 from .workfile import write_work_file
 
 IDENTITY = (*RESULT_COLUMNS[:8], *EXTRA_RESULT_COLUMNS)  # row_key .. sir_planned_dt, source_path
@@ -60,11 +56,6 @@ VERDICT_SCHEMA: dict[str, pl.DataType] = {
     **{c: STATE_SCHEMA[c] for c in _STATE},
 }
 DUPLICATE_MESSAGE = "same row_key as an earlier row of this run"
-# Key rows gathered before a sorted run is written. Fewer runs make pass 2 cheaper (each
-# partition opens every run), but the run is concatenated and sorted on the writer thread
-# while the next batches validate: at 500k the 5M validate peaked at 370-390 MB (once 546),
-# at 250k 330-335 MB, and plan 10M stays linear (1M 3.0, 3M 2.8, 10M 2.9 us/row).
-KEY_RUN_ROWS = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +106,7 @@ class Plan:
         for batch in self.batches:
             assert batch.path is not None, "a plan that sends spills its batches"
             spill = pl.read_parquet(batch.path)
-            decided = self._decide(spill, _resolve(merger.upto(batch.last_order)))
+            decided = self._decide(spill, resolve_verdicts(merger.upto(batch.last_order)))
             send = decided.filter(pl.col("send") & (tried if again else ~tried.fill_null(False))).select(
                 "row_key",
                 "source",
@@ -141,7 +132,7 @@ class Plan:
         for batch in self.batches:
             assert batch.path is not None, "a plan written in pass 1 is rendered by `prerendered_results`"
             spill = pl.read_parquet(batch.path, columns=["order", *IDENTITY, *LOCAL])
-            yield self.rows_of(spill, _resolve(merger.upto(batch.last_order)), stamp)
+            yield self.rows_of(spill, resolve_verdicts(merger.upto(batch.last_order)), stamp)
 
     def rows_of(self, spill: pl.DataFrame, verdicts: pl.DataFrame, stamp: str) -> pl.DataFrame:
         """A batch's results rows (RESULT_SCHEMA): the local verdict, else the ledger's, else
@@ -181,7 +172,7 @@ class Plan:
         first = 0
         pending = pl.col("status") == Status.PENDING.value
         for index, batch in enumerate(self.batches):
-            verdicts = _resolve(merger.upto(batch.last_order))
+            verdicts = resolve_verdicts(merger.upto(batch.last_order))
             if verdicts.height:
                 back = self.prerendered.take(index).select(
                     pl.int_range(first, batch.last_order + 1, dtype=pl.Int64).alias("order"),
@@ -216,7 +207,7 @@ class Plan:
     def _count(self, merger: OrderedRuns) -> None:
         """Pass 3: repeats and rows settled earlier, from the (sparse) verdicts alone."""
         for batch in self.batches:
-            dup, settled, again = self._tally(_resolve(merger.upto(batch.last_order)))
+            dup, settled, again = self._tally(resolve_verdicts(merger.upto(batch.last_order)))
             self.duplicate += dup
             self.settled += settled
             self.again += again
@@ -264,107 +255,17 @@ class Plan:
         self._counted = None if view.legacy_rows else (counts[0], counts[1], counts[2])
         return OrderedRuns(paths, VERDICT_SCHEMA, self.chunk_rows)
 
+    def look_up(self, view: Fold) -> None:
+        """Passes 2 and 3 (see the module docstring), once pass 1 has read every batch."""
+        merger = self._lookup(view, "plan")
+        if self._counted is not None:
+            self.duplicate, self.settled, self.again = self._counted
+            self.to_send = self.valid - self.duplicate - self.settled
+        else:  # format 1 records may answer for rows of other partitions: count in input order
+            self._count(merger)
+
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def build_plan(
-    files: list[loader.InputFile], view: Fold, config: Config, workdir: Path, *, prerender: bool = False
-) -> Plan:
-    """Passes 1-3 (see the module docstring): what to send, counted, before any request.
-
-    `prerender` (a dry run with a CSV results file): where the ledger is empty, the results rows
-    are written in pass 1 instead of spills (result_rows.py), and the plan cannot send. Against
-    a ledger, most rows may have a verdict and be written twice: validate of 10M rows against a
-    ledger of the same 10M took 36.6 s that way, against 27.9 s through spills."""
-    sendable = [Status.PENDING.value, Status.FAILED.value]
-    if config.run.resend_unknown:
-        sendable.append(Status.UNKNOWN.value)
-    plan = Plan(workdir=workdir, chunk_rows=config.input.chunk_rows, sendable=tuple(sendable))
-    try:
-        if prerender and not view.rows:
-            plan.prerendered = Prerendered(workdir / "results.csv")
-            write_work_file(plan.prerendered.path, plan.prerendered.start)
-        _pass_one(plan, files, view, config, workdir)
-    finally:
-        if plan.prerendered is not None:
-            plan.prerendered.close()
-    merger = plan._lookup(view, "plan")
-    if plan._counted is not None:
-        plan.duplicate, plan.settled, plan.again = plan._counted
-        plan.to_send = plan.valid - plan.duplicate - plan.settled
-    else:  # format 1 records may answer for rows of other partitions: count in input order
-        plan._count(merger)
-    return plan
-
-
-def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> None:
-    legacy = view.legacy_rows > 0
-    keys_held: list[pl.DataFrame] = []
-    held = 0
-    stamp, no_verdicts = now_iso(), _resolve(pl.DataFrame(schema=VERDICT_SCHEMA))  # for rows written now
-    with Writer() as writer:  # spills and key runs written while the next batch validates
-        for file in files:
-            for batch in read_ahead(loader.batches(file, config.input.chunk_rows, config.default_org_id)):
-                checked = _checked(batch, config, plan.rows)
-                valid_only = pl.col("status").is_null()
-                path: Path | None = None
-                if plan.prerendered is not None:  # its rows as written unless pass 2 finds a verdict
-                    rows = checked.select("order", *IDENTITY, *LOCAL)
-                    writer.submit(_prerender, plan, rows, no_verdicts, stamp)
-                else:
-                    path = workdir / f"input-{len(plan.batches):06d}.parquet"
-                    spill = checked.select(
-                        "order",
-                        *IDENTITY,
-                        *LOCAL,
-                        pl.when(valid_only).then(pl.col("sir_context")).alias("sir_context"),
-                        pl.when(valid_only).then(pl.col("sir_status")).alias("sir_status"),
-                    )
-                    writer.submit(_write, spill, path)
-                valid = checked.filter(valid_only)
-                plan.orgs.update(valid["org_id"].str.to_lowercase().unique().to_list())
-                plan.rows += checked.height
-                plan.valid += valid.height
-                plan.invalid += checked.height - valid.height
-                plan.batches.append(Batch(path, plan.rows - 1))
-                key_rows = valid.select("order", "row_key", "kp", alt=pl.lit(False))
-                if legacy:
-                    key_rows = pl.concat([key_rows, _legacy_rows(valid)])
-                keys_held.append(key_rows)
-                held += key_rows.height
-                if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
-                    plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
-                    keys_held, held = [], 0
-        if keys_held:
-            plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
-
-
-def _prerender(plan: Plan, rows: pl.DataFrame, verdicts: pl.DataFrame, stamp: str) -> None:
-    assert plan.prerendered is not None
-    write_work_file(plan.prerendered.path, plan.prerendered.add, plan.rows_of(rows, verdicts, stamp))
-
-
-def _checked(batch: pl.DataFrame, config: Config, first: int) -> pl.DataFrame:
-    """A batch validated and keyed (row_key, kp) in one collect, its rows numbered from `first`."""
-    checked = (
-        checks(
-            batch.lazy(),
-            config.input.sir_statuses,
-            normalize_case=config.input.normalize_case,
-            datetime_formats=config.input.datetime_formats,
-        )
-        .with_columns(keys.row_key(), order=pl.int_range(first, first + batch.height, dtype=pl.Int64))
-        .with_columns(keys.partition_hash())
-        .collect()
-    )
-    return with_messages(checked, config.input.sir_statuses)
-
-
-def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
-    path = workdir / f"keys-{index:06d}.parquet"
-    writer.submit(write_work_file, path, write_run, pl.concat(frames), path)
-    return path
 
 
 def _may_repeat(keys_: pl.LazyFrame) -> bool:
@@ -388,12 +289,7 @@ def _matches(keys_: pl.DataFrame, ledger: pl.DataFrame) -> pl.DataFrame:
     return joined.filter(pl.col("row_key") == pl.col("row_key_ledger")).drop("row_key", "row_key_ledger", "kp")
 
 
-def _legacy_rows(valid: pl.DataFrame) -> pl.DataFrame:
-    """The keys si-ingest 0.1 may have given these rows (see keys.py), as alternate lookups."""
-    return keys.legacy_keys(valid).with_columns(keys.partition_hash(), alt=pl.lit(True))
-
-
-def _resolve(verdicts: pl.DataFrame) -> pl.DataFrame:
+def resolve_verdicts(verdicts: pl.DataFrame) -> pl.DataFrame:
     """One row per input row with a verdict: its own key's state, else a format 1 record's."""
     primary = verdicts.filter(~pl.col("alt")).drop("alt")
     legacy = verdicts.filter(pl.col("alt")).unique("order", keep="first").drop("alt", "dup")
@@ -424,7 +320,3 @@ def _body() -> pl.Expr:
 
 def _write_verdicts(frame: pl.DataFrame, path: Path, share: int) -> None:
     write_work_file(path, write_ordered, frame, path, share)
-
-
-def _write(frame: pl.DataFrame, path: Path) -> None:
-    write_work_file(path, frame.write_parquet, path, compression="lz4", row_group_size=65_536)

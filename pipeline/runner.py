@@ -29,7 +29,8 @@ from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
 from .ledger import Ledger, LedgerPaths, RunLock, seal
-from .plan import Plan, build_plan
+from .pass_one import build_plan
+from .plan import Plan
 from .sending import send_plan
 from .submit import SubmitStats
 

@@ -16,7 +16,8 @@ from pipeline.ledger import Ledger, LedgerPaths, compact
 from pipeline.ledger import store as store_mod
 from pipeline.ledger.records import header, outcome
 from pipeline.models import RESULT_COLUMNS, Outcome, Status
-from pipeline.plan import Plan, build_plan
+from pipeline.pass_one import build_plan
+from pipeline.plan import Plan
 from pipeline.sandbox import DEFAULT_ORG_ID
 
 from .conftest import make_rows
