@@ -1,8 +1,8 @@
 """Input files + the ledger -> the run's plan, in passes over bounded batches, spilled to disk.
 
-    1. (pass_one.py) load, validate and key every batch (before any request, so an unreadable line anywhere
-       stops the run with nothing sent); spill it in input order to `<results>.work/`, and
-       its valid keys as a run sorted by `kp`;
+    1. (pass_one.py) load, validate and key every batch (before any request, so an unreadable
+       line anywhere stops the run with nothing sent); spill it in input order to
+       `<results>.work/`, and its valid keys as a run sorted by `kp`;
     2. per partition of the key space (ledger/partition.py): mark repeats within the run
        (the first in input order is kept) and look the keys up in the ledger, keeping a
        verdict only for rows that are repeats or that the ledger knows (sparse: a first run
