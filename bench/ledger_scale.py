@@ -24,7 +24,8 @@ VmHWM per process, and ru_maxrss from wait4 as a cross-check):
 A full run writes bench/RESULTS.md and exits 1 if any target of issue 6 fails; --quick
 (sizes far below the targets') only checks that every step works, and exits 0.
 Wall times on these shared 2-core machines move with other load: the load average at the
-start of each step and its CPU time are printed beside it.
+start of each step and its CPU time are printed beside it. Dirty pages left by one step are
+flushed (`sync`, untimed) before the next starts.
 Inputs are generated with polars (unique contact UUIDs, ~80-character sir_context) in a
 temp folder that is deleted at the end (`--keep` keeps it); nothing generated is committed.
 """
@@ -236,6 +237,10 @@ def measure(label: str, rows: int, argv: list[str], workdir: Path) -> Measure:
     """Run argv, polling its memory; its stderr is kept (JSON log lines) for stage timestamps."""
     m = Measure(label, rows)
     err_path = workdir / f"{label.replace(' ', '_')}.stderr"
+    # The steps before wrote up to ~2.5 GB (a 5M validate's results, twice); their writeback,
+    # still running, had slowed the next step by ~20% (bench/PROFILE.md, session 5). Flushed
+    # here, untimed, so each step pays for its own writes only, as a nightly run would.
+    os.sync()
     m.load = os.getloadavg()[0]
     with open(err_path, "wb") as err, tempfile.TemporaryFile() as out:
         wall0 = time.time()
