@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("results", type=Path, help="the results file whose ledger to look at")
+        if name == "repair":
+            action.add_argument(
+                "--accept-loss",
+                action="store_true",
+                help="mend the ledger although row_keys it held are lost for good (a lost snapshot, lost records): "
+                "rows among them are sent again if an input holds them",
+            )
     return parser
 
 
@@ -164,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "validate"):
         return _run(args)
     if args.command == "ledger":
-        return _ledger(args.ledger_command, args.results)
+        return _ledger(args.ledger_command, args.results, accept_loss=getattr(args, "accept_loss", False))
     if args.command == "report":
         return _report(args)
     if args.command == "demo":
@@ -206,22 +213,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger(action: str, results: Path) -> int:
-    from .ledger import LedgerPaths, RunLock
+def _ledger(action: str, results: Path, *, accept_loss: bool = False) -> int:
+    from .ledger import LedgerPaths, RunLock, seal
     from .ledger.check import check
     from .ledger.repair import repair
 
     if not results.parent.is_dir():
         raise LedgerError(f"the folder of the results file {results} does not exist")
     paths = LedgerPaths(results)
-    with RunLock(results):
+    with RunLock(results) as lock:
+        # check changes no file: the last run's seal and key count stand; repair keeps the count
+        lock.seal(*seal.carried(lock.previous, keep_seal=action == "check"))
+        least = seal.floor(lock.previous)
         workdir = paths.make_workdir()
         try:
             if action == "check":
-                report = check(results, workdir)
+                report = check(results, workdir, least=least)
                 print(report.render())
                 return 1 if report.findings else 0
-            report, marked = repair(results, workdir)
+            report, marked, held = repair(results, workdir, least=least, accept_loss=accept_loss)
+            lock.seal(seal.floor_line(held))  # what it holds now; the files changed, so no seal
             print(report.render())
             print(
                 f"repaired: {paths.snapshot.name} and {paths.journal.name} rewritten from their sound records; "

@@ -62,6 +62,7 @@ async def run(
     stats: SubmitStats | None = None
     interrupted = False
     with RunLock(dest) as lock:
+        lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
         paths = LedgerPaths(dest)
         workdir = paths.make_workdir()
         try:

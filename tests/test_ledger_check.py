@@ -75,7 +75,7 @@ def test_a_lost_record_is_one_finding_and_the_records_after_it_are_kept(tmp_path
         (3, "1 record(s) before it are missing (numbers 3 to 3)", None)
     ]
     assert report.unattributed and "marks every row not yet settled as `unknown`" in report.render()
-    _, marked = repair(paths.results, work)
+    _, marked, _ = repair(paths.results, work)
     # the sound records are kept, k3 comes back from the results file, and since the lost record
     # could have concerned any row, the unsettled ones (k7 pending, k8 failed) become unknown
     assert statuses(paths) == {
@@ -208,7 +208,7 @@ def test_repair_of_a_damaged_format_1_journal_upgrades_it_and_keeps_the_sound_re
     report = check(paths.results, work)
     assert [(f.position, f.row_key) for f in report.findings] == [(3, "b")]
     assert "field 'h' has the wrong type" in report.findings[0].problem
-    _, marked = repair(paths.results, work)
+    _, marked, _ = repair(paths.results, work)
     assert paths.journal.read_bytes().startswith(b'{"q":0,"ledger":"si-ingest","v":2')
     state = state_of(paths)
     assert {k: v["status"] for k, v in state.items()} == {
@@ -237,7 +237,7 @@ async def test_repair_folds_in_the_records_a_run_saved_when_its_journal_was_dele
     saved = ledger.finish(journal)
     assert saved is not None and saved.name.startswith("r.csv.journal.recovered-")
     assert check(ledger.paths.results, work).findings == []
-    _, marked = repair(ledger.paths.results, work)
+    _, marked, _ = repair(ledger.paths.results, work)
     state = state_of(ledger.paths)
     assert state["a"]["status"] == "created" and state["a"]["sir_id"] == 1
     assert (state["b"]["status"], state["b"]["error_code"]) == ("unknown", "NO_ANSWER_RECORDED")
@@ -309,7 +309,7 @@ def test_a_snapshot_row_that_fails_its_checksum_becomes_unknown(tmp_path: Path, 
     report = check(paths.results, work)
     assert [(f.file, f.position, f.row_key) for f in report.findings] == [(paths.snapshot, position, "k4")]
     assert report.findings[0].problem == "fails its checksum" and not report.unattributed
-    _, marked = repair(paths.results, work)
+    _, marked, _ = repair(paths.results, work)
     state = state_of(paths)
     assert (state["k4"]["status"], state["k4"]["sir_id"], state["k4"]["error_code"]) == (
         "unknown",
@@ -343,7 +343,12 @@ def test_an_unreadable_snapshot_is_rebuilt_from_the_results_file(tmp_path: Path,
     report = check(paths.results, work)
     assert [(f.file, f.position) for f in report.findings] == [(paths.snapshot, None)]
     assert report.findings[0].problem.startswith("unreadable (") and "whole file" in report.render()
-    repair(paths.results, work)
+    # nothing counts the keys it held: repair refuses, nothing changed, unless the loss is accepted
+    with pytest.raises(LedgerError, match=r"r.csv.ledger.parquet is lost \(unreadable .*--accept-loss"):
+        repair(paths.results, work)
+    assert paths.snapshot.read_bytes() == b"this is not parquet"
+    assert not list(tmp_path.glob("r.csv.ledger.parquet.damaged-*"))
+    repair(paths.results, work, accept_loss=True)
     assert statuses(paths) == {"k1": "created", "k2": "unknown", "k3": "unknown"}
     assert len(list(tmp_path.glob("r.csv.ledger.parquet.damaged-*"))) == 1
 
@@ -375,7 +380,7 @@ def test_repair_without_a_results_file_keeps_what_the_ledger_holds(tmp_path: Pat
     paths, lines = six_created(tmp_path)
     lines[3] = b"\x00\n"
     paths.journal.write_bytes(b"".join(lines))
-    _, marked = repair(paths.results, work)
+    _, marked, _ = repair(paths.results, work)
     assert statuses(paths) == {f"k{i}": "created" for i in (1, 2, 4, 5, 6)} and marked == 0
 
 
@@ -414,7 +419,9 @@ def test_a_lost_snapshot_and_a_ragged_results_file_lose_no_row_to_repair(tmp_pat
         repair(paths.results, work)
     text[30] = text[30].removesuffix(",extra")  # mended, as the message says
     paths.results.write_text("\n".join(text) + "\n")
-    repair(paths.results, work)
+    with pytest.raises(LedgerError, match="is lost"):  # nothing counts the keys the snapshot held
+        repair(paths.results, work)
+    repair(paths.results, work, least=51)  # the last run counted 51: the results file holds them all
     assert statuses(paths) == {f"k{i}": "created" for i in range(50)} | {"k99": "created"}
 
 
@@ -440,7 +447,7 @@ def test_repair_in_many_batches_keeps_the_last_record_of_each_key(tmp_path: Path
     lines.append(outcome(len(lines), created("a", 42, attempts=5)))
     paths.journal.write_bytes(b"".join(lines))
     before = replay(paths.journal)[0]
-    report, marked = repair(paths.results, work)
+    report, marked, _ = repair(paths.results, work)
     assert report.findings == [] and marked == 0
     assert replay(paths.journal)[0].equals(before)
     assert state_of(paths)["a"]["sir_id"] == 42
@@ -502,7 +509,7 @@ def test_a_journal_damaged_over_many_lines_is_counted_and_repaired_in_batches(tm
     report = check(paths.results, work)
     assert report.count == n - 1 and len(report.findings) == MAX_LISTED and not report.unattributed
     assert f"{n - 1} damaged record(s)" in report.render() and f"... and {n - 1 - MAX_LISTED} more" in report.render()
-    report, marked = repair(paths.results, work)
+    report, marked, _ = repair(paths.results, work)
     assert marked == n - 1 and report.count == n - 1
     assert statuses(paths) == {f"k{i}": "unknown" for i in range(1, n)} | {f"k{n}": "created"}
 

@@ -207,7 +207,7 @@ def test_a_journal_that_lost_whole_records_stops_the_run_and_repair_takes_them_b
     [line] = error_lines(refused.stderr)
     assert "records were lost" in line and "ledger repair" in line  # fewer keys than sealed, or rows gone
     listed = run_cli("ledger", "check", str(out))  # it had said "no damage found"
-    assert listed.code == 1 and "records as sent are missing from it" in listed.stdout
+    assert listed.code == 1 and "records were lost" in listed.stdout  # the keys counted, or the rows sent
     assert run_cli("ledger", "repair", str(out)).code == 0
     again = run_cli(*run_args(box, [rows], out))
     assert again.code == 0, again.stderr
@@ -279,3 +279,86 @@ def test_records_lost_for_rows_of_an_earlier_export_are_caught_by_the_key_count(
     refused = run_cli(*run_args(box, [night_a], out))
     assert refused.code == 2 and box.stats()["requests"] == 60, refused.stderr
     assert "59 row_keys, 1 fewer than when the last run finished (60)" in refused.stderr
+
+
+def _nights(box, write_input, tmp_path):
+    """Night 1 sends export A, night 2 export B, night 3 A again (the results file then lists A only)."""
+    a = write_input("a.csv", make_rows(30, seed=41))
+    b = write_input("b.csv", make_rows(20, seed=42))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [a], out)).code == 0
+    shutil.copy2(tmp_path / "r.csv.journal", tmp_path / "journal.after-night-1")
+    assert run_cli(*run_args(box, [b], out)).code == 0
+    assert run_cli(*run_args(box, [a], out)).code == 0
+    assert box.stats()["requests"] == 50
+    return a, b, out
+
+
+@pytest.mark.parametrize("between", ["ledger check", "a refused run"])
+def test_the_key_count_outlives_a_ledger_check_and_a_refused_run(sandbox, write_input, tmp_path, between):
+    """A journal restored from an older copy lost B's rows, which the results file (A's) does not
+    show: only the key count the last run left in the lock file catches it. `ledger check` and a
+    run refused at start had erased that count, and the next night sent B's 20 rows again."""
+    box = sandbox()
+    _, b, out = _nights(box, write_input, tmp_path)
+    if between == "ledger check":
+        shutil.copy2(tmp_path / "journal.after-night-1", tmp_path / "r.csv.journal")
+        listed = run_cli("ledger", "check", str(out))
+        assert listed.code == 1 and "20 fewer than when the last run finished (50)" in listed.stdout
+    else:
+        (tmp_path / "r.csv.journal").unlink()  # a cron run starts while the journal is restored
+        refused = run_cli(*run_args(box, [b], out))
+        assert refused.code == 2 and "ledger (r.csv.journal) is missing" in refused.stderr
+        shutil.copy2(tmp_path / "journal.after-night-1", tmp_path / "r.csv.journal")
+    night = run_cli(*run_args(box, [b], out))
+    assert night.code == 2 and "20 fewer than when the last run finished (50)" in error_lines(night.stderr)[0]
+    assert box.stats()["requests"] == 50 and "floor " in (tmp_path / "r.csv.lock").read_text()
+
+
+def test_ledger_check_leaves_the_seal_of_an_untouched_job(sandbox, write_input, tmp_path):
+    box = sandbox()
+    _, _, out = _nights(box, write_input, tmp_path)
+    sealed = (tmp_path / "r.csv.lock").read_text().splitlines()[1:]
+    assert run_cli("ledger", "check", str(out)).code == 0
+    assert [line for line in (tmp_path / "r.csv.lock").read_text().splitlines() if line.startswith("seal ")] == [
+        line for line in sealed if line.startswith("seal ")
+    ]
+
+
+def test_repair_refuses_to_forget_a_lost_snapshot_and_a_restored_one_sends_nothing(
+    sandbox, write_input, tmp_path, monkeypatch
+):
+    """The snapshot deleted: the run stops (exit 2) and names `ledger repair`, which had rewritten
+    the ledger without the snapshot's keys ("0 rows are now unknown"): every row of an earlier
+    export the results file no longer lists would have been sent again."""
+    from pipeline.ledger import compact
+    from pipeline.ledger import store as store_mod
+
+    box = sandbox()
+    a = write_input("a.csv", make_rows(30, seed=43))
+    b = write_input("b.csv", make_rows(20, seed=44))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [a], out)).code == 0
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 1)
+    compact(tmp_path / "r.csv.journal")  # A's rows move into a snapshot (a run does so past 250k keys)
+    snapshot = tmp_path / "r.csv.ledger.parquet"
+    assert snapshot.exists()
+    assert run_cli(*run_args(box, [b], out)).code == 0  # the results file now lists B only
+    shutil.copy2(snapshot, tmp_path / "backup.parquet")
+    snapshot.unlink()
+    refused = run_cli(*run_args(box, [a], out))
+    assert refused.code == 2 and "ledger repair" in error_lines(refused.stderr)[0]
+    journal = (tmp_path / "r.csv.journal").read_bytes()
+    repair = run_cli("ledger", "repair", str(out))
+    [line] = error_lines(repair.stderr)
+    assert repair.code == 2 and "r.csv.ledger.parquet is lost (it is missing" in line
+    assert "30 fewer than when the last run finished (50)" in line and "--accept-loss" in line
+    assert (tmp_path / "r.csv.journal").read_bytes() == journal and not snapshot.exists()  # nothing changed
+    shutil.copy2(tmp_path / "backup.parquet", snapshot)  # restored, as the message says
+    again = run_cli(*run_args(box, [a, b], out))
+    assert again.code == 0, again.stderr
+    assert box.stats()["requests"] == 50
+    snapshot.unlink()
+    accepted = run_cli("ledger", "repair", str(out), "--accept-loss")
+    assert accepted.code == 0, accepted.stderr
+    assert run_cli(*run_args(box, [b], out)).code == 0 and box.stats()["requests"] == 50  # B's rows are known

@@ -86,21 +86,25 @@ class Report:
         return "\n".join(lines)
 
 
-def check(results: Path, workdir: Path) -> Report:
+def check(results: Path, workdir: Path, *, least: int | None = None) -> Report:
+    """The damage the ledger of `results` holds; `least`: the row_keys it held when the last run
+    finished (seal.floor), so that records lost whole are found too."""
     report = Report(LedgerPaths(results))
     Scan(report, workdir).run(keep=False)
     if not report.count:  # records that read as whole may still be too few for the results file
-        _against_results(report, workdir)
+        _against_results(report, workdir, least)
     name_rows(report)
     return report
 
 
-def _against_results(report: Report, workdir: Path) -> None:
-    """seal.cross_check, as a finding: rows the results file shows sent that the ledger lost."""
+def _against_results(report: Report, workdir: Path, least: int | None) -> None:
+    """seal.cross_check, as a finding: rows the results file shows sent that the ledger lost, or
+    fewer keys than `least`."""
     try:
         ledger = Ledger.open(report.paths.results, workdir, writable=False)
-        if not ledger.view.empty and not ledger.view.legacy_rows:
-            cross_check(report.paths, ledger.view, workdir)
+        check_results = not (ledger.view.empty or ledger.view.legacy_rows)
+        if check_results or least is not None:
+            cross_check(report.paths, ledger.view, workdir, least, results=check_results)
     except LedgerDamaged as exc:
         report.add(Finding(exc.path, exc.position, exc.reason, exc.row_key))
     except LedgerError as exc:
@@ -118,6 +122,8 @@ class Scan:
         self.damage_runs: list[Path] = []
         self.recovered: list[Path] = []
         self.ledger_id: str | None = None
+        self.snapshot_lost: str | None = None  # why the snapshot's keys, or some, cannot be read at all
+        self.snapshot_rows: int | None = None  # the keys it holds, where its footer still says
         self._damaged: list[dict[str, Any]] = []
 
     def run(self, *, keep: bool) -> None:
@@ -128,6 +134,8 @@ class Scan:
         except LedgerDamaged as exc:
             if exc.position is None or exc.position == 0:
                 self._find(exc.path, exc.position, exc.reason)
+            if exc.path == paths.snapshot and exc.position is None:
+                self.snapshot_lost = exc.reason
         except (LedgerError, OSError) as exc:
             self._find(paths.journal, None, str(exc))
         snapshot = self._snapshot(paths.snapshot, keep)
@@ -156,9 +164,11 @@ class Scan:
             snapshot = open_snapshot(path)
         except LedgerDamaged as exc:
             self._find(path, None, exc.reason)
+            self.snapshot_lost = exc.reason
             return None
         if snapshot is None:
             return None
+        self.snapshot_rows = snapshot.rows
         try:
             scan = pl.scan_parquet(path).with_row_index("_pos")
             parts = partition_count(snapshot.rows)
@@ -184,8 +194,10 @@ class Scan:
                 self._flush_damaged(keep, at_least=reader.BATCH_LINES)
             if seen != snapshot.rows:
                 self._find(path, None, f"{snapshot.rows - seen} records cannot be located")
+                self.snapshot_lost = f"{snapshot.rows - seen} of its records cannot be located"
         except pl.exceptions.PolarsError as exc:
             self._find(path, None, f"unreadable ({reason_of(exc)})")
+            self.snapshot_lost = f"unreadable ({reason_of(exc)})"
             for run in self.base_runs:  # an unreadable snapshot gives no records at all, as before
                 run.unlink(missing_ok=True)
             self.base_runs = []

@@ -41,12 +41,13 @@ class RunLock:
         os.pwrite(fd, self._holder.encode(), 0)
         self._fd = fd
 
-    def seal(self, line: str) -> None:
-        """Add `line` (seal.py) after the holder's, for the next run to read; best effort."""
+    def seal(self, *lines: str) -> None:
+        """Put `lines` (seal.py) after the holder's, in place of any before, for the next run to
+        read; best effort."""
         if self._fd is None:
             return
         try:
-            data = f"{self._holder}\n{line}\n".encode()
+            data = "".join(f"{line}\n" for line in (self._holder, *lines)).encode()
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, data, 0)
         except OSError:  # no seal: the next run checks the results file against the ledger

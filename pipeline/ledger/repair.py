@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from ..errors import LedgerError
 from ..keys import partition_hash
 from ..models import ErrorCode, Status
 from . import reader, records
@@ -34,8 +35,18 @@ from .seal import results_runs
 from .store import LedgerPaths, write_state
 
 
-def repair(results: Path, workdir: Path) -> tuple[Report, int]:
-    """Rewrite the ledger from what passes its checks; returns the report and rows made unknown."""
+def repair(
+    results: Path, workdir: Path, *, least: int | None = None, accept_loss: bool = False
+) -> tuple[Report, int, int]:
+    """Rewrite the ledger from what passes its checks; returns the report, the rows made unknown
+    and the row_keys the ledger now holds.
+
+    Keys no file still shows cannot be marked `unknown`: they are gone, and a row of an older
+    export among them would be sent again. So unless `accept_loss`, repair refuses (LedgerError,
+    nothing changed) when it would hold fewer keys than `least` (the last finished run's count,
+    seal.floor) or than a damaged snapshot's footer counts, or when the snapshot is lost with no
+    count at all: its keys are then recovered only from a backup of it.
+    """
     report = Report(LedgerPaths(results))
     scan = Scan(report, workdir)
     scan.run(keep=True)
@@ -45,6 +56,11 @@ def repair(results: Path, workdir: Path) -> tuple[Report, int]:
     sources = [*scan.base_runs, *scan.runs, *scan.damage_runs, *extra]
     stamp = records.now_iso()
     total = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in sources)
+    held = _keys_held(sources, total)
+    if not accept_loss and scan.snapshot_lost is not None and scan.snapshot_rows is not None:
+        least = max(least or 0, scan.snapshot_rows)  # its footer still counts its keys: all must be held
+    if not accept_loss:
+        _refuse_a_loss(paths, held, least, scan.snapshot_lost)
     marked = 0
     fail_closed = report.unattributed
 
@@ -82,7 +98,36 @@ def repair(results: Path, workdir: Path) -> tuple[Report, int]:
     write_state(paths, scan.ledger_id or uuid.uuid4().hex, total, partitions)
     for copy in scan.recovered:
         os.replace(copy, copy.with_name(copy.name + ".merged"))
-    return report, marked
+    return report, marked, held
+
+
+def _keys_held(sources: list[Path], total: int) -> int:
+    """Distinct row_keys among the records of `sources`, a partition at a time (bounded memory)."""
+    held = 0
+    for lo, hi in iter_parts(partition_count(total)):
+        keys = [pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)).select("row_key") for p in sources]
+        held += pl.concat(keys).select(pl.col("row_key").n_unique()).collect().item() if keys else 0
+    return held
+
+
+def _refuse_a_loss(paths: LedgerPaths, held: int, least: int | None, snapshot_lost: str | None) -> None:
+    """LedgerError when the repaired ledger would have lost row_keys (see `repair`)."""
+    if least is not None and held >= least:
+        return
+    if least is not None:
+        what = f"it would hold {held} row_keys, {least - held} fewer than when the last run finished ({least})"
+        if snapshot_lost is not None:
+            what = f"{paths.snapshot.name} is lost ({snapshot_lost}), and " + what
+    elif snapshot_lost is not None:
+        what = f"{paths.snapshot.name} is lost ({snapshot_lost}): the row_keys only it held are in no other file"
+    else:
+        return
+    raise LedgerError(
+        f"repair stopped with nothing changed: {what}. A row of an earlier export among the lost keys would be sent"
+        f" again. Put {paths.snapshot.name} and {paths.journal.name} back from a backup and run again; or, if"
+        f" what they lost is gone for good, `si-ingest ledger repair {paths.results} --accept-loss` mends what is"
+        " left (any lost row that an input still holds is then sent again)"
+    )
 
 
 # The results file's records come before every ledger record: the snapshot's are q = -1 and the

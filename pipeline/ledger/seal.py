@@ -24,8 +24,10 @@ user out.
 The seal also holds the ledger's row_key count from the run's last full sweep (`Fold.swept_keys`):
 a ledger never loses a key but by damage, so a run that finds fewer (its check sweeps every
 partition) stops too, which covers rows of earlier exports that the results file no longer
-lists. The count is carried on in the lock file (`floor`) by runs that are killed before they
-seal. Ledgers that still hold format 1 (si-ingest 0.1) keys, which the results file names by the
+lists. The count is carried on in the lock file (`floor`, `carried`) from the moment a run or
+a `ledger` command takes the lock, so one killed or refused before it seals keeps it; `ledger
+check` changes no file and keeps the seal too, and `ledger repair` counts what it mends
+against it (repair.py). Ledgers that still hold format 1 (si-ingest 0.1) keys, which the results file names by the
 new key, get the count check only.
 """
 
@@ -127,16 +129,37 @@ def _entry(lock_text: str, prefix: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def carried(previous: str, *, keep_seal: bool = False) -> list[str]:
+    """The lines of the lock file's `previous` content a new holder keeps from the start, so that
+    a run (or `ledger` command) stopped before it seals loses none of them: the key-count floor
+    (a ledger never loses a key but by damage, whatever happens in between), a start-over's mark
+    (it holds only while the results file it names is unchanged), and with `keep_seal` the seal
+    itself, for a command that changes no file (`ledger check`)."""
+    lines = []
+    least = floor(previous)
+    if least is not None:
+        lines.append(floor_line(least))
+    over = _entry(previous, OVER_PREFIX)
+    if over is not None:
+        lines.append(over[0])
+    found = _entry(previous, SEAL_PREFIX)
+    if keep_seal and found is not None:
+        lines.append(found[0])
+    return lines
+
+
 def before_sending(lock: RunLock, paths: LedgerPaths, view: Fold, workdir: Path, *, new_ledger: bool) -> None:
     """The run's start, with the lock just taken: mark or carry on what a killed run must not lose
     (a start-over, the key count), and check the files unless they are as the last run sealed them."""
-    over = over_line(paths) if new_ledger else started_over(lock.previous, paths)
-    if over is not None:  # a start-over: the results file beside it is not this ledger's
-        lock.seal(over)
+    if new_ledger:  # a ledger where there was none: the results file beside it is not this ledger's
+        lock.seal(over_line(paths))
         return
     least = floor(lock.previous)
-    if least is not None:
-        lock.seal(floor_line(least))  # carried on, should this run be killed
+    kept = [floor_line(least)] if least is not None else []
+    over = started_over(lock.previous, paths)
+    lock.seal(*kept, *([over] if over is not None else []))  # carried on, should this run be killed
+    if over is not None:  # a start-over that stopped early: its results file is not this ledger's
+        return
     check_results = not (view.empty or view.legacy_rows)  # 0.1's keys are not the results file's
     if (least is not None or check_results) and not holds(lock.previous, paths):
         cross_check(paths, view, workdir, least, results=check_results)
