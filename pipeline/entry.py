@@ -5,8 +5,8 @@ window killed the process with no word (143) and a SIGINT printed a KeyboardInte
 traceback from inside numpy. Here SIGTERM is made to raise KeyboardInterrupt, as SIGINT
 does, before anything heavy is imported: an interrupt during the import is one line and
 exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The run's own
-phases then install their handlers (planning: `runner._signals_interrupt`; sending: the
-event loop's), which say more and finish the work in flight.
+phases then install their handlers (stopping.py; while sending, the event loop's), which say
+more and finish the work in flight.
 
 stdout and stderr are wrapped so that a write never raises: a log reader that goes away (a
 closed pipe) or a full disk under `2>>run.log` stopped a run mid-send (the error escaped the

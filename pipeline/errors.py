@@ -6,7 +6,7 @@
     ├── LedgerError                results/ledger cannot be written or read -> exit 2
     │   ├── LedgerDamaged          a ledger record fails its checks         -> exit 2
     │   └── LockError              another run holds the results file       -> exit 2
-    ├── Interrupted                SIGINT/SIGTERM before any request       -> exit 130
+    ├── Interrupted                SIGINT/SIGTERM/SIGHUP: stopped at once  -> exit 130
     └── AbortError                 an answer that every further request would get too
         ├── AccountError           the API refuses the account              -> exit 3
         ├── CircuitOpen            the last N answers were one row-level error -> exit 3
@@ -83,7 +83,8 @@ class LockError(LedgerError):
 
 
 class Interrupted(PipelineError):
-    """A signal arrived while the run was planning: nothing was sent, the work folder is removed."""
+    """A signal stopped the run at once: before any request, or a second one after the last
+    (stopping.py); the work folder is removed and the ledger holds everything sent."""
 
     exit_code = 130
 

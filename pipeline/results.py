@@ -14,7 +14,7 @@ from polars.io.plugins import register_io_source
 
 from . import safe_csv
 from .background import Writer
-from .errors import InputError, LedgerError, reason_of
+from .errors import InputError, Interrupted, LedgerError, reason_of
 from .ledger.fold import Fold
 from .ledger.snapshot import fsync_dir, fsync_file
 from .models import RESULT_COLUMNS
@@ -56,8 +56,8 @@ def render(plan: Plan, view: Fold, dest: Path) -> list[tuple[str | None, str | N
             write(counted(), dest)
         return [(status, code, rows) for (status, code), rows in counts.items()]
     except (OSError, pl.exceptions.PolarsError) as exc:
-        if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, LedgerError):
-            raise exc.__cause__ from None
+        if isinstance(exc, pl.exceptions.PolarsError) and isinstance(exc.__cause__, (LedgerError, Interrupted)):
+            raise exc.__cause__ from None  # raised in a callback polars ran (a signal's: stopping.py)
         raise LedgerError(f"cannot write results file {dest}: {reason_of(exc)}") from exc
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -27,11 +25,12 @@ import structlog
 from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
-from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError
+from .errors import AbortError, ConfigError, LedgerDamaged, LedgerError, PipelineError
 from .ledger import Ledger, LedgerPaths, RunLock, seal
 from .pass_one import build_plan
 from .plan import Plan
 from .sending import send_plan
+from .stopping import RunSignals
 from .submit import SubmitStats
 
 log = structlog.get_logger("si_ingest.run")
@@ -59,14 +58,13 @@ async def run(
     files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
     dest = config.run.results
     _check_results_path(dest, files)
-    stats: SubmitStats | None = None
-    interrupted = False
+    signals = RunSignals()
     with RunLock(dest) as lock:
         lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
         paths = LedgerPaths(dest)
         workdir = paths.make_workdir()
         try:
-            with _signals_interrupt(), _naming_the_way_forward(dest):
+            with signals.installed(), _naming_the_way_forward(dest):
                 ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
                 if ledger.upgraded:
                     log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
@@ -74,30 +72,11 @@ async def run(
                 # a dry run may write its CSV results while it plans (result_rows.py)
                 prerender = dry_run and not dest.name.endswith(".parquet")
                 plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
-            if ledger.unanswered:
-                log.warning(
-                    "journal.unanswered",
-                    rows=ledger.unanswered,
-                    detail="rows a killed run left in flight are now `unknown`; "
-                    "rerun with --resend-unknown to send them",
-                )
-            log.info(
-                "plan.ready",
-                rows=plan.rows,
-                invalid=plan.invalid,
-                duplicate=plan.duplicate,
-                settled_earlier=plan.settled,
-                to_send=plan.to_send,
-                files=len(files),
-            )
-            if not dry_run:
-                assert credentials is not None
-                _check_keys(plan, config, credentials)
-                stats, interrupted = await send_plan(plan, config, credentials, ledger, dest)
-            counts = results.render(plan, ledger.view, dest)
-            lock.seal(seal.seal_line(paths, ledger.view.swept_keys))
+                sender = None if dry_run else credentials
+                counts, stats = await _send_and_render(plan, len(files), config, sender, ledger, lock, dest, signals)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+    interrupted = signals.count > 0
     summary = report.from_groups(dest, counts)
     abort = stats.abort if stats else None
     if dry_run:  # validate: 0 when no row is invalid or duplicate, so it can gate a scheduled run
@@ -141,6 +120,41 @@ async def run(
         exit_code=code,
     )
     return RunResult(summary, plan, stats, code, abort, interrupted, document)
+
+
+async def _send_and_render(
+    plan: Plan,
+    files: int,
+    config: Config,
+    credentials: Credentials | None,
+    ledger: Ledger,
+    lock: RunLock,
+    dest: Path,
+    signals: RunSignals,
+) -> tuple[list[tuple[str | None, str | None, int]], SubmitStats | None]:
+    """After planning: send (unless a dry run), then write the results and seal them."""
+    if ledger.unanswered:
+        log.warning(
+            "journal.unanswered",
+            rows=ledger.unanswered,
+            detail="rows a killed run left in flight are now `unknown`; rerun with --resend-unknown to send them",
+        )
+    log.info(
+        "plan.ready",
+        rows=plan.rows,
+        invalid=plan.invalid,
+        duplicate=plan.duplicate,
+        settled_earlier=plan.settled,
+        to_send=plan.to_send,
+        files=files,
+    )
+    stats = None
+    if credentials is not None:  # None: a dry run
+        _check_keys(plan, config, credentials)
+        stats, _ = await send_plan(plan, config, credentials, ledger, dest, signals)
+    counts = results.render(plan, ledger.view, dest)
+    lock.seal(seal.seal_line(ledger.paths, ledger.view.swept_keys))
+    return counts, stats
 
 
 def _org_of(abort: AbortError, stats: SubmitStats | None) -> str | None:
@@ -220,18 +234,3 @@ def _naming_the_way_forward(results: Path) -> Iterator[None]:
     except LedgerDamaged as exc:
         exc.results = exc.results or results
         raise
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """While planning (synchronous work), SIGINT/SIGTERM raise Interrupted so the work folder is removed."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"interrupted by {signal.Signals(signum).name} before any request was sent")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)

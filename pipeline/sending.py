@@ -6,9 +6,9 @@ journal into the ledger even when sending failed, so what the run learned is nev
 journal lost while sending (deleted, replaced, unwritable) stops the run; its records are
 saved beside it and the error names `si-ingest ledger repair`.
 
-Signals while sending: the first SIGINT/SIGTERM stops taking new rows and finishes the
+Signals while sending: the first SIGINT/SIGTERM/SIGHUP stops taking new rows and finishes the
 requests in flight (exit 130); a second stops at once, and the rows in flight are recorded
-`unknown` (INTERRUPTED), as the README says.
+`unknown` (INTERRUPTED), as the README says. The count goes on after sending (stopping.py).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .ledger import Journal, Ledger
 from .limiter import RateLimiter, StopEvent
 from .plan import Plan
 from .progress import display_for
+from .stopping import RunSignals
 from .submit import RetryPolicy, SubmitStats, Submitter
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ log = structlog.get_logger("si_ingest.run")
 
 
 async def send_plan(
-    plan: Plan, config: Config, credentials: Credentials, ledger: Ledger, dest: Path
+    plan: Plan, config: Config, credentials: Credentials, ledger: Ledger, dest: Path, signals: RunSignals
 ) -> tuple[SubmitStats | None, bool]:
     """Submit with the ledger's journal, then fold it; a lost journal still gets its results."""
     journal = ledger.journal(fsync=config.run.fsync)
@@ -50,7 +51,7 @@ async def send_plan(
     try:
         if plan.to_send:
             with frozen_heap():
-                stats, interrupted = await submit(plan, config, credentials, journal)
+                stats, interrupted = await submit(plan, config, credentials, journal, signals)
     except LedgerError as exc:
         failure = exc
     except Exception:  # a bug (exit 4): keep what this run learned, then let it surface
@@ -87,17 +88,18 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def submit(plan: Plan, config: Config, credentials: Credentials, journal: Journal) -> tuple[SubmitStats, bool]:
+async def submit(
+    plan: Plan, config: Config, credentials: Credentials, journal: Journal, signals: RunSignals
+) -> tuple[SubmitStats, bool]:
     stop = StopEvent()
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()
-    signals = 0
     task: asyncio.Task[SubmitStats] | None = None
+    signals.sent = True  # from here a signal lets the requests in flight finish (stopping.py)
 
     def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
+        signals.count += 1
+        if signals.count == 1:
             log.warning(
                 "run.stopping",
                 signal=signal.Signals(signum).name,
@@ -108,7 +110,7 @@ async def submit(plan: Plan, config: Config, credentials: Credentials, journal: 
             log.warning("run.stopping_now", signal=signal.Signals(signum).name)
             task.cancel()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in signals.handled:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with open_lanes(config, credentials, stop) as (default, orgs):
@@ -141,7 +143,7 @@ async def submit(plan: Plan, config: Config, credentials: Credentials, journal: 
                 try:
                     stats = await task
                 except asyncio.CancelledError:
-                    if signals < 2:
+                    if signals.count < 2:
                         raise
                     stats = submitter.stats
                 except BaseExceptionGroup as group:
@@ -151,9 +153,10 @@ async def submit(plan: Plan, config: Config, credentials: Credentials, journal: 
                     raise failure from None
             stats.lanes = dict(orgs)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    return stats, signals > 0
+        for signum in signals.handled:
+            loop.remove_signal_handler(signum)  # which leaves the default action: the run's handler again
+        signals.reinstall()
+    return stats, signals.count > 0
 
 
 def _shown_proxy(client: ZyntroClient | None) -> str | None:

@@ -345,3 +345,90 @@ def test_a_log_reader_that_goes_away_does_not_stop_the_run(sandbox, write_input,
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
     assert box.stats()["created"] == 900 and set(results_mod.read(out)["status"]) == {"created"}
+
+
+def _signalling(monkeypatch, target, name: str, times: int, seen: list[str]):
+    """Patch `target.name` to send this process SIGTERM `times` times as it starts."""
+    import os
+
+    original = getattr(target, name)
+
+    def wrapped(*args, **kwargs):
+        for _ in range(times):
+            seen.append(name)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapped)
+
+
+def _in_process(monkeypatch, tmp_path, argv: list[str]) -> int:
+    monkeypatch.chdir(tmp_path)
+    for name, value in CREDENTIAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--log-format", "json"])
+    return int(exit_info.value.code)
+
+
+def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write_input, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the journal is folded: it had its default action there (killed, exit 143,
+    no results file, the work folder left) and SIGINT skipped the results."""
+    from pipeline.ledger import Ledger
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(12))
+    out = tmp_path / "r.csv"
+    seen: list[str] = []
+    _signalling(monkeypatch, Ledger, "finish", 1, seen)
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    assert _in_process(monkeypatch, tmp_path, run_args(box, [rows], out)) == 130
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == before  # put back
+    err = capsys.readouterr().err
+    assert seen == ["finish"] and '"event": "run.stopping"' in err and "writing the results" in err
+    frame = results_mod.read(out)
+    assert frame.height == 12 and set(frame["status"]) == {"created"} and len(box.created()) == 12
+    assert not (tmp_path / "r.csv.work").exists() and "seal " in (tmp_path / "r.csv.lock").read_text()
+
+
+def test_a_second_signal_after_the_last_request_stops_at_once_and_the_rerun_writes(
+    sandbox, write_input, tmp_path, monkeypatch, capsys
+):
+    from pipeline import runner
+    from pipeline.ledger import Ledger
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(12))
+    out = tmp_path / "r.csv"
+    seen: list[str] = []
+    _signalling(monkeypatch, Ledger, "finish", 1, seen)
+    _signalling(monkeypatch, runner.results, "render", 1, seen)
+    assert _in_process(monkeypatch, tmp_path, run_args(box, [rows], out)) == 130
+    err = capsys.readouterr().err
+    assert seen == ["finish", "render"] and "si-ingest: error: stopped by SIGTERM while writing the results" in err
+    assert not out.exists() and not (tmp_path / "r.csv.work").exists()
+    monkeypatch.undo()
+    again = run_cli(*run_args(box, [rows], out))
+    assert again.code == 0 and len(box.created()) == 12 == box.stats()["requests"]
+    assert set(results_mod.read(out)["status"]) == {"created"}
+
+
+@pytest.mark.parametrize("nohup", [False, True])
+def test_sighup_stops_a_run_as_sigterm_does_unless_started_under_nohup(sandbox, write_input, tmp_path, nohup):
+    """The terminal gone: SIGHUP had its default action (exit 129, no results, the work folder left)."""
+    box = sandbox("--latency", "100-100")
+    rows = write_input("a.csv", make_rows(60))
+    out = tmp_path / "r.csv"
+    ignore = (lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None
+    proc = cli_process(*run_args(box, [rows], out, "--concurrency", "2", "--rate", "20"), preexec_fn=ignore)
+    wait_for(lambda: box.stats()["requests"] >= 4, timeout=30)
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=60)
+    frame = results_mod.read(out)
+    assert not (tmp_path / "r.csv.work").exists()
+    if nohup:
+        assert proc.returncode == 0 and set(frame["status"]) == {"created"}, stderr
+    else:
+        assert proc.returncode == 130 and '"signal": "SIGHUP"' in stderr, stderr
+        assert set(frame["status"]) == {"created", "pending"} and len(box.created()) < 60
+        assert Counter(frame["status"])["created"] == len(box.created())
