@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, crash, logs, report
-from .config import Config, load_config, load_credentials
+from .config import Config, load_config, load_credentials, results_file
 from .errors import ConfigError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
@@ -171,7 +171,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "validate"):
         return _run(args)
     if args.command == "ledger":
-        return _ledger(args.ledger_command, args.results, accept_loss=getattr(args, "accept_loss", False))
+        results = results_file(args.results)
+        return _ledger(args.ledger_command, results, accept_loss=getattr(args, "accept_loss", False))
     if args.command == "report":
         return _report(args)
     if args.command == "demo":
@@ -198,6 +199,7 @@ def _estimate(to_send: int, settled: int, config: Config) -> str:
 def _report(args: argparse.Namespace) -> int:
     if args.inputs and args.errors is None:
         raise ConfigError("--inputs names the inputs for --errors; add --errors FILE")
+    args.results = results_file(args.results)  # its run document is beside the file a link names
     summary = report.summarize(args.results)
     print(report.render_text(summary))
     if args.html is not None:

@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,6 +205,19 @@ _SECTIONS: dict[str, type] = {
 COLUMN_KEYS: frozenset[str] = frozenset(API_FIELDS) | frozenset(OPTIONAL_FIELDS)
 
 
+def results_file(path: Path) -> Path:
+    """The file a results path names, symlinks followed: its journal and lock live beside the file
+    itself, so every name of it shares one ledger. Through a symlink, the journal had gone beside
+    the link, the results were renamed over the link (its target never written), and a later run
+    given the target's own path found no ledger there and sent every row again."""
+    return Path(os.path.realpath(path)) if os.path.islink(path) or _linked_folder(path) else path
+
+
+def _linked_folder(path: Path) -> bool:
+    parent = path.parent
+    return os.path.realpath(parent) != os.path.abspath(parent)
+
+
 def load_config(
     path: Path | None,
     overrides: Mapping[str, Any] | None = None,
@@ -252,6 +265,7 @@ def load_config(
         return cls(**{k: check_value(name, k, v, origin.get(f"{name}.{k}", where)) for k, v in sections[name].items()})
 
     api, run, inp, creds = (build(cls, name) for name, cls in _SECTIONS.items())
+    run = replace(run, results=results_file(run.results))
     columns = raw.get("columns", {})
     if not isinstance(columns, dict):
         raise ConfigError(f"{where}: 'columns' must be a table of api_field = \"input column\"")

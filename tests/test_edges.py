@@ -432,3 +432,26 @@ def test_sighup_stops_a_run_as_sigterm_does_unless_started_under_nohup(sandbox, 
         assert proc.returncode == 130 and '"signal": "SIGHUP"' in stderr, stderr
         assert set(frame["status"]) == {"created", "pending"} and len(box.created()) < 60
         assert Counter(frame["status"])["created"] == len(box.created())
+
+
+def test_a_results_path_through_a_symlink_is_the_file_it_names(sandbox, write_input, tmp_path):
+    """The journal and lock had gone beside the link and the results were renamed over it (its
+    target never written): a later run given the target's own path found no ledger and sent
+    every row again (500 of 500 in the review's repro)."""
+    import os
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(20, seed=51))
+    (tmp_path / "volume").mkdir()
+    real = tmp_path / "volume" / "r.csv"
+    link = tmp_path / "r.csv"
+    os.symlink(real, link)
+    assert run_cli(*run_args(box, [rows], link)).code == 0
+    assert link.is_symlink() and real.exists() and (tmp_path / "volume" / "r.csv.journal").exists()
+    assert not (tmp_path / "r.csv.journal").exists() and not (tmp_path / "r.csv.lock").exists()
+    again = run_cli(*run_args(box, [rows], real))
+    assert again.code == 0 and box.stats()["requests"] == 20
+    os.symlink(tmp_path / "volume", tmp_path / "via")  # a linked folder names the same file too
+    assert run_cli(*run_args(box, [rows], tmp_path / "via" / "r.csv")).code == 0 and box.stats()["requests"] == 20
+    assert run_cli("report", str(link)).code == 0
+    assert run_cli("ledger", "check", str(link)).code == 0
