@@ -8,7 +8,8 @@ exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The
 phases then install their handlers (stopping.py; while sending, the event loop's), which say
 more and finish the work in flight.
 
-stdout and stderr are wrapped so that a write never raises: a log reader that goes away (a
+Descriptors 0-2 closed at start are put on /dev/null (`_open_standard_streams`). stdout and
+stderr are wrapped so that a write never raises: a log reader that goes away (a
 closed pipe) or a full disk under `2>>run.log` stopped a run mid-send (the error escaped the
 progress task and cancelled every worker, exit 1); now the output goes to /dev/null from then
 on and the run finishes, its results and ledger whole.
@@ -65,7 +66,25 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _open_standard_streams() -> None:
+    """Descriptors 0-2 closed at start (`<&-`, `>&-`, `2>&-`, some daemonizers) are put on
+    /dev/null: else the event loop's own descriptor lands on one, and uvloop (libuv) aborts when
+    it closes it (exit 134 after every row was created), and a closed stderr is `sys.stderr`
+    None, a crash before any request."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - for the process's life
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    _open_standard_streams()
     signal.signal(signal.SIGTERM, _interrupt)
     if not isinstance(sys.stderr, _Tolerant):
         sys.stdout, sys.stderr = _Tolerant(sys.stdout), _Tolerant(sys.stderr)

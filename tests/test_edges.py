@@ -455,3 +455,22 @@ def test_a_results_path_through_a_symlink_is_the_file_it_names(sandbox, write_in
     assert run_cli(*run_args(box, [rows], tmp_path / "via" / "r.csv")).code == 0 and box.stats()["requests"] == 20
     assert run_cli("report", str(link)).code == 0
     assert run_cli("ledger", "check", str(link)).code == 0
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-"])
+def test_a_run_started_with_a_standard_descriptor_closed_finishes(sandbox, write_input, tmp_path, closed):
+    """uvloop aborted (exit 134: libuv's `fd > STDERR_FILENO` assertion) when the loop's own
+    descriptor landed on a closed 0-2: after every row was created, or with stderr closed before any."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(6))
+    out = tmp_path / "r.csv"
+    argv = shlex.join([sys.executable, "-m", "pipeline", *run_args(box, [rows], out)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
+    proc = subprocess.run(["sh", "-c", f"exec {argv} {closed}"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert set(results_mod.read(out)["status"]) == {"created"} and box.stats()["requests"] == 6
