@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .adaptive import AUTO_START, Controller
 from .config import Config, Credentials
-from .errors import AbortError, AmbiguousError, CircuitOpen
+from .errors import AbortError, AmbiguousError, CircuitOpen, TransientError
 from .limiter import RateLimiter, StopEvent
 from .models import ErrorCode, Outcome, Status
 
@@ -35,6 +35,7 @@ BREAKER_HINTS: dict[str, str] = {
     ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
 }
 AMBIGUOUS_BREAKER = 10  # stop after this many requests in a row end `unknown` (at most --breaker)
+UNREACHABLE = (ErrorCode.CONNECT_ERROR, ErrorCode.CONNECT_TIMEOUT)  # nothing ever left: no connection
 
 
 @dataclass
@@ -54,12 +55,13 @@ class Lane:
     requests: int = 0
     final: Counter[str] = field(default_factory=Counter)
     unknown_streak: int = 0  # requests in a row that ended `unknown` (the ambiguous breaker)
+    unreachable_streak: int = 0  # rows in a row that used up their tries never connecting
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
     def answered(self, outcome: Outcome) -> CircuitOpen | None:
         """An API answer. The breaker trips when the last N are all the same row-level error
         (every contact NOT_FOUND: the export came from another org)."""
-        self.unknown_streak = 0
+        self.unknown_streak = self.unreachable_streak = 0
         breaker = self.breaker
         if breaker.maxlen == 0:
             return None
@@ -76,6 +78,7 @@ class Lane:
         API's latency, a backend down behind it) would otherwise turn the whole export into rows
         to check by hand, one request each."""
         self.unknown_streak += 1
+        self.unreachable_streak = 0
         limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
         if not limit or self.unknown_streak < limit or self.stop.is_set():
             return None
@@ -84,6 +87,26 @@ class Lane:
             f"the last {self.unknown_streak} requests all ended unknown (last: {exc.code}): something between"
             " here and Zyntro fails after requests leave (a gateway's timeout, a backend behind it); fix it"
             " before resuming. Those rows may have been created: check them in Zyntro, then --resend-unknown",
+        )
+
+    def gave_up(self, exc: TransientError, tries: int) -> CircuitOpen | None:
+        """A row whose tries are used up on a failure that was not processed. AMBIGUOUS_BREAKER
+        rows in a row (at most --breaker) that never got a connection trip: the API cannot be
+        reached (down, a firewall, a wrong host or port), and each row would otherwise take its
+        --max-attempts tries with backoff: 100k rows had taken ~15 h against a refused port and
+        ~8 days against one that drops connections, a nightly run never ending."""
+        if exc.code not in UNREACHABLE:
+            self.unreachable_streak = 0
+            return None
+        self.unreachable_streak += 1
+        limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
+        if not limit or self.unreachable_streak < limit or self.stop.is_set():
+            return None
+        return CircuitOpen(
+            str(exc.code),
+            f"the last {self.unreachable_streak} rows never got a connection in {tries} tries each (last:"
+            f" {exc}): the API cannot be reached from here (down, a firewall, a wrong host or port in"
+            " --base-url, a proxy). Nothing was sent for them; they stay to send, with the rest, once it is reachable",
         )
 
 

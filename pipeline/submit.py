@@ -200,6 +200,8 @@ class Submitter:
                 final = attempt == self._retry.max_attempts
                 self._record(_outcome(row, Status.FAILED, exc, total), final=final, lane=lane)
                 if final:
+                    if tripped := lane.gave_up(exc, attempt):
+                        self._abort(tripped, lane, row.org_id, whole_run=False)
                     return
                 self.stats.retries += 1
                 try:
@@ -212,7 +214,7 @@ class Submitter:
                     return
                 continue
             except PermanentHTTPError as exc:
-                lane.unknown_streak = 0
+                lane.unknown_streak = lane.unreachable_streak = 0
                 self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.FAILED, exc, total), lane=lane)
                 return

@@ -474,3 +474,29 @@ def test_a_run_started_with_a_standard_descriptor_closed_finishes(sandbox, write
     proc = subprocess.run(["sh", "-c", f"exec {argv} {closed}"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert set(results_mod.read(out)["status"]) == {"created"} and box.stats()["requests"] == 6
+
+
+def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_path):
+    """Connection refused: no breaker counted it, so every row took --max-attempts tries with
+    backoff (100k rows: ~15 h against a refused port, ~8 days against one that drops packets)."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rows = write_input("a.csv", make_rows(60, seed=61))
+    out = tmp_path / "r.csv"
+    config = tmp_path / "c.toml"
+    config.write_text("[run]\nbackoff_base = 0.01\nbackoff_cap = 0.02\n")
+    down = run_cli(
+        "run", str(rows), "--base-url", f"http://127.0.0.1:{port}", "--results", str(out), "--config", str(config),
+        "--concurrency", "2", "--max-attempts", "3", "--rate", "1000",
+    )  # fmt: skip
+    assert down.code == 3, down.stderr
+    line = one_error(down.stderr.replace("si-ingest: aborted:", "si-ingest: error:"))
+    assert "the last 10 rows never got a connection in 3 tries each" in line and "cannot be reached" in line
+    counts = Counter(results_mod.read(out)["status"])
+    assert counts["failed"] == 10 and counts["pending"] == 50 and counts["created"] == 0
+    box = sandbox()
+    up = run_cli(*run_args(box, [rows], out))
+    assert up.code == 0 and box.stats()["requests"] == 60  # every row left to send goes once
