@@ -500,3 +500,23 @@ def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_p
     box = sandbox()
     up = run_cli(*run_args(box, [rows], out))
     assert up.code == 0 and box.stats()["requests"] == 60  # every row left to send goes once
+
+
+def test_answers_that_came_while_the_process_was_stopped_are_read(sandbox, write_input, tmp_path):
+    """Ctrl-Z then `fg`, `docker pause`, a frozen VM: the answers arrive while the process is
+    stopped, and on resume the overdue deadlines fired before the sockets were read, so rows the
+    API had created were `unknown` (READ_TIMEOUT)."""
+    box = sandbox("--latency", "200-200")
+    rows = write_input("a.csv", make_rows(12, seed=71))
+    out = tmp_path / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--read-timeout", "1", "--concurrency", "4", "--rate", "1000"))
+    wait_for(lambda: box.stats()["requests"] >= 1, timeout=30, interval=0.005)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # the answers to the requests in flight come meanwhile
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=60)
+    frame = results_mod.read(out)
+    assert proc.returncode == 0 and set(frame["status"]) == {"created"}, stderr
+    assert box.stats()["requests"] == 12
