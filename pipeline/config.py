@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config_values import check_base_url, check_value, did_you_mean
-from .errors import ConfigError
+from .errors import ConfigError, reason_of
 from .models import API_FIELDS, OPTIONAL_FIELDS, SIR_CHANNELS, SIR_FLAGS
 
 DEFAULT_BASE_URL = "https://app.zyntrohq.com/apis/v2/public/crm"
@@ -235,7 +235,7 @@ def load_config(
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+            raise ConfigError(f"config file {path} cannot be read: {reason_of(exc)}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 

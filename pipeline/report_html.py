@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from . import __version__, report, results
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, reason_of
 from .models import Status
 from .report_chart import downsample, timeline_svg
 from .report_style import CSS
@@ -91,7 +91,7 @@ def render_html(run: dict[str, Any] | None, results_path: Path, dest: Path) -> N
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write HTML report {dest}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot write HTML report {dest}: {reason_of(exc)}") from exc
 
 
 # ---- formatting -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import structlog
 from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
-from .errors import AbortError, ConfigError, LedgerDamaged, LedgerError, PipelineError
+from .errors import AbortError, ConfigError, LedgerDamaged, LedgerError, PipelineError, reason_of
 from .ledger import Ledger, LedgerPaths, RunLock, seal
 from .pass_one import build_plan
 from .plan import Plan
@@ -205,7 +205,7 @@ def _write_reports(document: dict[str, Any], summary: report.Summary, config: Co
         try:
             report.write_document(document, path)
         except OSError as exc:
-            log.error("summary.unwritable", path=str(path), reason=exc.strerror)
+            log.error("summary.unwritable", path=str(path), reason=reason_of(exc))
     if config.run.report_html is not None:
         from .report_html import render_html
 

@@ -520,3 +520,44 @@ def test_answers_that_came_while_the_process_was_stopped_are_read(sandbox, write
     frame = results_mod.read(out)
     assert proc.returncode == 0 and set(frame["status"]) == {"created"}, stderr
     assert box.stats()["requests"] == 12
+
+
+def test_a_full_disk_while_the_ledger_is_read_or_compacted_is_one_line_not_a_crash(
+    sandbox, write_input, tmp_path, monkeypatch, capsys
+):
+    """polars' write of the journal's runs raised a ComputeError on ENOSPC (exit 4, "internal
+    error ... please report it", a crash report), and the compaction's rewrite an OSError with no
+    errno ("cannot write journal ...: None")."""
+    import os
+
+    import polars as pl
+
+    from pipeline.ledger import reader, store
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(5, seed=81))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [rows], out)).code == 0
+
+    def full(*args, **kwargs):
+        raise pl.exceptions.ComputeError("underlying IO error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(reader, "write_run", full)
+    assert _in_process(monkeypatch, tmp_path, run_args(box, [rows], out)) == 2
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("si-ingest:")]
+    assert line.startswith("si-ingest: error: cannot write work file") and "No space left on device" in line
+    assert not list(tmp_path.glob("si-ingest-crash-*"))
+    monkeypatch.undo()
+
+    def lines_full(*args, **kwargs):
+        raise OSError("No space left on device (os error 28)")  # as polars' write_csv raises it: no errno
+
+    more = write_input("b.csv", make_rows(5, seed=82))
+    monkeypatch.setattr(store.records, "outcome_lines", lines_full)  # the compaction's journal rewrite
+    code = _in_process(monkeypatch, tmp_path, run_args(box, [more], out))
+    monkeypatch.undo()
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("si-ingest:")]
+    assert code == 2 and "cannot write journal" in line and "No space left on device (os error 28)" in line
+    assert "a rerun goes on from it" in line and ": None" not in line
+    again = run_cli(*run_args(box, [rows, more], out))
+    assert again.code == 0 and box.stats()["requests"] == 10 and os.path.exists(out)  # nothing sent twice

@@ -23,7 +23,7 @@ import concurrent.futures
 import os
 from pathlib import Path
 
-from ..errors import LedgerError
+from ..errors import LedgerError, reason_of
 from ..models import Outcome
 from . import records
 
@@ -52,7 +52,7 @@ class Journal:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             st = os.fstat(self._fd)
         except OSError as exc:
-            raise LedgerError(f"cannot write journal {self.path}: {exc.strerror}") from exc
+            raise LedgerError(f"cannot write journal {self.path}: {reason_of(exc)}") from exc
         self._identity = (st.st_dev, st.st_ino)
         if not self._still_ours():
             raise LedgerError(f"the journal {self.path} changed while it was being opened")
@@ -113,7 +113,7 @@ class Journal:
         self._in_thread = None
         error = done.exception()
         if isinstance(error, OSError) and self.error is None:
-            self.error = LedgerError(f"cannot write journal {self.path}: {error.strerror}; stopped sending")
+            self.error = LedgerError(f"cannot write journal {self.path}: {reason_of(error)}; stopped sending")
         if self.error is not None:
             self._fail(waiters)
         else:
@@ -156,7 +156,7 @@ class Journal:
             try:
                 self._in_thread.result()
             except OSError as exc:
-                self.error = self.error or LedgerError(f"cannot write journal {self.path}: {exc.strerror}")
+                self.error = self.error or LedgerError(f"cannot write journal {self.path}: {reason_of(exc)}")
             self._in_thread = None
         if not self._buffer or self._fd is None or (self.error is not None and not self.lost):
             return
@@ -164,7 +164,7 @@ class Journal:
         try:
             self._write(data, self._fsync)
         except OSError as exc:
-            self.error = self.error or LedgerError(f"cannot write journal {self.path}: {exc.strerror}")
+            self.error = self.error or LedgerError(f"cannot write journal {self.path}: {reason_of(exc)}")
 
     def close(self) -> None:
         self.flush()

@@ -11,7 +11,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import LedgerError, LockError
+from ..errors import LedgerError, LockError, reason_of
 
 
 class RunLock:
@@ -25,7 +25,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise LedgerError(f"cannot create lock file {self.path}: {exc.strerror}") from exc
+            raise LedgerError(f"cannot create lock file {self.path}: {reason_of(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

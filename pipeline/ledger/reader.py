@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 import polars as pl
 
-from ..errors import LedgerDamaged
+from ..errors import LedgerDamaged, reason_of
 from ..keys import partition_hash
+from ..workfile import write_work_file
 from . import records
 from .lines import read_lines
 from .partition import write_run
@@ -60,7 +61,7 @@ def inspect(path: Path) -> JournalInfo | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise LedgerDamaged(path, None, f"cannot be read ({exc.strerror})") from exc
+        raise LedgerDamaged(path, None, f"cannot be read ({reason_of(exc)})") from exc
     valid, lines = _complete_lines(path, size)
     if lines == 0:  # not even a whole header: a journal killed while being created
         return JournalInfo(path, 2, None, None, 0, 0)
@@ -100,7 +101,7 @@ def write_runs(info: JournalInfo, workdir: Path, prefix: str, source: Path | Non
 
     def write(frame: pl.DataFrame) -> None:
         path = workdir / f"{prefix}-{len(runs):05d}.parquet"
-        write_run(frame.with_columns(partition_hash()), path)
+        write_work_file(path, write_run, frame.with_columns(partition_hash()), path)  # a full disk: one line
         runs.append(path)
 
     buffer = RunBuffer(write)
@@ -149,7 +150,7 @@ def records_of(info: JournalInfo, source: Path | None = None) -> Iterator[pl.Dat
         except pl.exceptions.PolarsError:  # a line the reader itself refuses (a NUL byte in it)
             raise _damage(info.path, path, 0, info.lines - 1) from None
         except OSError as exc:
-            raise LedgerDamaged(info.path, None, f"cannot be read ({exc.strerror})") from exc
+            raise LedgerDamaged(info.path, None, f"cannot be read ({reason_of(exc)})") from exc
         try:
             decoded = records.decode_lines(batch)
             bad = decoded.filter(~pl.col("ok"))

@@ -37,7 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from .. import loader
-from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError
+from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError, reason_of
 from ..models import Status
 from . import reader, records
 from .fold import Fold
@@ -79,7 +79,7 @@ class LedgerPaths:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir.mkdir(parents=True)
         except OSError as exc:
-            raise LedgerError(f"cannot create work folder {self.workdir}: {exc.strerror}") from exc
+            raise LedgerError(f"cannot create work folder {self.workdir}: {reason_of(exc)}") from exc
         return self.workdir
 
     @classmethod
@@ -266,9 +266,11 @@ def rewrite_journal(path: Path, ledger_id: str, base: str | None, state: Iterato
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except OSError as exc:
+    except (OSError, pl.exceptions.PolarsError) as exc:  # polars' write_csv raises an OSError without errno
         tmp.unlink(missing_ok=True)
-        raise LedgerError(f"cannot write journal {path}: {exc.strerror}") from exc
+        raise LedgerError(
+            f"cannot write journal {path}: {reason_of(exc)}; the journal as it was is kept, and a rerun goes on from it"
+        ) from exc
     return seq
 
 

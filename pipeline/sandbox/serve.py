@@ -21,7 +21,7 @@ def read_contacts(path: Path) -> frozenset[str]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise ConfigError(f"contacts file {path} cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"contacts file {path} cannot be read: {reason_of(exc)}") from None
     return frozenset(line.strip().lower() for line in lines if line.strip() and "-" in line)
 
 
