@@ -9,7 +9,8 @@ phases then install their handlers (stopping.py; while sending, the event loop's
 more and finish the work in flight.
 
 Descriptors 0-2 closed at start are put on /dev/null (`_open_standard_streams`). stdout and
-stderr are wrapped so that a write never raises: a log reader that goes away (a
+stderr are wrapped so that a write never raises (and stderr so that one never blocks:
+`_Queued`): a log reader that goes away (a
 closed pipe) or a full disk under `2>>run.log` stopped a run mid-send (the error escaped the
 progress task and cancelled every worker, exit 1); now the output goes to /dev/null from then
 on and the run finishes, its results and ledger whole.
@@ -21,9 +22,13 @@ the CPU to the run (and, on loopback, to the sandbox it sends to).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any, TextIO
@@ -62,6 +67,87 @@ class _Tolerant:
         return getattr(self._stream, name)
 
 
+class _Queued:
+    """stderr, written by a thread of its own: a write here never blocks.
+
+    A reader of stderr that stops reading (a stalled log shipper, a Docker logging driver in
+    blocking mode whose endpoint is down, a paused `| less`) filled the 64 KiB pipe, and the next
+    log line blocked the event loop: sending stopped, and SIGTERM could not stop the run (its
+    handler runs on that loop). Lines wait here instead, up to LIMIT of them; past that they are
+    dropped and counted (the count is written when the reader is back). The thread writes the
+    descriptor itself, unbuffered, so it holds no lock of Python's stream objects at exit. At
+    exit the lines left are written while the reader keeps taking them (`close`).
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._encoding = getattr(stream, "encoding", None) or "utf-8"
+        self._lines: queue.Queue[str] = queue.Queue(self.LIMIT)
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._drain, name="si-ingest-stderr", daemon=True)
+        self._thread.start()
+
+    def write(self, text: str) -> int:
+        try:
+            self._lines.put_nowait(text)
+        except queue.Full:
+            self._dropped += 1
+        return len(text)
+
+    def flush(self) -> None:
+        pass  # written as soon as the thread can
+
+    def close(self, idle_s: float = 2.0) -> None:
+        """Wait for the lines left, as long as the reader takes some within `idle_s`."""
+        left = self._lines.qsize()
+        while left and not self._idle(idle_s):
+            left = self._lines.qsize()
+
+    def _idle(self, seconds: float) -> bool:
+        before = self._lines.qsize()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self._lines.unfinished_tasks:
+                return False
+            time.sleep(0.01)
+            if self._lines.qsize() < before:
+                return False
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            text = self._lines.get()
+            if self._dropped:
+                dropped, self._dropped = self._dropped, 0
+                text = f"si-ingest: {dropped} log line(s) dropped: stderr was not being read\n{text}"
+            data = text.encode(self._encoding, "backslashreplace")
+            try:
+                while data:
+                    data = data[os.write(self._fd, data) :]
+            except OSError:  # the reader went away: /dev/null from now on (as _Tolerant does)
+                with contextlib.suppress(OSError):
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, self._fd)
+                    os.close(null)
+            finally:
+                self._lines.task_done()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _queued(stream: Any) -> Any:
+    try:
+        stream.flush()
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):  # not a real descriptor: written directly
+        return stream
+    return _Queued(stream)
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -86,17 +172,21 @@ def _open_standard_streams() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     _open_standard_streams()
     signal.signal(signal.SIGTERM, _interrupt)
-    if not isinstance(sys.stderr, _Tolerant):
-        sys.stdout, sys.stderr = _Tolerant(sys.stdout), _Tolerant(sys.stderr)
+    if not isinstance(sys.stderr, (_Tolerant, _Queued)):
+        sys.stdout, sys.stderr = _Tolerant(sys.stdout), _queued(_Tolerant(sys.stderr))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see the docstring
     try:
-        from .cli import main as cli_main
-    except KeyboardInterrupt as exc:
-        _interrupted(exc, "while starting; nothing was read or sent")
-    try:
-        cli_main(argv)
-    except KeyboardInterrupt as exc:  # between the import and cli.main's own handling of it
-        _interrupted(exc, "before any request was sent")
+        try:
+            from .cli import main as cli_main
+        except KeyboardInterrupt as exc:
+            _interrupted(exc, "while starting; nothing was read or sent")
+        try:
+            cli_main(argv)
+        except KeyboardInterrupt as exc:  # between the import and cli.main's own handling of it
+            _interrupted(exc, "before any request was sent")
+    finally:
+        if isinstance(sys.stderr, _Queued):
+            sys.stderr.close()
 
 
 def _interrupted(exc: KeyboardInterrupt, when: str) -> None:

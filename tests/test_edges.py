@@ -561,3 +561,42 @@ def test_a_full_disk_while_the_ledger_is_read_or_compacted_is_one_line_not_a_cra
     assert "a rerun goes on from it" in line and ": None" not in line
     again = run_cli(*run_args(box, [rows, more], out))
     assert again.code == 0 and box.stats()["requests"] == 10 and os.path.exists(out)  # nothing sent twice
+
+
+def test_a_stderr_reader_that_stops_reading_neither_freezes_the_run_nor_its_sigterm(sandbox, write_input, tmp_path):
+    """A stalled log shipper: once the pipe was full, the next log line blocked the event loop,
+    sending stopped, and SIGTERM did nothing (its handler runs on that loop); only SIGKILL ended it."""
+    import array
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import termios
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(100, seed=91))
+    out = tmp_path / "r.csv"
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: one page, full after a dozen progress lines
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
+    argv = [*run_args(box, [rows], out, "--rate", "25", "--progress-every", "0.1", "--log-format", "json")]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], env=env, stdout=subprocess.DEVNULL, stderr=write_end)
+    os.close(write_end)
+    try:
+
+        def pipe_full() -> bool:
+            waiting = array.array("i", [0])
+            fcntl.ioctl(read_end, termios.FIONREAD, waiting)
+            return waiting[0] > 4096 - 1024  # no room for another line (each is written whole)
+
+        wait_for(pipe_full, timeout=30)
+        sent = box.stats()["requests"]
+        wait_for(lambda: box.stats()["requests"] > sent + 5, timeout=10)  # still sending
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+        os.close(read_end)
+    frame = results_mod.read(out)
+    assert Counter(frame["status"])["created"] == len(box.created()) < 100
+    assert set(frame["status"]) == {"created", "pending"}
