@@ -580,7 +580,9 @@ def test_a_stderr_reader_that_stops_reading_neither_freezes_the_run_nor_its_sigt
     fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: one page, full after a dozen progress lines
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
     argv = [*run_args(box, [rows], out, "--rate", "25", "--progress-every", "0.1", "--log-format", "json")]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv], env=env, stdout=subprocess.DEVNULL, stderr=write_end)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *argv], env=env, stdout=subprocess.DEVNULL, stderr=write_end
+    )
     os.close(write_end)
     try:
 
