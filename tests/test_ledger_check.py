@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -550,3 +551,38 @@ def test_repair_reads_the_results_file_in_batches_and_its_last_row_of_a_key_wins
     assert (state["k2"]["status"], state["k2"]["sir_id"]) == ("created", 2)  # a duplicate row was never sent
     assert state["=k3"]["sir_id"] == 3  # a neutralised cell read back as written
     assert state["k9"]["sir_id"] == 9  # the ledger's own record wins over the results file
+
+
+def test_repair_beside_an_older_copy_of_the_snapshot_refuses_unless_a_count_covers_it(
+    tmp_path: Path, work: Path, monkeypatch
+):
+    """The journal extends a newer snapshot than the one beside it (an older copy restored): the
+    keys only the newer one held are gone, and no count says how many. Repair had gone on."""
+    paths = snapshot_ledger(tmp_path, monkeypatch, n=20)
+    shutil.copy2(paths.snapshot, tmp_path / "older.parquet")
+    journal = paths.journal.read_bytes()
+    more = [outcome(journal.count(b"\n") + i, created(f"k{90 + i}", 90 + i)) for i in range(10)]
+    paths.journal.write_bytes(journal + b"".join(more))
+    monkeypatch.setattr(store_mod, "JOURNAL_ROWS", 0)
+    compact(paths.journal)  # a newer snapshot, holding k90-k99 too
+    shutil.copy2(tmp_path / "older.parquet", paths.snapshot)
+    write_results(paths.results, {"k1": "created"})
+    with pytest.raises(LedgerError, match=r"r.csv.ledger.parquet is lost \(r.csv.journal extends another copy of it\)"):
+        repair(paths.results, work)
+    with pytest.raises(LedgerError, match="10 fewer than when the last run finished"):
+        repair(paths.results, work, least=30)
+    repair(paths.results, work, accept_loss=True)
+    assert len(statuses(paths)) == 20
+
+
+def test_repair_of_a_sound_ledger_keeps_its_form_whatever_the_results_file_adds(
+    tmp_path: Path, work: Path, monkeypatch
+):
+    """It chose the form by records (ledger's + results file's), not keys: 20 keys seen twice
+    made a snapshot past a threshold of 30."""
+    monkeypatch.setattr(store_mod, "SNAPSHOT_ROWS", 30)
+    paths = LedgerPaths(tmp_path / "r.csv")
+    paths.journal.write_bytes(header(0, "L", None) + b"".join(outcome(i, created(f"k{i}", i)) for i in range(1, 21)))
+    write_results(paths.results, {f"k{i}": "created" for i in range(1, 21)})
+    _, marked, held = repair(paths.results, work)
+    assert (marked, held) == (0, 20) and not paths.snapshot.exists() and len(statuses(paths)) == 20

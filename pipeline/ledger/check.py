@@ -29,7 +29,7 @@ from .lines import line_blocks, parse_lines
 from .partition import iter_parts, partition_count
 from .seal import cross_check
 from .snapshot import Snapshot, open_snapshot, row_checksum
-from .store import Ledger, LedgerPaths, locate
+from .store import NOT_ITS_SNAPSHOT, Ledger, LedgerPaths, locate
 
 MAX_LISTED = 200
 DAMAGED_MESSAGE = "the ledger's record of this row was damaged; the request may have been sent"
@@ -129,6 +129,7 @@ class Scan:
     def run(self, *, keep: bool) -> None:
         paths = self.report.paths
         (self.workdir / "locate").mkdir(exist_ok=True)
+        foreign = None  # the snapshot here is not the one the journal extends: that one is lost
         try:
             locate(paths, self.workdir / "locate")
         except LedgerDamaged as exc:
@@ -136,9 +137,13 @@ class Scan:
                 self._find(exc.path, exc.position, exc.reason)
             if exc.path == paths.snapshot and exc.position is None:
                 self.snapshot_lost = exc.reason
+            if exc.path == paths.journal and exc.position == 0 and exc.reason.startswith(NOT_ITS_SNAPSHOT):
+                foreign = f"{paths.journal.name} extends another copy of it"
         except (LedgerError, OSError) as exc:
             self._find(paths.journal, None, str(exc))
         snapshot = self._snapshot(paths.snapshot, keep)
+        if foreign is not None:
+            self.snapshot_lost, self.snapshot_rows = foreign, None  # its count is another copy's
         if snapshot is not None:
             self.ledger_id = snapshot.meta.ledger_id
         self._journal(paths.journal, 0, keep)

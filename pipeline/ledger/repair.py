@@ -95,7 +95,7 @@ def repair(
     for path in (paths.journal, paths.snapshot):
         if path.exists():
             shutil.copy2(path, path.with_name(f"{path.name}.{suffix}"))
-    write_state(paths, scan.ledger_id or uuid.uuid4().hex, total, partitions)
+    write_state(paths, scan.ledger_id or uuid.uuid4().hex, held, partitions)  # keys, not records, pick its form
     for copy in scan.recovered:
         os.replace(copy, copy.with_name(copy.name + ".merged"))
     return report, marked, held

@@ -45,6 +45,8 @@ from .journal import Journal
 from .snapshot import Snapshot, SnapshotMeta, fsync_dir, open_snapshot, write_snapshot
 
 SENT_STATUSES = (Status.CREATED.value, Status.UNKNOWN.value)
+# a journal beside a snapshot that is not the one it extends (check.py: that one is lost)
+NOT_ITS_SNAPSHOT = ("it belongs to another ledger than", "it does not continue the snapshot")
 SNAPSHOT_ROWS = 250_000  # keys above which the state moves into a Parquet snapshot
 JOURNAL_ROWS = 1_000_000  # journal records kept beside a snapshot before folding into it
 
@@ -139,10 +141,10 @@ def locate(paths: LedgerPaths, workdir: Path, *, new_ledger: bool = False) -> Lo
     if snap is None and info.base is not None:
         raise LedgerDamaged(paths.snapshot, None, f"it is missing, while {paths.journal.name} extends it")
     if snap is not None and info.ledger_id != snap.meta.ledger_id:
-        raise LedgerDamaged(paths.journal, 0, f"it belongs to another ledger than {paths.snapshot.name}")
+        raise LedgerDamaged(paths.journal, 0, f"{NOT_ITS_SNAPSHOT[0]} {paths.snapshot.name}")
     folded = snap is not None and info.base == snap.meta.parent and info.last_seq <= snap.meta.through
     if snap is not None and info.base != snap.meta.generation and not folded:
-        raise LedgerDamaged(paths.journal, 0, f"it does not continue the snapshot {paths.snapshot.name}")
+        raise LedgerDamaged(paths.journal, 0, f"{NOT_ITS_SNAPSHOT[1]} {paths.snapshot.name}")
     runs = reader.write_runs(info, workdir, "journal") if info.has_records and not folded else []
     return Located(info, snap, info.ledger_id, runs, stale_journal=folded)
 
