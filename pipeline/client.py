@@ -38,7 +38,7 @@ import yarl
 from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
 from .config import Credentials
 from .config_values import is_loopback
-from .errors import AmbiguousError, ProxyError, TLSError, TransientError
+from .errors import AmbiguousError, CancelledBeforeSending, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
 
 MAX_HEADER_BYTES = 64 << 10  # one header line of an answer, at most
@@ -193,6 +193,10 @@ class ZyntroClient:
                     ) as resp:
                         payload, complete = await _read_capped(resp)
                         status, headers = resp.status, resp.headers
+                except asyncio.CancelledError:
+                    if not deadline.connected:  # cancelled before a connection was handed over
+                        raise CancelledBeforeSending from None
+                    raise
                 finally:
                     _DEADLINE.reset(token)
                     deadline.disarm()
@@ -215,7 +219,7 @@ class _Deadline:
     timer late by more than STALL_S is given GRACE_S more, once, for what already waits to be
     read; then it fires. A timer on time is never extended."""
 
-    __slots__ = ("_graced", "_handle", "_when", "seconds", "timeout")
+    __slots__ = ("_graced", "_handle", "_when", "connected", "seconds", "timeout")
 
     STALL_S = 0.5  # loop lag stays under 5 ms while sending (bench/RESULTS.md): this is a stall
     GRACE_S = 1.0
@@ -225,6 +229,7 @@ class _Deadline:
         self._handle: asyncio.TimerHandle | None = None
         self._when = 0.0
         self._graced = False
+        self.connected = False  # the connector handed the request its connection
 
     def arm(self, seconds: float) -> None:
         """Due `seconds` from now (replacing any earlier deadline)."""
@@ -260,6 +265,7 @@ class _Connector(aiohttp.TCPConnector):
         connection = await super().connect(*args, **kwargs)
         started = _DEADLINE.get()
         if started is not None:  # from now on the whole answer must come within read_timeout
+            started.connected = True
             started.arm(started.seconds)
         return connection
 

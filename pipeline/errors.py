@@ -26,6 +26,7 @@ Every message says what to do next. None of them ever contains a credential.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 
@@ -206,6 +207,12 @@ class TransientError(RequestError):
 
 class PermanentHTTPError(RequestError):
     """An HTTP status that retrying in this run cannot change (3xx, 400, 404, ...): failed, sent next run."""
+
+
+class CancelledBeforeSending(asyncio.CancelledError):
+    """The request was cancelled (a second signal: stop at once) before it had a connection:
+    nothing of it left, so its row is `pending`, not `unknown`. A CancelledError still, so the
+    task is cancelled as asked."""
 
 
 class AmbiguousError(RequestError):

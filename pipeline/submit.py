@@ -31,6 +31,7 @@ from .errors import (
     AbortError,
     AccountError,
     AmbiguousError,
+    CancelledBeforeSending,
     CircuitOpen,
     PermanentHTTPError,
     RedirectError,
@@ -175,7 +176,11 @@ class Submitter:
             return
         for attempt in range(1, self._retry.max_attempts + 1):
             total = row.attempts + attempt
-            await self._journal.intent(row.row_key, total)
+            try:
+                await self._journal.intent(row.row_key, total)
+            except asyncio.CancelledError:  # stopped at once while its intent was made durable: never left
+                self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
+                raise
             # the token is taken last, immediately before the request leaves, so that neither a
             # slow disk nor a long group commit can bunch requests past the ceiling
             try:
@@ -235,6 +240,9 @@ class Submitter:
                     self._record(_outcome(row, Status.PENDING, exc, total - 1), lane=lane)
                 self._abort(exc, lane, row.org_id, whole_run=not isinstance(exc, (AccountError, CircuitOpen)))
                 return
+            except CancelledBeforeSending:  # stopped at once while it connected: nothing left
+                self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
+                raise
             except asyncio.CancelledError:
                 self._record(
                     Outcome(

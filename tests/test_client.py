@@ -612,3 +612,58 @@ async def test_a_tunnel_the_proxy_refuses_sent_nothing(status, kind, code):
     with pytest.raises(kind) as info:
         await send({}, exc=refused)
     assert info.value.code == code
+
+
+async def test_a_request_cancelled_before_its_connection_says_nothing_left_and_one_after_does_not():
+    """A second signal while the TLS handshake stalls: nothing of the request left, so its row is
+    `pending` (it had been `unknown`, INTERRUPTED); cancelled once connected, it may have left."""
+    from pipeline.errors import CancelledBeforeSending
+
+    accepted: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        loop = asyncio.get_running_loop()
+
+        async def accept() -> None:
+            while True:
+                conn, _ = await loop.sock_accept(server)
+                accepted.append(conn)  # accepted, never answered: the handshake stalls
+
+        acceptor = asyncio.ensure_future(accept())
+        try:
+            async with ZyntroClient(
+                f"https://127.0.0.1:{port}", CREDS, concurrency=1, connect_timeout=5, read_timeout=5
+            ) as c:
+                task = asyncio.ensure_future(c.send(ROW, 1))
+                await asyncio.sleep(0.2)
+                task.cancel()
+                with pytest.raises(CancelledBeforeSending):
+                    await task
+        finally:
+            acceptor.cancel()
+            for conn in accepted:
+                conn.close()
+
+    async def slow(request):
+        await asyncio.sleep(0.5)  # past the cancel; the server waits for it at cleanup
+
+    app = web.Application()
+    app.router.add_post("/addSIRequest", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        async with ZyntroClient(base, CREDS, concurrency=1, connect_timeout=5, read_timeout=5) as c:
+            task = asyncio.ensure_future(c.send(ROW, 1))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+            assert not isinstance(info.value, CancelledBeforeSending)
+    finally:
+        await runner.cleanup()

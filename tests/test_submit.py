@@ -183,3 +183,68 @@ def test_a_redirect_after_successes_names_the_error_page_but_a_307_keeps_its_own
     assert "after 3 row(s) were created" in named.message and named.maybe_created and named.exit_code == 2
     temporary = RedirectError(307, "/elsewhere")
     assert _after_successes(temporary, 3) is temporary  # not processed there: no "may have been created"
+
+
+async def test_cancel_before_a_request_left_leaves_its_row_pending(tmp_path, monkeypatch):
+    """A second signal while rows wait for their intent to reach a slow disk, or while the client
+    is still connecting: none of them left, so `pending` (they had read as `unknown`)."""
+    import os
+    import time
+
+    from pipeline.errors import CancelledBeforeSending
+
+    class Connecting(FakeClient):
+        async def send(self, row, attempts):
+            self.calls.append(row.row_key)
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise CancelledBeforeSending from None
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.3)
+        real_fsync(fd)
+
+    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=True)
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    client = Connecting({})
+    submitter = Submitter(
+        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
+        RateLimiter(10_000),
+        journal,
+        concurrency=4,
+        retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
+        stop=asyncio.Event(),
+    )
+    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(8)), 8))
+    await asyncio.sleep(0.1)  # the first intents wait for the disk
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal.close()
+    monkeypatch.undo()
+    state, in_flight, _ = replay(ledger.paths.journal)
+    assert in_flight == [] and set(state["status"]) == {"pending"} and client.calls == []
+
+    ledger = Ledger.open(tmp_path / "s.csv", tmp_path, writable=True)
+    journal = ledger.journal(fsync=False)
+    client = Connecting({})
+    submitter = Submitter(
+        client,  # type: ignore[arg-type]
+        RateLimiter(10_000),
+        journal,
+        concurrency=4,
+        retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
+        stop=asyncio.Event(),
+    )
+    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(8)), 8))
+    await asyncio.sleep(0.1)  # four connecting
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    journal.close()
+    state, in_flight, _ = replay(ledger.paths.journal)
+    assert len(client.calls) == 4 and in_flight == [] and set(state["status"]) == {"pending"}
