@@ -56,12 +56,8 @@ class _Tolerant:
             self._silence()
 
     def _silence(self) -> None:
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, self._stream.fileno())
-            os.close(null)
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError, ValueError):
+            _to_devnull(self._stream.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -129,14 +125,20 @@ class _Queued:
                     data = data[os.write(self._fd, data) :]
             except OSError:  # the reader went away: /dev/null from now on (as _Tolerant does)
                 with contextlib.suppress(OSError):
-                    null = os.open(os.devnull, os.O_WRONLY)
-                    os.dup2(null, self._fd)
-                    os.close(null)
+                    _to_devnull(self._fd)
             finally:
                 self._lines.task_done()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _to_devnull(fd: int) -> None:
+    """Point `fd` at /dev/null: what is written there from now on goes nowhere, without error."""
+    null = os.open(os.devnull, os.O_RDWR)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
 
 
 def _queued(stream: Any) -> Any:
@@ -161,10 +163,7 @@ def _open_standard_streams() -> None:
         try:
             os.fstat(fd)
         except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+            _to_devnull(fd)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - for the process's life
 

@@ -79,8 +79,7 @@ class Lane:
         to check by hand, one request each."""
         self.unknown_streak += 1
         self.unreachable_streak = 0
-        limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
-        if not limit or self.unknown_streak < limit or self.stop.is_set():
+        if not self._trips(self.unknown_streak):
             return None
         return CircuitOpen(
             str(exc.code),
@@ -88,6 +87,12 @@ class Lane:
             " here and Zyntro fails after requests leave (a gateway's timeout, a backend behind it); fix it"
             " before resuming. Those rows may have been created: check them in Zyntro, then --resend-unknown",
         )
+
+    def _trips(self, streak: int) -> bool:
+        """A streak of `unknown` or unreachable rows that stops the lane: AMBIGUOUS_BREAKER, at
+        most --breaker (0: never), unless it is already stopping."""
+        limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
+        return bool(limit) and streak >= limit and not self.stop.is_set()
 
     def gave_up(self, exc: TransientError, tries: int) -> CircuitOpen | None:
         """A row whose tries are used up on a failure that was not processed. AMBIGUOUS_BREAKER
@@ -99,8 +104,7 @@ class Lane:
             self.unreachable_streak = 0
             return None
         self.unreachable_streak += 1
-        limit = min(AMBIGUOUS_BREAKER, self.breaker.maxlen or 0)
-        if not limit or self.unreachable_streak < limit or self.stop.is_set():
+        if not self._trips(self.unreachable_streak):
             return None
         return CircuitOpen(
             str(exc.code),

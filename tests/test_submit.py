@@ -150,11 +150,14 @@ async def test_cancel_while_rows_wait_for_a_token_leaves_them_pending(tmp_path):
     assert sorted(statuses.values()) == ["created", "pending", "pending", "pending"]
 
 
-async def cancelled_run(tmp_path, client, rows: list[Row], *, rate: float, concurrency: int, wait: float):
+async def cancelled_run(
+    tmp_path, client, rows: list[Row], *, rate: float, concurrency: int, wait: float, fsync: bool = False
+):
     """Submit `rows`, cancel the run after `wait` seconds (a second signal), return the replayed
     journal (state, rows left in flight)."""
+    tmp_path.mkdir(exist_ok=True)
     ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
-    journal = ledger.journal(fsync=False)
+    journal = ledger.journal(fsync=fsync)
     submitter = Submitter(
         client,
         RateLimiter(rate),
@@ -207,44 +210,14 @@ async def test_cancel_before_a_request_left_leaves_its_row_pending(tmp_path, mon
         time.sleep(0.3)
         real_fsync(fd)
 
-    ledger = Ledger.open(tmp_path / "r.csv", tmp_path, writable=True)
-    journal = ledger.journal(fsync=True)
+    rows = [Row(f"k{i}", "s", i, b"{}") for i in range(8)]
     monkeypatch.setattr(os, "fsync", slow_fsync)
-    client = Connecting({})
-    submitter = Submitter(
-        client,  # type: ignore[arg-type]  # a fake with ZyntroClient's send()
-        RateLimiter(10_000),
-        journal,
-        concurrency=4,
-        retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
-        stop=asyncio.Event(),
+    client = Connecting({})  # the first intents still wait for the disk when the run is cancelled
+    state, in_flight = await cancelled_run(
+        tmp_path / "a", client, rows, rate=10_000, concurrency=4, wait=0.1, fsync=True
     )
-    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(8)), 8))
-    await asyncio.sleep(0.1)  # the first intents wait for the disk
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    journal.close()
     monkeypatch.undo()
-    state, in_flight, _ = replay(ledger.paths.journal)
     assert in_flight == [] and set(state["status"]) == {"pending"} and client.calls == []
-
-    ledger = Ledger.open(tmp_path / "s.csv", tmp_path, writable=True)
-    journal = ledger.journal(fsync=False)
-    client = Connecting({})
-    submitter = Submitter(
-        client,  # type: ignore[arg-type]
-        RateLimiter(10_000),
-        journal,
-        concurrency=4,
-        retry=RetryPolicy(max_attempts=1, base=0.1, cap=1),
-        stop=asyncio.Event(),
-    )
-    task = asyncio.create_task(submitter.run((Row(f"k{i}", "s", i, b"{}") for i in range(8)), 8))
-    await asyncio.sleep(0.1)  # four connecting
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    journal.close()
-    state, in_flight, _ = replay(ledger.paths.journal)
+    client = Connecting({})  # four requests connecting when the run is cancelled
+    state, in_flight = await cancelled_run(tmp_path / "b", client, rows, rate=10_000, concurrency=4, wait=0.1)
     assert len(client.calls) == 4 and in_flight == [] and set(state["status"]) == {"pending"}
