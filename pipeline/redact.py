@@ -4,8 +4,10 @@ A whole secret is not the only leak. A server may echo the request and cut its o
 the middle of the API key, or echo it JSON-escaped (`key\\u002d...`), percent-encoded, or
 split across lines. So `scrub`:
 
-1. reads `\\uXXXX` and `%XX` escapes first (the text kept is the decoded one);
-2. masks every whole secret;
+1. reads JSON escapes (`\\uXXXX`, and `\\/` as PHP's json_encode writes every `/`, `\\"`...)
+   and then `%XX` escapes (as UTF-8) first: the text kept is the decoded one;
+2. masks every whole secret, as given and as the same decoding reads it (a secret holding `%2F`
+   or `\\/` of its own is kept decoded too);
 3. masks every run of text made of `FRAGMENT`-character (8) pieces of a secret (a secret cut
    at either end, or a piece from its middle);
 4. masks a shorter piece of a secret (at least `EDGE` characters) standing at either end of
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 REDACTED = "********"
 FRAGMENT = 8
 EDGE = 4
 
-_U_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-_PERCENT = re.compile(r"%([0-9a-fA-F]{2})")
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _MASKED_RUN = re.compile(rb"\x01+")
 
 
@@ -42,13 +45,10 @@ def window(text: str, keep: int, secrets: Iterable[str]) -> str:
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with whole secrets and pieces of them replaced by REDACTED (see the module doc)."""
-    kept = tuple(s for s in secrets if s)
+    kept = {form for s in secrets if s for form in (s, decoded(s)) if form}
     if not kept or not text:
         return text
-    if "\\u" in text:
-        text = _U_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-    if "%" in text:
-        text = _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = decoded(text)
     masked = bytearray(len(text))
     for secret in kept:
         _mark(text, secret, masked)
@@ -58,6 +58,17 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         pieces += (text[last : run.start()], REDACTED)
         last = run.end()
     return "".join(pieces) + text[last:]
+
+
+def decoded(text: str) -> str:
+    """`text` with its JSON escapes read, then its `%XX` escapes (UTF-8; bytes that are not
+    become U+FFFD, as do halves of a surrogate pair that have no other half)."""
+    if "\\" in text:
+        text = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else _JSON_SIMPLE[m.group(2)], text)
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # pairs joined, halves out
+    if "%" in text:
+        text = unquote(text)
+    return text
 
 
 def _mark(text: str, secret: str, masked: bytearray) -> None:

@@ -82,3 +82,27 @@ def test_a_huge_body_is_scrubbed_in_a_window_only():
 def test_no_promised_piece_of_a_secret_survives(before, start, end, after):
     text = before + KEY[min(start, end) : max(start, end)] + after
     assert _kept_pieces(scrub(text, (KEY, SECRET)), KEY) == []
+
+
+@pytest.mark.parametrize(
+    ("secret", "echo"),
+    [
+        ("ab/cd/ef/gh/ij/kl+mn==", json.dumps({"api_key": "ab/cd/ef/gh/ij/kl+mn=="}).replace("/", "\\/")),  # PHP
+        ("ab/cd/ef/gh/ij/kl+mn==", '{"k": "ab\\/cd\\/ef\\/gh\\/ij\\/kl+mn=="}'),
+        ("zdk_%2F%2F%2F%2F%2Fsecret", "bad developer_secret zdk_%2F%2F%2F%2F%2Fsecret"),  # a secret with %XX itself
+        ("ab%41cd%42ef%43gh", "key ab%41cd%42ef%43gh refused"),
+        ("clé-ключ-秘密-0123456789", "api_key=" + "clé-ключ-秘密-0123456789".encode().hex("%").join(["%", ""])),
+        ('quote"back\\slash-123456', json.dumps({"k": 'quote"back\\slash-123456'})),
+    ],
+)
+def test_a_secret_echoed_in_any_escaping_is_masked(secret, echo):
+    """Found by a review: a key holding `/` echoed as `\\/` (PHP's json_encode) was kept whole in
+    the results, journal, HTML report and error file; a secret holding `%XX` was kept decoded, and
+    a UTF-8 key percent-encoded was kept as reversible Latin-1."""
+    kept = scrub("<html>" + echo + "</html>", (secret,))
+    assert REDACTED in kept and secret not in kept, kept
+    from pipeline.redact import decoded
+
+    assert (
+        decoded(secret) not in kept and _kept_pieces(kept, secret) == [] and _kept_pieces(kept, decoded(secret)) == []
+    )
