@@ -30,7 +30,9 @@ async def demo(output: Path) -> int:
     output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - setup before the loop runs any other task
     results = output / "si-results.csv"
     ledger = LedgerPaths(results)
-    for stale in (results, ledger.journal, ledger.snapshot):
+    # a demo starts over: its lock file too, whose key count (ledger/seal.py) would find the
+    # new ledger short of the last demo's keys (a second `make demo` had exited 2, "damaged")
+    for stale in (results, ledger.journal, ledger.snapshot, results.with_name(results.name + ".lock")):
         stale.unlink(missing_ok=True)
     shutil.rmtree(results.with_name(results.name + ".work"), ignore_errors=True)
     files = find_samples(output)

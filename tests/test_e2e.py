@@ -251,6 +251,11 @@ def test_no_credential_in_any_output(sandbox, write_input, tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
+    from pipeline.ledger import seal
+
+    (tmp_path / "demo").mkdir()  # what an earlier demo leaves: its lock file counts its keys
+    (tmp_path / "demo" / "si-results.csv.lock").write_text(f"pid 1 on host\n{seal.floor_line(296)}\n")
+    (tmp_path / "demo" / "si-results.csv.journal").write_text("left by the last demo\n")
     result = run_cli("demo", "--output", str(tmp_path / "demo"), env={})
     assert result.code == 0, result.stderr
     assert "created" in result.stdout and "NOT_FOUND" in result.stdout
