@@ -204,7 +204,9 @@ def _report(args: argparse.Namespace) -> int:
     print(report.render_text(summary))
     if args.html is not None:
         from .report_html import render_html
+        from .runner import check_output
 
+        check_output("--html", args.html, (".html", ".htm"), [], args.results)
         render_html(report.load_run_document(args.results, args.summary), args.results, args.html)
         print(f"html report: {args.html}")
     if args.errors is not None:

@@ -31,7 +31,7 @@ from .errors import InputError, reason_of
 from .ledger import LedgerPaths
 from .models import RESULT_COLUMNS, Status
 from .report import run_document_path
-from .safe_csv import ERROR_COLUMNS
+from .safe_csv import ERROR_COLUMNS, restore_name
 from .workfile import write_work_file
 
 _HINT = "name the run's inputs with --inputs PATH..."
@@ -187,6 +187,23 @@ def _check_dest(results_path: Path, dest: Path) -> None:
     own = {results_path, paths.journal, paths.snapshot, run_document_path(results_path)}
     if dest.is_dir() or any(dest.resolve() == p.resolve() for p in own):
         raise InputError(f"error file {dest} would replace the results file or its ledger; choose another path")
+    if dest.exists() and not _an_error_file(dest):  # the one fed back may be replaced; an export may not
+        raise InputError(
+            f"error file {dest} exists and is not an error file si-ingest wrote (an export?): it would be"
+            " overwritten; choose another path"
+        )
+
+
+def _an_error_file(path: Path) -> bool:
+    """`path` is an error file this tool wrote: its last columns are the error columns."""
+    try:
+        if path.name.endswith(".parquet"):
+            names = list(pl.read_parquet_schema(path))
+        else:
+            names = [restore_name(n) for n in pl.scan_csv(path, n_rows=0, infer_schema=False).collect_schema()]
+    except (OSError, pl.exceptions.PolarsError):
+        return False
+    return tuple(names[-len(ERROR_COLUMNS) :]) == ERROR_COLUMNS
 
 
 def _files(paths: Sequence[Path], counts: dict[str, tuple[int, int]]) -> list[loader.InputFile]:

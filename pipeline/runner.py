@@ -27,6 +27,7 @@ from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import AbortError, ConfigError, LedgerDamaged, LedgerError, PipelineError, reason_of
 from .ledger import Ledger, LedgerPaths, RunLock, seal
+from .ledger.store import same_file
 from .pass_one import build_plan
 from .plan import Plan
 from .sending import send_plan
@@ -58,6 +59,7 @@ async def run(
     files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
     dest = config.run.results
     _check_results_path(dest, files)
+    _check_reports(config, files)
     signals = RunSignals()
     with RunLock(dest) as lock:
         lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
@@ -222,8 +224,35 @@ def _check_results_path(dest: Path, files: list[loader.InputFile]) -> None:
     if dest.is_dir():
         raise ConfigError(f"--results {dest} is a folder; name a .csv or .parquet file in it")
     for file in files:
-        if dest.resolve() == file.path.resolve() or (dest.exists() and dest.samefile(file.path)):
+        if same_file(dest, file.path):
             raise ConfigError(f"--results {dest} is one of the inputs: it would be overwritten; choose another path")
+
+
+def _check_reports(config: Config, files: list[loader.InputFile]) -> None:
+    """Before any request: --summary-json and --report-html replace neither an input nor the
+    results file or its ledger (they had, after sending: an export overwritten with JSON, a
+    journal with HTML), nor an existing file of another kind."""
+    dest = config.run.results
+    for flag, path, kinds in (
+        ("--summary-json", config.run.summary_json, (".json",)),
+        ("--report-html", config.run.report_html, (".html", ".htm")),
+    ):
+        if path is not None:
+            check_output(flag, path, kinds, [f.path for f in files], dest)
+
+
+def check_output(flag: str, path: Path, kinds: tuple[str, ...], inputs: list[Path], results: Path) -> None:
+    """ConfigError when writing `path` would replace an input, `results` or its ledger, or an
+    existing file whose name does not end in one of `kinds`."""
+    for other, what in [(p, "one of the inputs") for p in inputs] + [
+        (p, "the results file or its ledger") for p in LedgerPaths(results).owned
+    ]:
+        if same_file(path, other):
+            raise ConfigError(f"{flag} {path} is {what}: it would be overwritten; choose another path")
+    if path.exists() and not path.name.lower().endswith(kinds):
+        raise ConfigError(
+            f"{flag} {path} exists and is not a {' or '.join(kinds)} file: it would be overwritten; choose another path"
+        )
 
 
 @contextlib.contextmanager

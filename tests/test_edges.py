@@ -602,3 +602,31 @@ def test_a_stderr_reader_that_stops_reading_neither_freezes_the_run_nor_its_sigt
     frame = results_mod.read(out)
     assert Counter(frame["status"])["created"] == len(box.created()) < 60
     assert set(frame["status"]) == {"created", "pending"}
+
+
+def test_report_outputs_never_replace_an_input_the_results_or_the_ledger(sandbox, write_input, tmp_path):
+    """--summary-json an input had replaced the export with JSON (after sending, exit 0);
+    --report-html the journal made the next run refuse a damaged ledger; `report --errors` the
+    original export replaced it with its error rows."""
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(4, seed=95))
+    out = tmp_path / "r.csv"
+    export = rows.read_bytes()
+    for flag, path in (
+        ("--summary-json", rows),
+        ("--report-html", tmp_path / "r.csv.journal"),
+        ("--summary-json", tmp_path / "notes.txt"),
+    ):
+        if path.name == "notes.txt":
+            path.write_text("mine")
+        refused = run_cli(*run_args(box, [rows], out), flag, str(path))
+        assert refused.code == 2 and flag in one_error(refused.stderr) and "overwritten" in refused.stderr
+        assert box.stats()["requests"] == 0
+    assert run_cli(*run_args(box, [rows], out), "--summary-json", str(tmp_path / "s.json")).code == 0
+    assert rows.read_bytes() == export and (tmp_path / "s.json").exists()
+    clobber = run_cli("report", str(out), "--errors", str(rows))
+    assert clobber.code == 2 and "is not an error file si-ingest wrote" in clobber.stderr
+    assert rows.read_bytes() == export
+    assert run_cli("report", str(out), "--html", str(out)).code == 2 and rows.read_bytes() == export
+    assert run_cli("report", str(out), "--errors", str(tmp_path / "e.csv")).code == 0
+    assert run_cli("report", str(out), "--errors", str(tmp_path / "e.csv")).code == 0  # its own: replaced

@@ -16,7 +16,7 @@ from ..errors import LedgerError, LockError, reason_of
 
 class RunLock:
     def __init__(self, results: Path) -> None:
-        self.path = results.with_name(results.name + ".lock")
+        self.path = results.with_name(results.name + ".lock")  # LedgerPaths.lock
         self._fd: int | None = None
         self._holder = ""
         self.previous = ""  # what the lock file held before this run took it over

@@ -71,6 +71,15 @@ class LedgerPaths:
     def workdir(self) -> Path:
         return self.results.with_name(self.results.name + ".work")
 
+    @property
+    def lock(self) -> Path:
+        return self.results.with_name(self.results.name + ".lock")
+
+    @property
+    def owned(self) -> tuple[Path, ...]:
+        """The files of this results file and its ledger, which no other output may replace."""
+        return (self.results, self.journal, self.snapshot, self.lock, self.v1_backup)
+
     def recovered(self) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return self.results.with_name(f"{self.results.name}.journal.recovered-{stamp}")
@@ -248,6 +257,14 @@ class Ledger:
 
     def _rewrite_journal(self, state: Iterator[pl.DataFrame], base: str | None) -> None:
         self._next_seq = rewrite_journal(self.paths.journal, self.found.ledger_id, base, state)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """`a` and `b` name one file (links followed), whether or not it exists yet."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def rewrite_journal(path: Path, ledger_id: str, base: str | None, state: Iterator[pl.DataFrame]) -> int:
