@@ -7,14 +7,13 @@ only from the environment (the config may rename the variables), never from flag
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .config_values import check_base_url, check_value, did_you_mean
+from .config_values import UUID, check_base_url, check_value, did_you_mean, env_name
 from .errors import ConfigError, reason_of
 from .models import API_FIELDS, OPTIONAL_FIELDS, SIR_CHANNELS, SIR_FLAGS
 
@@ -38,7 +37,6 @@ DEFAULT_SIR_STATUSES = ("Pending",)
 DEFAULT_BREAKER = 50
 DEFAULT_PROGRESS_EVERY = 5.0
 
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -238,6 +236,8 @@ def load_config(
             raise ConfigError(f"config file {path} cannot be read: {reason_of(exc)}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8: a Latin-1 comment had crashed (exit 4)
+            raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}); TOML files must be") from None
 
     for name in raw:
         if name not in _SECTIONS and name not in ("columns", "orgs", "defaults"):
@@ -276,8 +276,20 @@ def load_config(
             )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: 'columns.{key}' must be a non-empty string (the input's column name)")
+    mapped: dict[str, str] = {}
+    for key in sorted(COLUMN_KEYS, key=lambda k: k not in columns):  # one column read as two fields is a mistake
+        value = columns.get(key, key)  # (org_id = "contact_id" sent every contact's UUID as its org)
+        if value in mapped:
+            raise ConfigError(
+                f"{where}: the column {value!r} would be read as both {mapped[value]} and {key} ([columns]);"
+                " map each field to a column of its own"
+            )
+        mapped[value] = key
     check_base_url(api.base_url)
-    default_org = (env.get(creds.org_id_env) or "").strip() or inp.default_org_id
+    from_env = (env.get(creds.org_id_env) or "").strip()
+    if from_env and not UUID.fullmatch(from_env):
+        raise ConfigError(f"{creds.org_id_env} must be the default org's UUID, not {from_env!r}")
+    default_org = from_env or inp.default_org_id
     orgs = _orgs(raw.get("orgs", {}), where)
     defaults = _defaults(raw.get("defaults", {}), where, inp.sir_statuses)
     return Config(
@@ -349,9 +361,15 @@ def _orgs(raw: Any, where: str) -> dict[str, OrgConfig]:
         for key in table:
             if key not in ("api_key_env", "rate"):
                 raise ConfigError(f"{where}: unknown key '{name}.{key}'{did_you_mean(key, ['api_key_env', 'rate'])}")
-        env_name = table.get("api_key_env")
-        if not isinstance(env_name, str) or not env_name.strip():
-            raise ConfigError(f"{where}: {name}.api_key_env must name the environment variable holding its key")
+        variable = env_name(table.get("api_key_env"), f"{where}: {name}.api_key_env")
         rate = check_value("run", "rate", table["rate"], where) if "rate" in table else None
-        orgs[org_id.strip().lower()] = OrgConfig(api_key_env=env_name.strip(), rate=rate)
+        org = org_id.strip().lower()
+        if org in orgs:  # one org written twice (in two cases): the later table had replaced the earlier
+            raise ConfigError(f"{where}: {name} is there twice (UUIDs are compared in lower case)")
+        for other_id, other in orgs.items():  # one key for two orgs sends one org's rows with the other's key
+            if other.api_key_env == variable:
+                raise ConfigError(
+                    f'{where}: {name} and orgs."{other_id}" both use {variable}: each org has its own key'
+                )
+        orgs[org] = OrgConfig(api_key_env=variable, rate=rate)
     return orgs

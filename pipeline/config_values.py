@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,33 @@ def check_value(section: str, key: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: '{name}' must be a non-empty list of strings")
         return tuple(value)
-    if key == "default_org_id" or key.endswith("_env") or key == "base_url":
+    if key.endswith("_env"):
+        return env_name(value, f"{where}: '{name}'")
+    if key == "default_org_id":
+        if not isinstance(value, str) or not UUID.fullmatch(value.strip()):
+            raise ConfigError(f"{where}: '{name}' must be the org's UUID, not {value!r}")
+        return value.strip()
+    if key == "base_url":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}: '{name}' must be a non-empty string")
-        return value.strip().rstrip("/") if key == "base_url" else value.strip()
+        return value.strip().rstrip("/")
     raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def env_name(value: object, what: str) -> str:
+    """The name of an environment variable. Anything else is refused without being repeated: a
+    key written where its variable's name belongs had been printed ("set <the key> in the
+    environment") into the cron log."""
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value.strip()):
+        raise ConfigError(
+            f"{what} must name an environment variable (letters, digits and _, like ZYNTRO_API_KEY), not hold a"
+            " value; the value given is not repeated here, in case it is a credential"
+        )
+    return value.strip()
 
 
 def did_you_mean(key: str, known: list[str], prefix: str = "") -> str:

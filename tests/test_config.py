@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -67,9 +68,51 @@ def test_renamed_env_vars_and_default_org(tmp_path):
     path = write(
         tmp_path, '[credentials]\napi_key_env = "MY_KEY"\ndeveloper_secret_env = "MY_SECRET"\norg_id_env = "MY_ORG"\n'
     )
-    config = load_config(path, env={"MY_ORG": "org-1"})
-    assert config.default_org_id == "org-1"
+    org = "5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"
+    config = load_config(path, env={"MY_ORG": org})
+    assert config.default_org_id == org
     assert load_credentials(config, env={"MY_KEY": "a", "MY_SECRET": "b"}).developer_secret.reveal() == "b"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("", {"ZYNTRO_ORG_ID": "acme-prod"}, "ZYNTRO_ORG_ID must be the default org's UUID, not 'acme-prod'"),
+        ('[input]\ndefault_org_id = "acme"\n', {}, "'input.default_org_id' must be the org's UUID"),
+        (
+            '[columns]\norg_id = "contact_id"\n',
+            {},
+            "the column 'contact_id' would be read as both org_id and contact_id",
+        ),
+        ('[credentials]\napi_key_env = "zk-live-9f8e7d6c5b4a"\n', {}, "must name an environment variable"),
+        (
+            '[orgs."5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"]\napi_key_env = "K"\n'
+            '[orgs."6f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"]\napi_key_env = "K"\n',
+            {},
+            "both use K: each org has its own key",
+        ),
+        (
+            '[orgs."5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"]\napi_key_env = "K1"\n'
+            '[orgs."5F0C2A9E-3B1D-4C8E-9A47-2D6B8E1F0C3A"]\napi_key_env = "K2"\n',
+            {},
+            "is there twice",
+        ),
+    ],
+)
+def test_config_mistakes_that_had_settled_rows_for_good_are_refused(tmp_path, text, env, message):
+    """Found by a review: each had been accepted, and the rows went out wrong and came back
+    `rejected` for good (or INVALID_UUID); the key written as a variable's name was printed."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        load_config(path, env=env)
+    assert "zk-live-9f8e7d6c5b4a" not in str(info.value)
+
+
+def test_a_config_that_is_not_utf8_is_one_line_not_a_crash(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes("# réglages\n[run]\nrate = 5\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8"):
+        load_config(path)
 
 
 def test_secret_never_prints():
