@@ -60,6 +60,7 @@ def discover(inputs: list[Path]) -> list[Path]:
     for path in inputs:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and _has_suffix(p))
+            _refuse_unreadable_entries(path)
             if not files:
                 raise InputError(f"input folder {path} has no .csv, .csv.gz or .parquet file")
             found.extend(files)
@@ -227,6 +228,23 @@ def _reading(path: Path) -> Iterator[None]:
 
 def _has_suffix(path: Path) -> bool:
     return any(path.name.endswith(s) for s in SUFFIXES)
+
+
+def _refuse_unreadable_entries(folder: Path) -> None:
+    """An entry of an input folder that looks like an input but would not be read stops the run
+    (InputError): a suffix in another case (`b.CSV`, as Windows exports often are) or a link to
+    nothing (a share not mounted) had been skipped without a word, their rows silently missing."""
+    for entry in sorted(folder.iterdir()):
+        if not any(entry.name.lower().endswith(s) for s in SUFFIXES):
+            continue
+        if not _has_suffix(entry):
+            raise InputError(
+                f"input folder {folder} holds {entry.name}, which is not read (suffixes are .csv, .csv.gz and"
+                " .parquet, in lower case): rename it, or move it out of the folder"
+            )
+        if not entry.is_file():
+            what = "a link to nothing (a share not mounted?)" if entry.is_symlink() else "not a file"
+            raise InputError(f"input folder {folder} holds {entry.name}, which is {what}: fix it, or move it out")
 
 
 def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iterator[pl.DataFrame]:

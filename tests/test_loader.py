@@ -1,4 +1,5 @@
 import gzip
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -155,3 +156,22 @@ def test_a_file_with_bare_cr_line_ends_is_named_as_such(tmp_path):
     path.write_bytes(b"contact_id,sir_flag\r" + b"a,b\r" * 3)
     with pytest.raises(InputError, match="bare CR"):
         loader.inspect(loader.discover([path]), {}, None)
+
+
+@pytest.mark.parametrize("odd", ["b.CSV", "c.Parquet", "dangling.csv", "sub.csv"])
+def test_an_input_folder_entry_that_would_not_be_read_stops_the_run(tmp_path, odd):
+    """`b.CSV` (a Windows export) and a link to an unmounted share had been skipped without a
+    word: the run exited 0 with their rows missing."""
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    if odd == "dangling.csv":
+        os.symlink(tmp_path / "gone.csv", folder / odd)
+    elif odd == "sub.csv":
+        (folder / odd).mkdir()
+    else:
+        (folder / odd).write_text("x\n1\n")
+    with pytest.raises(InputError, match=re.escape(odd)):
+        loader.discover([folder])
