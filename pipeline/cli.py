@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__, crash, logs, report
 from .config import Config, load_config, load_credentials, results_file
-from .errors import ConfigError, Interrupted, LedgerError, PipelineError
+from .errors import ConfigError, InputError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
 
@@ -200,6 +200,10 @@ def _report(args: argparse.Namespace) -> int:
     if args.inputs and args.errors is None:
         raise ConfigError("--inputs names the inputs for --errors; add --errors FILE")
     args.results = results_file(args.results)  # its run document is beside the file a link names
+    if args.summary is not None and args.html is None:
+        raise ConfigError("--summary names the run document for --html; add --html FILE")
+    if args.summary is not None and not args.summary.exists():
+        raise InputError(f"run document {args.summary} does not exist")
     summary = report.summarize(args.results)
     print(report.render_text(summary))
     if args.html is not None:
@@ -284,9 +288,13 @@ def _run(args: argparse.Namespace) -> int:
     print(report.render_run(result.document, result.summary))
     if validate_only:
         print(_estimate(result.plan.to_send, result.plan.settled, config))
-    written = [str(config.run.results)]
-    written += [str(p) for p in (config.run.summary_json, config.run.report_html) if p is not None]
+    written = [str(config.run.results), *(str(p) for p in result.reports)]
     print(f"written: {', '.join(written)}")
+    for path in (config.run.summary_json, config.run.report_html):
+        if path is not None and path not in result.reports:
+            print(
+                f"si-ingest: {path} could not be written (the log says why); the results file is whole", file=sys.stderr
+            )
     org_aborts = {org: info["aborted"] for org, info in result.document.get("orgs", {}).items() if info["aborted"]}
     for org_id, aborted in org_aborts.items():
         print(f"si-ingest: aborted for org {org_id}: {aborted['message']} (its rows stay pending)", file=sys.stderr)

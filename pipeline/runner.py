@@ -12,6 +12,7 @@ fold the journal, render the results
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ class RunResult:
     abort: AbortError | None = None
     interrupted: bool = False
     document: dict[str, Any] = field(default_factory=dict)  # the summary JSON (report.run_document)
+    reports: list[Path] = field(default_factory=list)  # --summary-json / --report-html written
 
 
 async def run(
@@ -107,7 +109,7 @@ async def run(
         interrupted=interrupted,
         orgs=_org_summary(stats),
     )
-    _write_reports(document, summary, config)
+    reports = _write_reports(document, summary, config)
     log.info(
         "run.summary",
         results=str(dest),
@@ -121,7 +123,7 @@ async def run(
         peak_per_s=document["peak_rate"],
         exit_code=code,
     )
-    return RunResult(summary, plan, stats, code, abort, interrupted, document)
+    return RunResult(summary, plan, stats, code, abort, interrupted, document, reports)
 
 
 async def _send_and_render(
@@ -197,15 +199,19 @@ def _final_rate(config: Config, stats: SubmitStats | None) -> float:
     return AUTO_START if config.run.rate == "auto" else float(config.run.rate)
 
 
-def _write_reports(document: dict[str, Any], summary: report.Summary, config: Config) -> None:
-    """The summary JSON and the HTML report where asked (nothing lands beside the results unasked).
+def _write_reports(document: dict[str, Any], summary: report.Summary, config: Config) -> list[Path]:
+    """The summary JSON and the HTML report where asked (nothing lands beside the results unasked);
+    returns the ones written.
 
-    The run is over and its results written: a report that cannot be written is logged, not fatal.
+    The run is over and its results written: a report that cannot be written is logged and left
+    out of the files the run says it wrote (it had been listed as written), not fatal.
     """
+    written = []
     path = config.run.summary_json
     if path is not None:
         try:
             report.write_document(document, path)
+            written.append(path)
         except OSError as exc:
             log.error("summary.unwritable", path=str(path), reason=reason_of(exc))
     if config.run.report_html is not None:
@@ -213,8 +219,10 @@ def _write_reports(document: dict[str, Any], summary: report.Summary, config: Co
 
         try:
             render_html(document, config.run.results, config.run.report_html)
+            written.append(config.run.report_html)
         except (OSError, PipelineError) as exc:
             log.error("report.unwritable", path=str(config.run.report_html), reason=str(exc))
+    return written
 
 
 def _check_results_path(dest: Path, files: list[loader.InputFile]) -> None:
@@ -239,6 +247,8 @@ def _check_reports(config: Config, files: list[loader.InputFile]) -> None:
     ):
         if path is not None:
             check_output(flag, path, kinds, [f.path for f in files], dest)
+            if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{flag} {path} cannot be written (a folder, or its folder is not writable)")
 
 
 def check_output(flag: str, path: Path, kinds: tuple[str, ...], inputs: list[Path], results: Path) -> None:

@@ -630,3 +630,30 @@ def test_report_outputs_never_replace_an_input_the_results_or_the_ledger(sandbox
     assert run_cli("report", str(out), "--html", str(out)).code == 2 and rows.read_bytes() == export
     assert run_cli("report", str(out), "--errors", str(tmp_path / "e.csv")).code == 0
     assert run_cli("report", str(out), "--errors", str(tmp_path / "e.csv")).code == 0  # its own: replaced
+
+
+def test_a_summary_that_cannot_be_written_is_refused_at_start_or_not_claimed(
+    sandbox, write_input, tmp_path, monkeypatch, capsys
+):
+    """--summary-json naming a folder had ended exit 0 with the path listed under `written:` (a
+    monitor reading it saw last night's); `report --summary` without --html was ignored."""
+    from pipeline import report
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(3, seed=97))
+    out = tmp_path / "r.csv"
+    (tmp_path / "last-run.json").mkdir()
+    refused = run_cli(*run_args(box, [rows], out), "--summary-json", str(tmp_path / "last-run.json"))
+    assert refused.code == 2 and "cannot be written" in one_error(refused.stderr) and box.stats()["requests"] == 0
+
+    def unwritable(document, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_document", unwritable)
+    assert _in_process(monkeypatch, tmp_path, [*run_args(box, [rows], out), "--summary-json", "s.json"]) == 0
+    captured = capsys.readouterr()
+    assert "written: " in captured.out and "s.json" not in captured.out.splitlines()[-1]
+    assert "s.json could not be written" in captured.err
+    monkeypatch.undo()
+    lone = run_cli("report", str(out), "--summary", str(tmp_path / "nowhere.json"))
+    assert lone.code == 2 and "add --html" in lone.stderr
