@@ -194,7 +194,9 @@ class ZyntroClient:
                         payload, complete = await _read_capped(resp)
                         status, headers = resp.status, resp.headers
                 except asyncio.CancelledError:
-                    if not deadline.connected:  # cancelled before a connection was handed over
+                    # cancelled from outside (not by this deadline, which the `async with` turns
+                    # into TimeoutError, READ_TIMEOUT) before a connection was handed over
+                    if not deadline.connected and not timeout.expired():
                         raise CancelledBeforeSending from None
                     raise
                 finally:

@@ -667,3 +667,32 @@ async def test_a_request_cancelled_before_its_connection_says_nothing_left_and_o
             assert not isinstance(info.value, CancelledBeforeSending)
     finally:
         await runner.cleanup()
+
+
+async def test_a_deadline_that_fires_before_the_connection_is_a_timeout_not_a_cancellation():
+    """The request's own deadline (connect + read) fired while it still connected: the handler for
+    an outside cancellation turned it into CancelledBeforeSending, which asyncio.timeout does not
+    turn into TimeoutError, so the worker vanished and the run hung (found by a review)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # never accepts; its queue filled below, so the next connect stalls
+        port = server.getsockname()[1]
+        fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        try:
+            client = ZyntroClient(
+                f"http://127.0.0.1:{port}", CREDS, concurrency=1, connect_timeout=0.2, read_timeout=0.1
+            )
+            # aiohttp's own connect timeout later than the request's deadline, as when it rounds a
+            # connect timeout over 5 s up to the next second and the read timeout is under 1 s
+            client._timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
+            async with client as c:
+                with pytest.raises(AmbiguousError):
+                    await asyncio.wait_for(c.send(ROW, 1), timeout=20)
+        finally:
+            for filler in fillers:
+                filler.close()
