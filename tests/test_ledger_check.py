@@ -586,3 +586,16 @@ def test_repair_of_a_sound_ledger_keeps_its_form_whatever_the_results_file_adds(
     write_results(paths.results, {f"k{i}": "created" for i in range(1, 21)})
     _, marked, held = repair(paths.results, work)
     assert (marked, held) == (0, 20) and not paths.snapshot.exists() and len(statuses(paths)) == 20
+
+
+def test_rows_the_results_file_never_tried_do_not_count_as_keys_the_ledger_held(tmp_path: Path, work: Path):
+    """The last run counted 50 keys (30 of export A, 20 of B); the journal lost A's. The results
+    file lists B's 20 created and 30 new rows `pending` (never tried): counted as keys, they had
+    made the repaired ledger look whole, and A's 30 rows were sent again."""
+    paths = LedgerPaths(tmp_path / "r.csv")
+    paths.journal.write_bytes(header(0, "L", None) + b"".join(outcome(i, created(f"b{i}", i)) for i in range(1, 21)))
+    write_results(paths.results, {f"b{i}": "created" for i in range(1, 21)} | {f"c{i}": "pending" for i in range(30)})
+    with pytest.raises(LedgerError, match="it would hold 20 row_keys, 30 fewer than when the last run finished"):
+        repair(paths.results, work, least=50)
+    _, _, held = repair(paths.results, work, least=50, accept_loss=True)
+    assert held == 50  # the pending rows are kept (as pending); they just vouch for nothing

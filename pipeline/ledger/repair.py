@@ -56,11 +56,11 @@ def repair(
     sources = [*scan.base_runs, *scan.runs, *scan.damage_runs, *extra]
     stamp = records.now_iso()
     total = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in sources)
-    held = _keys_held(sources, total)
+    held, vouched = _keys_held(sources, extra, total)
     if not accept_loss and scan.snapshot_lost is not None and scan.snapshot_rows is not None:
         least = max(least or 0, scan.snapshot_rows)  # its footer still counts its keys: all must be held
     if not accept_loss:
-        _refuse_a_loss(paths, held, least, scan.snapshot_lost)
+        _refuse_a_loss(paths, vouched, least, scan.snapshot_lost)
     marked = 0
     fail_closed = report.unattributed
 
@@ -101,13 +101,25 @@ def repair(
     return report, marked, held
 
 
-def _keys_held(sources: list[Path], total: int) -> int:
-    """Distinct row_keys among the records of `sources`, a partition at a time (bounded memory)."""
-    held = 0
+def _keys_held(sources: list[Path], from_results: list[Path], total: int) -> tuple[int, int]:
+    """(distinct row_keys among the records of `sources`, those a ledger once held for sure), a
+    partition at a time (bounded memory).
+
+    The second is what is compared with the last run's count: a results file's `pending` row
+    may never have been tried, so it may never have been a ledger key, and counting it had let
+    a ledger that lost an earlier export's keys pass as whole (a review's repro: 30 rows sent
+    again after the repair). Every other row of a results file was tried, so its key was one."""
+    held = vouched = 0
+    tried = pl.col("status") != Status.PENDING.value
     for lo, hi in iter_parts(partition_count(total)):
-        keys = [pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)).select("row_key") for p in sources]
-        held += pl.concat(keys).select(pl.col("row_key").n_unique()).collect().item() if keys else 0
-    return held
+        scans = {p: pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)) for p in sources}
+        if not scans:
+            continue
+        every = pl.concat([scan.select("row_key") for scan in scans.values()])
+        known = pl.concat([scan.filter(tried) if p in from_results else scan for p, scan in scans.items()])
+        held += every.select(pl.col("row_key").n_unique()).collect().item()
+        vouched += known.select(pl.col("row_key").n_unique()).collect().item()
+    return held, vouched
 
 
 def _refuse_a_loss(paths: LedgerPaths, held: int, least: int | None, snapshot_lost: str | None) -> None:
