@@ -199,7 +199,7 @@ def _estimate(to_send: int, settled: int, config: Config) -> str:
 def _report(args: argparse.Namespace) -> int:
     if args.inputs and args.errors is None:
         raise ConfigError("--inputs names the inputs for --errors; add --errors FILE")
-    args.results = results_file(args.results)  # its run document is beside the file a link names
+    args.results = results_file(args.results, reading=True)  # its run document is beside the file itself
     if args.summary is not None and args.html is None:
         raise ConfigError("--summary names the run document for --html; add --html FILE")
     if args.summary is not None and not args.summary.exists():

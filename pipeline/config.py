@@ -203,12 +203,22 @@ _SECTIONS: dict[str, type] = {
 COLUMN_KEYS: frozenset[str] = frozenset(API_FIELDS) | frozenset(OPTIONAL_FIELDS)
 
 
-def results_file(path: Path) -> Path:
-    """The file a results path names, symlinks followed: its journal and lock live beside the file
-    itself, so every name of it shares one ledger. Through a symlink, the journal had gone beside
-    the link, the results were renamed over the link (its target never written), and a later run
-    given the target's own path found no ledger there and sent every row again."""
-    return Path(os.path.realpath(path)) if os.path.islink(path) or _linked_folder(path) else path
+def results_file(path: Path, *, reading: bool = False) -> Path:
+    """The results file a path names, its folder's links followed (every name of a folder then
+    shares one ledger and lock). A path that is itself a symbolic link is refused (ConfigError),
+    unless only `reading` (`report`, which follows it): following it gave a link re-pointed
+    every night (`ln -sfn results-$(date +%F).csv si-results.csv`) a new, empty ledger each
+    night, every row sent again; not following it kept the ledger beside the link, renamed the
+    results over the link, and a run given the file's own name found no ledger and sent every
+    row again. Either way the ledger's place depends on a name that can change under it."""
+    if os.path.islink(path):
+        if reading:
+            return Path(os.path.realpath(path))
+        raise ConfigError(
+            f"the results file {path} is a symbolic link (to {os.readlink(path)}): name the file itself; its"
+            " journal and lock live beside it, and a link re-pointed between runs would start a new ledger"
+        )
+    return Path(os.path.realpath(path)) if _linked_folder(path) else path
 
 
 def _linked_folder(path: Path) -> bool:

@@ -434,10 +434,13 @@ def test_sighup_stops_a_run_as_sigterm_does_unless_started_under_nohup(sandbox, 
         assert Counter(frame["status"])["created"] == len(box.created())
 
 
-def test_a_results_path_through_a_symlink_is_the_file_it_names(sandbox, write_input, tmp_path):
-    """The journal and lock had gone beside the link and the results were renamed over it (its
-    target never written): a later run given the target's own path found no ledger and sent
-    every row again (500 of 500 in the review's repro)."""
+def test_a_results_path_that_is_a_symlink_is_refused_and_a_linked_folder_shares_one_ledger(
+    sandbox, write_input, tmp_path
+):
+    """Through a symlink, the journal and lock had gone beside the link and the results were renamed
+    over it: a later run given the target's own path found no ledger and sent every row again (500
+    of 500 in a review's repro). Following the link instead gave a link re-pointed every night a
+    new empty ledger each night (20 of 20 sent twice). So a linked results file is refused."""
     import os
 
     box = sandbox()
@@ -446,15 +449,14 @@ def test_a_results_path_through_a_symlink_is_the_file_it_names(sandbox, write_in
     real = tmp_path / "volume" / "r.csv"
     link = tmp_path / "r.csv"
     os.symlink(real, link)
-    assert run_cli(*run_args(box, [rows], link)).code == 0
-    assert link.is_symlink() and real.exists() and (tmp_path / "volume" / "r.csv.journal").exists()
-    assert not (tmp_path / "r.csv.journal").exists() and not (tmp_path / "r.csv.lock").exists()
-    again = run_cli(*run_args(box, [rows], real))
-    assert again.code == 0 and box.stats()["requests"] == 20
-    os.symlink(tmp_path / "volume", tmp_path / "via")  # a linked folder names the same file too
+    for argv in (run_args(box, [rows], link), ["ledger", "check", str(link)]):
+        refused = run_cli(*argv)
+        assert refused.code == 2 and "is a symbolic link" in one_error(refused.stderr)
+    assert box.stats()["requests"] == 0 and link.is_symlink() and not real.exists()
+    assert run_cli(*run_args(box, [rows], real)).code == 0 and box.stats()["requests"] == 20
+    os.symlink(tmp_path / "volume", tmp_path / "via")  # a linked folder names the same file and ledger
     assert run_cli(*run_args(box, [rows], tmp_path / "via" / "r.csv")).code == 0 and box.stats()["requests"] == 20
-    assert run_cli("report", str(link)).code == 0
-    assert run_cli("ledger", "check", str(link)).code == 0
+    assert run_cli("report", str(link)).code == 0  # reading follows it
 
 
 @pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-"])
