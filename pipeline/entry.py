@@ -169,13 +169,15 @@ def _open_standard_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    _open_standard_streams()
     signal.signal(signal.SIGTERM, _interrupt)
-    if not isinstance(sys.stderr, (_Tolerant, _Queued)):
-        sys.stdout, sys.stderr = _Tolerant(sys.stdout), _queued(_Tolerant(sys.stderr))
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see the docstring
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not under nohup
+        signal.signal(signal.SIGHUP, _interrupt)
     try:
         try:
+            _open_standard_streams()
+            if not isinstance(sys.stderr, (_Tolerant, _Queued)):
+                sys.stdout, sys.stderr = _Tolerant(sys.stdout), _queued(_Tolerant(sys.stderr))
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see the docstring
             from .cli import main as cli_main
         except KeyboardInterrupt as exc:
             _interrupted(exc, "while starting; nothing was read or sent")

@@ -12,22 +12,23 @@
   SIGINT skipped the results.
 
 SIGHUP (the terminal gone) is a SIGTERM, unless the process started with it ignored (`nohup`),
-which is left as it is. The handlers of the process are put back when the run ends.
+which is left as it is. A signal someone else handles (a library caller's own handler, say an
+Airflow worker's loop.add_signal_handler) is left to them. The handlers are put back when the
+run ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from .errors import Interrupted
 
-log = structlog.get_logger("si_ingest.run")
+FINISHING = "every request has finished; writing the results; signal again to stop at once"
 
 
 class RunSignals:
@@ -41,10 +42,12 @@ class RunSignals:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[RunSignals]:
-        """The synchronous handler for the run's phases outside the event loop's."""
-        hup = getattr(signal, "SIGHUP", None)
-        if hup is not None and signal.getsignal(hup) != signal.SIG_IGN:  # nohup: left ignored
-            self.handled = (*self.handled, hup)
+        """The synchronous handler for the run's phases outside the event loop's, for the signals
+        nobody else handles (`_ours`): an ignored SIGHUP (nohup) stays ignored, and a library
+        caller's own handlers (a host's `loop.add_signal_handler`) stay its own; replaced, then
+        removed with the loop's, they had left the host's signal doing nothing at all."""
+        candidates = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
+        self.handled = tuple(s for s in candidates if _ours(signal.getsignal(s)))
         self._previous = {s: signal.signal(s, self.handler) for s in self.handled}
         try:
             yield self
@@ -65,13 +68,20 @@ class RunSignals:
         if not self.sent:
             raise Interrupted(f"interrupted by {name} before any request was sent")
         if self.count == 1:
-            log.warning(
-                "run.stopping",
-                signal=name,
-                detail="every request has finished; writing the results; signal again to stop at once",
-            )
+            # written to the descriptor, not logged: the handler may have interrupted a log write
+            # on this thread, and the logger's (and stderr queue's) locks are not reentrant
+            with contextlib.suppress(OSError):
+                os.write(2, f"si-ingest: {name}: {FINISHING}\n".encode())
             return
         raise Interrupted(
             f"stopped by {name} while writing the results; every answer is in the ledger: "
             "rerun the same command to write them"
         )
+
+
+def _ours(handler: Any) -> bool:
+    """A signal's handler the run may take over: the default action, Python's KeyboardInterrupt,
+    or the command line's own (entry.py); not SIG_IGN, nor anyone else's."""
+    if handler in (signal.SIG_DFL, signal.default_int_handler):
+        return True
+    return callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry"

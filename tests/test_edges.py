@@ -111,7 +111,7 @@ def _importing_polars(pid: int) -> bool:
         return True  # gone: the assertions below say how
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_while_python_still_imports_exits_130_in_one_line(tmp_path, write_input, signum):
     # on main a SIGTERM in the first half second killed the run silently (143) and a SIGINT
     # printed a KeyboardInterrupt traceback from numpy's import
@@ -371,7 +371,7 @@ def _in_process(monkeypatch, tmp_path, argv: list[str]) -> int:
     return int(exit_info.value.code)
 
 
-def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write_input, tmp_path, monkeypatch, capsys):
+def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write_input, tmp_path, monkeypatch, capfd):
     """SIGTERM while the journal is folded: it had its default action there (killed, exit 143,
     no results file, the work folder left) and SIGINT skipped the results."""
     from pipeline.ledger import Ledger
@@ -384,8 +384,8 @@ def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write
     before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
     assert _in_process(monkeypatch, tmp_path, run_args(box, [rows], out)) == 130
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)] == before  # put back
-    err = capsys.readouterr().err
-    assert seen == ["finish"] and '"event": "run.stopping"' in err and "writing the results" in err
+    err = capfd.readouterr().err
+    assert seen == ["finish"] and "si-ingest: SIGTERM: every request has finished; writing the results" in err
     frame = results_mod.read(out)
     assert frame.height == 12 and set(frame["status"]) == {"created"} and len(box.created()) == 12
     assert not (tmp_path / "r.csv.work").exists() and "seal " in (tmp_path / "r.csv.lock").read_text()
@@ -659,3 +659,34 @@ def test_a_summary_that_cannot_be_written_is_refused_at_start_or_not_claimed(
     monkeypatch.undo()
     lone = run_cli("report", str(out), "--summary", str(tmp_path / "nowhere.json"))
     assert lone.code == 2 and "add --html" in lone.stderr
+
+
+async def test_a_library_callers_own_signal_handlers_survive_a_run(sandbox, write_input, tmp_path):
+    """A host (an Airflow worker) that handles SIGHUP and SIGTERM on its own loop: the run had
+    replaced its handlers and then removed them, leaving those signals doing nothing at all."""
+    import asyncio
+    import os
+
+    import pipeline
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(5, seed=99))
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        loop.add_signal_handler(signum, seen.append, signal.Signals(signum).name)
+    try:
+        overrides = {"run.results": tmp_path / "r.csv", "api.base_url": box.url, "run.rate": 500}
+        config = pipeline.load_config(None, overrides, env=CREDENTIAL_ENV)
+        result = await pipeline.run([rows], config, pipeline.load_credentials(config, env=CREDENTIAL_ENV))
+        assert result.exit_code == 0 and len(box.created()) == 5
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            os.kill(os.getpid(), signum)
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(seen) == ["SIGHUP", "SIGTERM"]
+    finally:
+        for signum in (signal.SIGHUP, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
