@@ -69,3 +69,26 @@ def test_a_start_over_mark_holds_while_the_results_file_it_disregards_is_unchang
     assert seal.started_over(f"pid 1\n{mark}\n", paths) == mark and seal.started_over("pid 1", paths) is None
     write_results(paths.results, {"k1": "created"})  # a run rendered its own results since
     assert seal.started_over(f"pid 1\n{mark}\n", paths) is None
+
+
+def test_taking_the_lock_never_leaves_the_key_count_out(tmp_path: Path, monkeypatch):
+    """The lock file was emptied when a run took it and the count written back later: a kill (or a
+    signal) in between lost it, and a journal restored from an older copy then went unnoticed."""
+    import os
+
+    from pipeline.ledger import RunLock
+
+    results = tmp_path / "r.csv"
+    (tmp_path / "r.csv.lock").write_text(f"pid 1 on host\n{seal.floor_line(50)}\n")
+    writes: list[bytes] = []
+    real = os.pwrite
+
+    def watched(fd: int, data: bytes, offset: int) -> int:
+        writes.append(data)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", watched)
+    with RunLock(results) as lock:
+        assert seal.floor(lock.previous) == 50
+        assert all(b"floor " in data for data in writes)  # every state the file went through has it
+        assert seal.floor((tmp_path / "r.csv.lock").read_text()) == 50

@@ -5,6 +5,7 @@ A lock file left by a killed process holds no flock, so the next run simply take
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -35,23 +36,28 @@ class RunLock:
                 f"another si-ingest run ({holder}) is using {self.path.name[:-5]}; wait for it to finish"
             ) from None
         self.previous = _read_all(fd)  # the last run's seal, if it finished (seal.py)
-        os.ftruncate(fd, 0)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._holder = f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}"
-        os.pwrite(fd, self._holder.encode(), 0)
         self._fd = fd
+        # the lines after the last holder's are kept (seal.py reads them: the key count must not
+        # be lost to a kill at this instant; a seal kept holds only while every file is unchanged)
+        self._write(self._holder, *self.previous.splitlines()[1:])
 
     def seal(self, *lines: str) -> None:
         """Put `lines` (seal.py) after the holder's, in place of any before, for the next run to
         read; best effort."""
         if self._fd is None:
             return
-        try:
-            data = "".join(f"{line}\n" for line in (self._holder, *lines)).encode()
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, data, 0)
-        except OSError:  # no seal: the next run checks the results file against the ledger
-            pass
+        with contextlib.suppress(OSError):  # no seal: the next run checks the results file against the ledger
+            self._write(self._holder, *lines)
+
+    def _write(self, *lines: str) -> None:
+        """The lock file's content, replaced with no instant at which it is empty: written over
+        the old, then cut to length (a kill between leaves whole old lines after the new ones)."""
+        assert self._fd is not None
+        data = "".join(f"{line}\n" for line in lines).encode()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def release(self) -> None:
         if self._fd is not None:
