@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import LedgerError, reason_of
+from .errors import Interrupted, LedgerError, reason_of
 
 
 def write_work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -24,4 +24,6 @@ def write_work_file(path: Path, write: Callable[..., None], *args: Any, **kwargs
     try:
         write(*args, **kwargs)
     except (OSError, pl.exceptions.PolarsError) as exc:
+        if isinstance(exc.__cause__, Interrupted):  # a signal's, raised in a callback polars ran
+            raise exc.__cause__ from None
         raise LedgerError(f"cannot write work file {path}: {reason_of(exc)}") from exc

@@ -108,3 +108,19 @@ def test_a_signal_that_polars_wrapped_is_an_interrupt_not_a_crash(monkeypatch, c
     assert exit_code(["report", "x.csv"]) == 130
     assert capsys.readouterr().err.strip() == "si-ingest: interrupted by SIGINT before any request was sent"
     assert not list(tmp_path.glob("si-ingest-crash-*"))
+
+
+def test_a_signal_raised_inside_a_work_file_write_is_an_interrupt(tmp_path):
+    import polars as pl
+
+    from pipeline.errors import Interrupted
+    from pipeline.workfile import write_work_file
+
+    def write() -> None:
+        try:
+            raise Interrupted("interrupted by SIGTERM before any request was sent")
+        except Interrupted as exc:
+            raise pl.exceptions.ComputeError("caught Python exception in an IO source") from exc
+
+    with pytest.raises(Interrupted):
+        write_work_file(tmp_path / "x.parquet", write)
