@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/si-ingest demo
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --cov --cov-report=term-missing
+	$(BIN)/python -m pytest -q -n 3 --cov --cov-report=term-missing
 
 # the rate benchmark (issue 8; it took over bench_submit.py's CLI vs bare aiohttp loop), ~12 min:
 # prints each figure beside its same-run baseline and rewrites the Rate section of bench/RESULTS.md;

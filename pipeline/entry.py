@@ -72,7 +72,7 @@ class _Queued:
     handler runs on that loop). Lines wait here instead, up to LIMIT of them; past that they are
     dropped and counted (the count is written when the reader is back). The thread writes the
     descriptor itself, unbuffered, so it holds no lock of Python's stream objects at exit. At
-    exit the lines left are written while the reader keeps taking them (`close`).
+    exit the lines left are written while the reader keeps taking them, a second at a time (`close`).
     """
 
     LIMIT = 10_000
@@ -96,7 +96,7 @@ class _Queued:
     def flush(self) -> None:
         pass  # written as soon as the thread can
 
-    def close(self, idle_s: float = 2.0) -> None:
+    def close(self, idle_s: float = 1.0) -> None:
         """Wait for the lines left, as long as the reader takes some within `idle_s`."""
         left = self._lines.qsize()
         while left and not self._idle(idle_s):
