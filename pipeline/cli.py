@@ -55,16 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=_rate, help="requests per second over any 1-second window, or 'auto'")
     run.add_argument("--concurrency", type=int, help="requests in flight at most")
     run.add_argument("--max-attempts", type=int, help="tries per row for retryable failures")
+    # each boolean also has its --no- form, so a flag can undo a config file's setting for one run
     run.add_argument(
-        "--resend-unknown", action="store_true", default=None, help="also send rows whose earlier outcome is unknown"
-    )
-    run.add_argument("--dry-run", action="store_true", default=None, help="validate only, send nothing")
-    run.add_argument(
-        "--no-fsync",
-        dest="fsync",
-        action="store_false",
+        "--resend-unknown",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="do not fsync the journal before sending (survives kill -9, not power loss)",
+        help="also send rows whose earlier outcome is unknown",
+    )
+    run.add_argument(
+        "--dry-run", action=argparse.BooleanOptionalAction, default=None, help="validate only, send nothing"
+    )
+    run.add_argument(
+        "--fsync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fsync the journal before sending (default; --no-fsync survives kill -9, not power loss)",
     )
     run.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
     run.add_argument("--read-timeout", type=float, help="seconds to wait for an answer (default 30)")

@@ -124,3 +124,18 @@ def test_a_signal_raised_inside_a_work_file_write_is_an_interrupt(tmp_path):
 
     with pytest.raises(Interrupted):
         write_work_file(tmp_path / "x.parquet", write)
+
+
+def test_a_flag_undoes_a_config_boolean_for_one_run(tmp_path):
+    """`resend_unknown = true`, `dry_run = true` or `fsync = false` in a config could not be undone
+    by a flag ("a flag beats the config file"): there was no --no-resend-unknown, --no-dry-run or --fsync."""
+    from pipeline.config import load_config
+
+    config_file = tmp_path / "c.toml"
+    config_file.write_text("[run]\nresend_unknown = true\ndry_run = true\nfsync = false\n")
+    args = cli.build_parser().parse_args(["run", "a.csv", "--no-resend-unknown", "--no-dry-run", "--fsync"])
+    overrides = {"run.resend_unknown": args.resend_unknown, "run.dry_run": args.dry_run, "run.fsync": args.fsync}
+    run = load_config(config_file, overrides, env={}).run
+    assert (run.resend_unknown, run.dry_run, run.fsync) == (False, False, True)
+    args = cli.build_parser().parse_args(["run", "a.csv", "--no-fsync"])
+    assert args.fsync is False and args.resend_unknown is None and args.dry_run is None
