@@ -103,6 +103,8 @@ def inspect(
             elif api_field in REQUIRED_FIELDS and not (api_field == "org_id" and default_org_id):
                 hint = " (or set ZYNTRO_ORG_ID for a default org)" if api_field == "org_id" else ""
                 raise InputError(f"{path}: missing required column '{wanted}'{hint}")
+        if path.name.endswith(".parquet"):
+            _refuse_untextual(path, mapped)
         files.append(
             InputFile(
                 path=path,
@@ -113,6 +115,21 @@ def inspect(
             )
         )
     return files
+
+
+def _refuse_untextual(path: Path, mapped: Mapping[str, str]) -> None:
+    """A Parquet column whose values have no text the API could take (nested, binary, a
+    duration) stops the run, naming it: a struct had been sent as polars' own rendering
+    (`{1,"x"}`), and a list or a duration had stopped the run with polars' words, no column named."""
+    with _reading(path):
+        schema = pl.read_parquet_schema(path)
+    for api_field, column in mapped.items():
+        dtype = schema[column]
+        if dtype.is_nested() or dtype in (pl.Binary, pl.Duration, pl.Object):
+            raise InputError(
+                f"{path}: column '{column}' ({api_field}) holds {dtype}, which has no text for the API;"
+                " export it as text"
+            )
 
 
 def describe(path: Path) -> InputFile:

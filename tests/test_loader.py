@@ -175,3 +175,30 @@ def test_an_input_folder_entry_that_would_not_be_read_stops_the_run(tmp_path, od
         (folder / odd).write_text("x\n1\n")
     with pytest.raises(InputError, match=re.escape(odd)):
         loader.discover([folder])
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        pl.Series("sir_context", [{"a": 1, "b": "x"}]),
+        pl.Series("sir_context", [["x", "y"]]),
+        pl.Series("sir_context", [1_000_000], dtype=pl.Duration("us")),
+        pl.Series("sir_context", [b"\xff\xfe"], dtype=pl.Binary),
+    ],
+)
+def test_a_parquet_column_with_no_text_for_the_api_stops_the_run_naming_it(tmp_path, context):
+    """A struct had been sent as polars' own rendering (`{1,"x"}`); a list or a duration stopped
+    the run with polars' words and no column named."""
+    frame = pl.DataFrame(
+        {
+            "org_id": ["5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"],
+            "contact_id": ["6b86b273-ff34-4ce1-ad6b-000000000001"],
+            "sir_flag": ["keep_warm"],
+            "sir_channel": ["email"],
+            "sir_planned_dt": ["2027-01-01 09:00:00"],
+        }
+    ).with_columns(context)
+    path = tmp_path / "in.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(InputError, match=r"column 'sir_context' \(sir_context\) holds .* no text for the API"):
+        loader.inspect([path], {}, None)
