@@ -205,6 +205,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.inputs and args.errors is None:
         raise ConfigError("--inputs names the inputs for --errors; add --errors FILE")
     args.results = results_file(args.results, reading=True)  # its run document is beside the file itself
+    if args.results.is_dir():  # polars' own words had leaked ("Please use a glob pattern")
+        raise InputError(f"{args.results} is a folder; name the results file (.csv or .parquet) in it")
     if args.summary is not None and args.html is None:
         raise ConfigError("--summary names the run document for --html; add --html FILE")
     if args.summary is not None and not args.summary.exists():

@@ -139,3 +139,11 @@ def test_a_flag_undoes_a_config_boolean_for_one_run(tmp_path):
     assert (run.resend_unknown, run.dry_run, run.fsync) == (False, False, True)
     args = cli.build_parser().parse_args(["run", "a.csv", "--no-fsync"])
     assert args.fsync is False and args.resend_unknown is None and args.dry_run is None
+
+
+def test_report_on_a_folder_is_one_line(tmp_path, capsys):
+    assert exit_code(["report", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"si-ingest: error: {tmp_path} is a folder; name the results file (.csv or .parquet) in it"
+    )
