@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .config_values import UUID, check_base_url, check_value, did_you_mean, env_name
+from .config_values import PLAIN_ENV_NAME, UUID, check_base_url, check_value, did_you_mean, env_name
 from .errors import ConfigError, reason_of
 from .models import API_FIELDS, OPTIONAL_FIELDS, SIR_CHANNELS, SIR_FLAGS
 
@@ -298,7 +298,9 @@ def load_config(
     check_base_url(api.base_url)
     from_env = (env.get(creds.org_id_env) or "").strip()
     if from_env and not UUID.fullmatch(from_env):
-        raise ConfigError(f"{creds.org_id_env} must be the default org's UUID, not {from_env!r}")
+        raise ConfigError(
+            f"{creds.org_id_env} must be the default org's UUID; its value is not repeated here, in case it is a key"
+        )
     default_org = from_env or inp.default_org_id
     orgs = _orgs(raw.get("orgs", {}), where)
     defaults = _defaults(raw.get("defaults", {}), where, inp.sir_statuses)
@@ -324,8 +326,10 @@ def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Cr
         wanted.insert(0, names.api_key_env)
     missing = [n for n in dict.fromkeys(wanted) if not env.get(n, "").strip()]
     if missing:
+        hidden = "a variable whose name is not repeated (not in capitals: it may be a value)"
+        shown = [n if PLAIN_ENV_NAME.fullmatch(n) else hidden for n in missing]
         raise ConfigError(
-            f"set {' and '.join(missing)} in the environment (credentials are never read from flags or files)"
+            f"set {' and '.join(shown)} in the environment (credentials are never read from flags or files)"
         )
     default = env.get(names.api_key_env, "").strip()
     return Credentials(

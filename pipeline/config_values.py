@@ -115,7 +115,8 @@ def check_value(section: str, key: str, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
 
 
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # what env, Docker and Kubernetes can set
+PLAIN_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # a name printed as it is; any other may be a key
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -125,8 +126,8 @@ def env_name(value: object, what: str) -> str:
     environment") into the cron log."""
     if not isinstance(value, str) or not ENV_NAME.fullmatch(value.strip()):
         raise ConfigError(
-            f"{what} must name an environment variable (letters, digits and _, like ZYNTRO_API_KEY), not hold a"
-            " value; the value given is not repeated here, in case it is a credential"
+            f"{what} must name an environment variable (letters, digits, _ . and -, like ZYNTRO_API_KEY), not hold"
+            " a value; the value given is not repeated here, in case it is a credential"
         )
     return value.strip()
 

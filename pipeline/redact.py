@@ -5,7 +5,8 @@ the middle of the API key, or echo it JSON-escaped (`key\\u002d...`), percent-en
 split across lines. So `scrub`:
 
 1. reads JSON escapes (`\\uXXXX`, and `\\/` as PHP's json_encode writes every `/`, `\\"`...)
-   and then `%XX` escapes (as UTF-8) first: the text kept is the decoded one;
+   and then `%XX` escapes (as UTF-8) first: where it masks something, the text kept is the
+   decoded one; a text holding nothing of a secret is kept as it came;
 2. masks every whole secret, as given and as the same decoding reads it (a secret holding `%2F`
    or `\\/` of its own is kept decoded too);
 3. masks every run of text made of `FRAGMENT`-character (8) pieces of a secret (a secret cut
@@ -48,10 +49,12 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     kept = {form for s in secrets if s for form in (s, decoded(s)) if form}
     if not kept or not text:
         return text
-    text = decoded(text)
+    given, text = text, decoded(text)
     masked = bytearray(len(text))
     for secret in kept:
         _mark(text, secret, masked)
+    if not any(masked):  # nothing of a secret: the text as it came (decoding had garbled `C:\temp\new`)
+        return given
     pieces: list[str] = []
     last = 0
     for run in _MASKED_RUN.finditer(masked):

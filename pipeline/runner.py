@@ -247,6 +247,8 @@ def _check_reports(config: Config, files: list[loader.InputFile]) -> None:
     ):
         if path is not None:
             check_output(flag, path, kinds, [f.path for f in files], dest)
+            if flag == "--report-html" and config.run.summary_json and same_file(path, config.run.summary_json):
+                raise ConfigError(f"--report-html and --summary-json both name {path}; give each its own file")
             if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
                 raise ConfigError(f"{flag} {path} cannot be written (a folder, or its folder is not writable)")
 
@@ -259,10 +261,22 @@ def check_output(flag: str, path: Path, kinds: tuple[str, ...], inputs: list[Pat
     ]:
         if same_file(path, other):
             raise ConfigError(f"{flag} {path} is {what}: it would be overwritten; choose another path")
-    if path.exists() and not path.name.lower().endswith(kinds):
+    if path.exists() and not path.name.lower().endswith(kinds) and not _written_by_us(path):
         raise ConfigError(
             f"{flag} {path} exists and is not a {' or '.join(kinds)} file: it would be overwritten; choose another path"
         )
+
+
+def _written_by_us(path: Path) -> bool:
+    """An existing report this tool wrote, whatever its name (a summary JSON named `last-run`,
+    written the night before, had been refused the next night)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096).lstrip()
+    except OSError:
+        return False
+    summary = head.startswith(b"{") and b'"schema_version"' in head
+    return summary or head.lower().startswith((b"<!doctype html", b"<html"))
 
 
 @contextlib.contextmanager

@@ -77,14 +77,14 @@ def test_renamed_env_vars_and_default_org(tmp_path):
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        ("", {"ZYNTRO_ORG_ID": "acme-prod"}, "ZYNTRO_ORG_ID must be the default org's UUID, not 'acme-prod'"),
+        ("", {"ZYNTRO_ORG_ID": "acme-prod"}, "ZYNTRO_ORG_ID must be the default org's UUID; its value is not repeated"),
         ('[input]\ndefault_org_id = "acme"\n', {}, "'input.default_org_id' must be the org's UUID"),
         (
             '[columns]\norg_id = "contact_id"\n',
             {},
             "the column 'contact_id' would be read as both org_id and contact_id",
         ),
-        ('[credentials]\napi_key_env = "zk-live-9f8e7d6c5b4a"\n', {}, "must name an environment variable"),
+        ('[credentials]\napi_key_env = "zk live 9f8e7d6c5b4a"\n', {}, "must name an environment variable"),
         (
             '[orgs."5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"]\napi_key_env = "K"\n'
             '[orgs."6f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a"]\napi_key_env = "K"\n',
@@ -105,7 +105,7 @@ def test_config_mistakes_that_had_settled_rows_for_good_are_refused(tmp_path, te
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=re.escape(message)) as info:
         load_config(path, env=env)
-    assert "zk-live-9f8e7d6c5b4a" not in str(info.value)
+    assert "9f8e7d6c5b4a" not in str(info.value) and "acme-prod" not in str(info.value)
 
 
 def test_a_config_that_is_not_utf8_is_one_line_not_a_crash(tmp_path):
@@ -118,3 +118,17 @@ def test_a_config_that_is_not_utf8_is_one_line_not_a_crash(tmp_path):
 def test_secret_never_prints():
     s = Secret("hunter2")
     assert "hunter2" not in repr(s) and "hunter2" not in str(s) and "hunter2" not in f"{s}"
+
+
+def test_a_key_written_where_a_variable_name_belongs_is_never_printed(tmp_path):
+    """A name with . or - is a name env, Docker and Kubernetes can set; a key written there is
+    then looked up as a variable, and the message must not repeat it (it had: into the cron log)."""
+    path = write(tmp_path, '[credentials]\napi_key_env = "zk-live-9f8e7d6c5b4a"\ndeveloper_secret_env = "dev.secret"\n')
+    config = load_config(path, env={})
+    with pytest.raises(ConfigError) as info:
+        load_credentials(config, env={"dev.secret": "zdk_x"})
+    assert "9f8e7d6c5b4a" not in str(info.value) and "not in capitals" in str(info.value)
+    assert (
+        load_credentials(config, env={"zk-live-9f8e7d6c5b4a": "k", "dev.secret": "zdk_x"}).developer_secret.reveal()
+        == "zdk_x"
+    )

@@ -683,3 +683,26 @@ async def test_a_library_callers_own_signal_handlers_survive_a_run(sandbox, writ
     finally:
         for signum in (signal.SIGHUP, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+def test_a_report_path_the_tool_wrote_is_replaced_whatever_its_name(tmp_path):
+    """`--summary-json /var/lib/si/last-run` (no .json) was written on night 1 and refused on night 2;
+    an export under such a name is still protected, and the two reports may not share a file."""
+    from pipeline import runner
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    results = tmp_path / "r.csv"
+    summary = tmp_path / "last-run"
+    summary.write_text('{"schema_version": 1, "command": "run"}')
+    runner.check_output("--summary-json", summary, (".json",), [], results)  # its own: fine
+    html = tmp_path / "report"
+    html.write_text("<!DOCTYPE html><html></html>")
+    runner.check_output("--report-html", html, (".html", ".htm"), [], results)
+    export = tmp_path / "contacts"
+    export.write_text("org_id,contact_id\n")
+    with pytest.raises(ConfigError, match=r"exists and is not a \.json file"):
+        runner.check_output("--summary-json", export, (".json",), [], results)
+    both = load_config(None, {"run.results": results, "run.summary_json": summary, "run.report_html": summary}, env={})
+    with pytest.raises(ConfigError, match="both name"):
+        runner._check_reports(both, [])

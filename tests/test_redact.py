@@ -106,3 +106,10 @@ def test_a_secret_echoed_in_any_escaping_is_masked(secret, echo):
     assert (
         decoded(secret) not in kept and _kept_pieces(kept, secret) == [] and _kept_pieces(kept, decoded(secret)) == []
     )
+
+
+def test_a_text_with_nothing_of_a_secret_is_kept_as_it_came():
+    """Decoding every text had garbled messages that hold no secret: `C:\\temp\\new` got a TAB and a
+    newline, `\\"` lost its backslash, `100%25` became `100%`."""
+    for text in ("C:\\temp\\new_contacts.csv", 'say \\"hi\\"', "100%25 done", "line\\nnext"):
+        assert scrub(text, (KEY, SECRET)) == text
