@@ -498,7 +498,8 @@ def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_p
     line = one_error(down.stderr.replace("si-ingest: aborted:", "si-ingest: error:"))
     assert "the last 10 rows never got a connection in 3 tries each" in line and "cannot be reached" in line
     counts = Counter(results_mod.read(out)["status"])
-    assert counts["failed"] == 10 and counts["pending"] == 50 and counts["created"] == 0
+    # the tenth trips it; a row the other worker was finishing at that moment may end failed too
+    assert 10 <= counts["failed"] <= 11 and counts["failed"] + counts["pending"] == 60 and counts["created"] == 0
     box = sandbox()
     up = run_cli(*run_args(box, [rows], out))
     assert up.code == 0 and box.stats()["requests"] == 60  # every row left to send goes once
