@@ -26,7 +26,7 @@ import structlog
 from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
-from .errors import AbortError, ConfigError, LedgerDamaged, LedgerError, PipelineError, reason_of
+from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError, reason_of
 from .ledger import Ledger, LedgerPaths, RunLock, seal
 from .ledger.store import same_file
 from .pass_one import build_plan
@@ -109,7 +109,8 @@ async def run(
         interrupted=interrupted,
         orgs=_org_summary(stats),
     )
-    reports = _write_reports(document, summary, config)
+    with signals.installed():  # a signal now is noted and the reports are still written (after a send)
+        reports = _write_reports(document, summary, config)
     log.info(
         "run.summary",
         results=str(dest),
@@ -221,6 +222,8 @@ def _write_reports(document: dict[str, Any], summary: report.Summary, config: Co
             render_html(document, config.run.results, config.run.report_html)
             written.append(config.run.report_html)
         except (OSError, PipelineError) as exc:
+            if isinstance(exc, Interrupted):
+                raise
             log.error("report.unwritable", path=str(config.run.report_html), reason=str(exc))
     return written
 
