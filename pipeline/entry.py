@@ -97,21 +97,14 @@ class _Queued:
         pass  # written as soon as the thread can
 
     def close(self, idle_s: float = 1.0) -> None:
-        """Wait for the lines left, as long as the reader takes some within `idle_s`."""
-        left = self._lines.qsize()
-        while left and not self._idle(idle_s):
-            left = self._lines.qsize()
-
-    def _idle(self, seconds: float) -> bool:
-        before = self._lines.qsize()
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if not self._lines.unfinished_tasks:
-                return False
+        """Wait until every line is written, as long as the reader takes one within `idle_s`."""
+        left, since = self._lines.unfinished_tasks, time.monotonic()
+        while left:
             time.sleep(0.01)
-            if self._lines.qsize() < before:
-                return False
-        return True
+            if self._lines.unfinished_tasks < left:
+                left, since = self._lines.unfinished_tasks, time.monotonic()
+            elif time.monotonic() - since > idle_s:
+                return
 
     def _drain(self) -> None:
         while True:
