@@ -29,6 +29,7 @@ from . import loader, results
 from .config import DEFAULT_CHUNK_ROWS
 from .errors import InputError, reason_of
 from .ledger import LedgerPaths
+from .ledger.store import same_file
 from .models import RESULT_COLUMNS, Status
 from .report import run_document_path
 from .safe_csv import ERROR_COLUMNS, restore_name
@@ -183,9 +184,8 @@ def _check_dest(results_path: Path, dest: Path) -> None:
         raise InputError(f"error file {dest} must end in .csv or .parquet, so that `si-ingest run` can read it back")
     if not dest.parent.is_dir():
         raise InputError(f"the folder of the error file {dest} does not exist")
-    paths = LedgerPaths(results_path)
-    own = {results_path, paths.journal, paths.snapshot, run_document_path(results_path)}
-    if dest.is_dir() or any(dest.resolve() == p.resolve() for p in own):
+    own = (*LedgerPaths(results_path).owned, run_document_path(results_path))
+    if dest.is_dir() or any(same_file(dest, p) for p in own):
         raise InputError(f"error file {dest} would replace the results file or its ledger; choose another path")
     if dest.exists() and not _an_error_file(dest):  # the one fed back may be replaced; an export may not
         raise InputError(

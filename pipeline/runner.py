@@ -156,7 +156,7 @@ async def _send_and_render(
     stats = None
     if credentials is not None:  # None: a dry run
         _check_keys(plan, config, credentials)
-        stats, _ = await send_plan(plan, config, credentials, ledger, dest, signals)
+        stats = await send_plan(plan, config, credentials, ledger, dest, signals)
     counts = results.render(plan, ledger.view, dest)
     lock.seal(seal.seal_line(ledger.paths, ledger.view.swept_keys))
     return counts, stats

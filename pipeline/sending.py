@@ -42,16 +42,16 @@ log = structlog.get_logger("si_ingest.run")
 
 async def send_plan(
     plan: Plan, config: Config, credentials: Credentials, ledger: Ledger, dest: Path, signals: RunSignals
-) -> tuple[SubmitStats | None, bool]:
-    """Submit with the ledger's journal, then fold it; a lost journal still gets its results."""
+) -> SubmitStats | None:
+    """Submit with the ledger's journal, then fold it; a lost journal still gets its results.
+    Whether a signal came is `signals.count` (stopping.py)."""
     journal = ledger.journal(fsync=config.run.fsync)
     stats: SubmitStats | None = None
-    interrupted = False
     failure: LedgerError | None = None
     try:
         if plan.to_send:
             with frozen_heap():
-                stats, interrupted = await submit(plan, config, credentials, journal, signals)
+                stats = await submit(plan, config, credentials, journal, signals)
     except LedgerError as exc:
         failure = exc
     except Exception:  # a bug (exit 4): keep what this run learned, then let it surface
@@ -69,7 +69,7 @@ async def send_plan(
         )
     if failure is not None:
         raise failure
-    return stats, interrupted
+    return stats
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def frozen_heap() -> Iterator[None]:
 
 async def submit(
     plan: Plan, config: Config, credentials: Credentials, journal: Journal, signals: RunSignals
-) -> tuple[SubmitStats, bool]:
+) -> SubmitStats:
     stop = StopEvent()
     retry = RetryPolicy(max_attempts=config.run.max_attempts, base=config.run.backoff_base, cap=config.run.backoff_cap)
     loop = asyncio.get_running_loop()
@@ -156,7 +156,7 @@ async def submit(
         for signum in signals.handled:
             loop.remove_signal_handler(signum)  # which leaves the default action: the run's handler again
         signals.reinstall()
-    return stats, signals.count > 0
+    return stats
 
 
 def _shown_proxy(client: ZyntroClient | None) -> str | None:

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import LedgerError, LockError, reason_of
+from .store import LedgerPaths
 
 
 class RunLock:
     def __init__(self, results: Path) -> None:
-        self.path = results.with_name(results.name + ".lock")  # LedgerPaths.lock
+        self.path = LedgerPaths(results).lock
         self._fd: int | None = None
         self._holder = ""
         self.previous = ""  # what the lock file held before this run took it over
