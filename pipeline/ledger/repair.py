@@ -111,14 +111,18 @@ def _keys_held(sources: list[Path], from_results: list[Path], total: int) -> tup
     again after the repair). Every other row of a results file was tried, so its key was one."""
     held = vouched = 0
     tried = pl.col("status") != Status.PENDING.value
-    for lo, hi in iter_parts(partition_count(total)):
-        scans = {p: pl.scan_parquet(p).filter(pl.col("kp").is_between(lo, hi)) for p in sources}
-        if not scans:
-            continue
-        every = pl.concat([scan.select("row_key") for scan in scans.values()])
-        known = pl.concat([scan.filter(tried) if p in from_results else scan for p, scan in scans.items()])
-        held += every.select(pl.col("row_key").n_unique()).collect().item()
-        vouched += known.select(pl.col("row_key").n_unique()).collect().item()
+    for lo, hi in iter_parts(partition_count(total) if sources else 0):
+        keys = [
+            pl.scan_parquet(p)
+            .filter(pl.col("kp").is_between(lo, hi))
+            .select("row_key", vouches=tried if p in from_results else pl.lit(True))
+            for p in sources
+        ]
+        counts = pl.concat(keys).select(
+            held=pl.col("row_key").n_unique(), vouched=pl.col("row_key").filter("vouches").n_unique()
+        )
+        row = counts.collect().row(0)
+        held, vouched = held + row[0], vouched + row[1]
     return held, vouched
 
 
