@@ -59,8 +59,7 @@ def discover(inputs: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and _has_suffix(p))
-            _refuse_unreadable_entries(path)
+            files = _folder_inputs(path)
             if not files:
                 raise InputError(f"input folder {path} has no .csv, .csv.gz or .parquet file")
             found.extend(files)
@@ -247,10 +246,12 @@ def _has_suffix(path: Path) -> bool:
     return any(path.name.endswith(s) for s in SUFFIXES)
 
 
-def _refuse_unreadable_entries(folder: Path) -> None:
-    """An entry of an input folder that looks like an input but would not be read stops the run
-    (InputError): a suffix in another case (`b.CSV`, as Windows exports often are) or a link to
-    nothing (a share not mounted) had been skipped without a word, their rows silently missing."""
+def _folder_inputs(folder: Path) -> list[Path]:
+    """The inputs of a folder, sorted. An entry that looks like one but would not be read stops
+    the run (InputError): a suffix in another case (`b.CSV`, as Windows exports often are) or a
+    link to nothing (a share not mounted) had been skipped without a word, their rows silently
+    missing."""
+    files = []
     for entry in sorted(folder.iterdir()):
         if not any(entry.name.lower().endswith(s) for s in SUFFIXES):
             continue
@@ -262,6 +263,8 @@ def _refuse_unreadable_entries(folder: Path) -> None:
         if not entry.is_file():
             what = "a link to nothing (a share not mounted?)" if entry.is_symlink() else "not a file"
             raise InputError(f"input folder {folder} holds {entry.name}, which is {what}: fix it, or move it out")
+        files.append(entry)
+    return files
 
 
 def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iterator[pl.DataFrame]:
