@@ -58,10 +58,14 @@ class Lane:
     unreachable_streak: int = 0  # rows in a row that used up their tries never connecting
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
+    def reached(self) -> None:
+        """An HTTP answer came: the streaks of `unknown` and of unreachable rows end."""
+        self.unknown_streak = self.unreachable_streak = 0
+
     def answered(self, outcome: Outcome) -> CircuitOpen | None:
         """An API answer. The breaker trips when the last N are all the same row-level error
         (every contact NOT_FOUND: the export came from another org)."""
-        self.unknown_streak = self.unreachable_streak = 0
+        self.reached()
         breaker = self.breaker
         if breaker.maxlen == 0:
             return None

@@ -178,14 +178,10 @@ class Submitter:
             total = row.attempts + attempt
             try:
                 await self._journal.intent(row.row_key, total)
-            except asyncio.CancelledError:  # stopped at once while its intent was made durable: never left
-                self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
-                raise
-            # the token is taken last, immediately before the request leaves, so that neither a
-            # slow disk nor a long group commit can bunch requests past the ceiling
-            try:
+                # the token is taken last, immediately before the request leaves, so that neither a
+                # slow disk nor a long group commit can bunch requests past the ceiling
                 granted = not lane.stop.is_set() and await lane.limiter.acquire() and not lane.stop.is_set()
-            except asyncio.CancelledError:  # stopped at once while it waited for its token: never left
+            except asyncio.CancelledError:  # stopped at once before it left (intent or token): pending
                 self._record(self._not_sent(row, total - 1, last, lane), lane=lane)
                 raise
             if not granted:
@@ -219,7 +215,7 @@ class Submitter:
                     return
                 continue
             except PermanentHTTPError as exc:
-                lane.unknown_streak = lane.unreachable_streak = 0
+                lane.reached()
                 self.stats.telemetry.answered(sent, ERROR)
                 self._record(_outcome(row, Status.FAILED, exc, total), lane=lane)
                 return
