@@ -27,8 +27,8 @@ partition) stops too, which covers rows of earlier exports that the results file
 lists. The count is carried on in the lock file (`floor`, `carried`) from the moment a run or
 a `ledger` command takes the lock, so one killed or refused before it seals keeps it; `ledger
 check` changes no file and keeps the seal too, and `ledger repair` counts what it mends
-against it (repair.py). Ledgers that still hold format 1 (si-ingest 0.1) keys, which the results file names by the
-new key, get the count check only.
+against it (repair.py). Ledgers that still hold format 1 (si-ingest 0.1) keys, which the
+results file names by the new key, get the count check only.
 """
 
 from __future__ import annotations
