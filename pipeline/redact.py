@@ -8,7 +8,8 @@ split across lines. So `scrub`:
    and then `%XX` escapes (as UTF-8) first: where it masks something, the text kept is the
    decoded one; a text holding nothing of a secret is kept as it came;
 2. masks every whole secret, as given and as the same decoding reads it (a secret holding `%2F`
-   or `\\/` of its own is kept decoded too);
+   or `\\/` of its own is kept decoded too), in any letter case (a gateway that upper-cases what
+   it echoes still echoes the key);
 3. masks every run of text made of `FRAGMENT`-character (8) pieces of a secret (a secret cut
    at either end, or a piece from its middle);
 4. masks a shorter piece of a secret (at least `EDGE` characters) standing at either end of
@@ -51,8 +52,9 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         return text
     given, text = text, decoded(text)
     masked = bytearray(len(text))
+    folded = _fold(text)
     for secret in kept:
-        _mark(text, secret, masked)
+        _mark(folded, _fold(secret), masked)
     if not any(masked):  # nothing of a secret: the text as it came (decoding had garbled `C:\temp\new`)
         return given
     pieces: list[str] = []
@@ -72,6 +74,15 @@ def decoded(text: str) -> str:
     if "%" in text:
         text = unquote(text)
     return text
+
+
+def _fold(text: str) -> str:
+    """`text` lower-cased character for character, so positions in it are positions in `text`
+    (`İ` lower-cases to two characters, so it stays as it is)."""
+    low = text.lower()
+    if len(low) == len(text):  # lower() never shortens a character: every one mapped to one
+        return low
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
 def _mark(text: str, secret: str, masked: bytearray) -> None:

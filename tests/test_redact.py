@@ -113,3 +113,19 @@ def test_a_text_with_nothing_of_a_secret_is_kept_as_it_came():
     newline, `\\"` lost its backslash, `100%25` became `100%`."""
     for text in ("C:\\temp\\new_contacts.csv", 'say \\"hi\\"', "100%25 done", "line\\nnext"):
         assert scrub(text, (KEY, SECRET)) == text
+
+
+@pytest.mark.parametrize("fold", [str.upper, str.lower, str.swapcase])
+def test_a_secret_echoed_in_another_letter_case_is_masked(fold):
+    """Left alone last session, fixed now: a gateway that upper-cases what it echoes (or a header
+    value logged lower-cased) kept the whole key, `KEY-QWERTYUIOPASDF-9876`, in the results."""
+    for secret in (KEY, SECRET):
+        kept = scrub("<html>echo " + fold(secret) + " cut " + fold(secret)[:10], (secret,))
+        assert fold(secret) not in kept and fold(secret)[:10] not in kept and REDACTED in kept, kept
+        assert _kept_pieces(kept.lower(), secret.lower()) == []
+
+
+def test_case_folding_keeps_the_text_as_it_came_where_nothing_is_masked():
+    text = "Invalid API KEY for ORG İstanbul ß"  # characters whose case changes their length
+    assert scrub(text, (KEY, SECRET)) == text
+    assert scrub("İİ key-qwertyuiopasdf-9876 ß", (KEY,)) == "İİ " + REDACTED + " ß"
