@@ -92,3 +92,39 @@ def test_taking_the_lock_never_leaves_the_key_count_out(tmp_path: Path, monkeypa
         assert seal.floor(lock.previous) == 50
         assert all(b"floor " in data for data in writes)  # every state the file went through has it
         assert seal.floor((tmp_path / "r.csv.lock").read_text()) == 50
+
+
+def test_the_lock_file_is_made_durable_each_time_it_is_written(tmp_path: Path, monkeypatch):
+    """Left alone last session: the key count in the lock file was never fsynced, so a power cut
+    could take it back to an older count (or, on ext4's delayed allocation, to an empty file)
+    while the journal's fsynced records stayed: the guard against a journal restored from an
+    older copy was gone without a sign."""
+    import os
+
+    from pipeline.ledger.lock import RunLock
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    with RunLock(tmp_path / "r.csv") as lock:
+        fd = lock._fd
+        assert synced.count(fd) == 1  # taken over: the count carried is on the disk
+        lock.seal(seal.floor_line(7))
+        assert synced.count(fd) == 2
+
+
+def test_a_lock_file_that_cannot_be_written_stops_the_run_with_a_reason(tmp_path: Path, monkeypatch):
+    import errno
+    import os
+
+    from pipeline.errors import LedgerError
+    from pipeline.ledger.lock import RunLock
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    lock = RunLock(tmp_path / "r.csv")
+    with pytest.raises(LedgerError, match=r"cannot write lock file .*No space left"):
+        lock.acquire()
+    assert lock._fd is None  # released: the next run can take it

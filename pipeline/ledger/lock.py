@@ -42,7 +42,11 @@ class RunLock:
         self._fd = fd
         # the lines after the last holder's are kept (seal.py reads them: the key count must not
         # be lost to a kill at this instant; a seal kept holds only while every file is unchanged)
-        self._write(self._holder, *self.previous.splitlines()[1:])
+        try:
+            self._write(self._holder, *self.previous.splitlines()[1:])
+        except OSError as exc:
+            self.release()
+            raise LedgerError(f"cannot write lock file {self.path}: {reason_of(exc)}") from exc
 
     def seal(self, *lines: str) -> None:
         """Put `lines` (seal.py) after the holder's, in place of any before, for the next run to
@@ -54,11 +58,14 @@ class RunLock:
 
     def _write(self, *lines: str) -> None:
         """The lock file's content, replaced with no instant at which it is empty: written over
-        the old, then cut to length (a kill between leaves whole old lines after the new ones)."""
+        the old, then cut to length (a kill between leaves whole old lines after the new ones),
+        then fsynced: the key count in it guards against a journal restored from an older copy,
+        and a power cut must not take it back to an older count while the journal's records stay."""
         assert self._fd is not None
         data = "".join(f"{line}\n" for line in lines).encode()
         os.pwrite(self._fd, data, 0)
         os.ftruncate(self._fd, len(data))
+        os.fsync(self._fd)
 
     def release(self) -> None:
         if self._fd is not None:
