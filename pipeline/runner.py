@@ -69,15 +69,19 @@ async def run(
         workdir = paths.make_workdir()
         try:
             with signals.installed(), _naming_the_way_forward(dest):
-                ledger = Ledger.open(dest, workdir, writable=not dry_run, new_ledger=new_ledger)
-                if ledger.upgraded:
-                    log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger)
+                ledger = Ledger.open(dest, workdir, writable=False, new_ledger=new_ledger)
+                seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger, dry_run=dry_run)
+                if not dry_run:  # only now: a run refused above leaves every file as it was
+                    ledger.prepare_to_append()
+                    if ledger.upgraded:
+                        log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 # a dry run may write its CSV results while it plans (result_rows.py)
                 prerender = dry_run and not dest.name.endswith(".parquet")
                 plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
                 sender = None if dry_run else credentials
-                counts, stats = await _send_and_render(plan, len(files), config, sender, ledger, lock, dest, signals)
+                counts, stats = await _send_and_render(
+                    plan, len(files), config, sender, ledger, lock, dest, signals, seal_it=not (dry_run and new_ledger)
+                )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     interrupted = signals.count > 0
@@ -136,6 +140,8 @@ async def _send_and_render(
     lock: RunLock,
     dest: Path,
     signals: RunSignals,
+    *,
+    seal_it: bool = True,
 ) -> tuple[list[tuple[str | None, str | None, int]], SubmitStats | None]:
     """After planning: send (unless a dry run), then write the results and seal them."""
     if ledger.unanswered:
@@ -158,7 +164,10 @@ async def _send_and_render(
         _check_keys(plan, config, credentials)
         stats = await send_plan(plan, config, credentials, ledger, dest, signals)
     counts = results.render(plan, ledger.view, dest)
-    lock.seal(seal.seal_line(ledger.paths, ledger.view.swept_keys))
+    if seal_it:
+        lock.seal(seal.seal_line(ledger.paths, ledger.view.swept_keys))
+    else:  # a dry run that disregards the ledger: what guards sends stays as it was (seal.before_sending)
+        lock.seal(*seal.carried(lock.previous))
     return counts, stats
 
 

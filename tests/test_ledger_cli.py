@@ -359,3 +359,30 @@ def test_repair_refuses_to_forget_a_lost_snapshot_and_a_restored_one_sends_nothi
     accepted = run_cli("ledger", "repair", str(out), "--accept-loss")
     assert accepted.code == 0, accepted.stderr
     assert run_cli(*run_args(box, [b], out)).code == 0 and box.stats()["requests"] == 50  # B's rows are known
+
+
+def test_a_dry_run_that_starts_over_leaves_the_key_count_standing(sandbox, write_input, tmp_path):
+    """Left alone last session: `validate --new-ledger` (a dry run: it sends nothing and writes no
+    ledger) dropped the key count from the lock file, so the next plain `run`, with the ledger
+    and results gone, took itself for a first run and sent every row again. A dry run now changes
+    nothing that guards a send: the run is refused until it says --new-ledger itself."""
+    box = sandbox()
+    a = write_input("a.csv", make_rows(30, seed=45))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [a], out)).code == 0
+    for name in ("r.csv", "r.csv.journal"):  # a clean-up script took the results and the ledger
+        (tmp_path / name).unlink()
+    refused = run_cli(*run_args(box, [a], out))
+    assert refused.code == 2 and error_lines(refused.stderr) == [
+        "si-ingest: error: the ledger of r.csv (r.csv.journal) is missing, while the last run finished with 30"
+        " row_keys in it; nothing was sent. Restore it from a backup, or pass --new-ledger to start a new one"
+        " (rows the old one recorded may then be sent again)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r.csv")) == ["r.csv.lock"]  # as it was
+    looked = run_cli("validate", str(a), "--results", str(out), "--new-ledger")
+    assert looked.code == 0, looked.stderr
+    again = run_cli(*run_args(box, [a], out))
+    assert again.code == 2 and "finished with 30 row_keys" in again.stderr, again.stderr
+    assert box.stats()["requests"] == 30
+    assert run_cli(*run_args(box, [a], out, "--new-ledger")).code == 0  # said on purpose: sent again
+    assert box.stats()["requests"] == 60

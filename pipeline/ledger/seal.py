@@ -148,9 +148,16 @@ def carried(previous: str, *, keep_seal: bool = False) -> list[str]:
     return lines
 
 
-def before_sending(lock: RunLock, paths: LedgerPaths, view: Fold, workdir: Path, *, new_ledger: bool) -> None:
+def before_sending(
+    lock: RunLock, paths: LedgerPaths, view: Fold, workdir: Path, *, new_ledger: bool, dry_run: bool = False
+) -> None:
     """The run's start, with the lock just taken: mark or carry on what a killed run must not lose
-    (a start-over, the key count), and check the files unless they are as the last run sealed them."""
+    (a start-over, the key count), and check the files unless they are as the last run sealed them.
+    A dry run with `new_ledger` starts no ledger, so it changes nothing that guards a send: the
+    key count stays, and the first real run must say `--new-ledger` itself."""
+    if new_ledger and dry_run:
+        lock.seal(*carried(lock.previous))
+        return
     if new_ledger:  # a ledger where there was none: the results file beside it is not this ledger's
         lock.seal(over_line(paths))
         return
@@ -196,6 +203,12 @@ def cross_check(
         for run in runs:
             run.unlink(missing_ok=True)
     held = view.swept_keys or 0
+    if least is not None and held < least and not (paths.journal.exists() or paths.snapshot.exists()):
+        raise LedgerError(  # nothing to check or repair: the way forward is a backup, or a start-over
+            f"the ledger of {paths.results.name} ({paths.journal.name}) is missing, while the last run finished with"
+            f" {least} row_keys in it; nothing was sent. Restore it from a backup, or pass --new-ledger to start"
+            " a new one (rows the old one recorded may then be sent again)"
+        )
     if least is not None and held < least:
         raise LedgerDamaged(
             paths.journal,

@@ -183,13 +183,17 @@ class Ledger:
                 _refuse_if_results_show_sends(paths)
             ledger = cls(paths, workdir, found)
             if writable:
-                ledger._prepare_to_append()
+                ledger.prepare_to_append()
             return ledger
         except LedgerDamaged as exc:
             exc.results = results
             raise
 
-    def _prepare_to_append(self) -> None:
+    def prepare_to_append(self) -> None:
+        """Make the journal ready for this run's records: created if there is none, a torn last
+        line cut off, a format 1 journal upgraded (its copy kept). A run calls it only once every
+        check before sending has passed, so a run refused at start leaves the files as it found
+        them (a refused run had left a new empty journal, and `--new-ledger` was then refused)."""
         info = self.found.journal
         if info is not None and info.version == 1 and not self.paths.v1_backup.exists():
             shutil.copy2(info.path, self.paths.v1_backup)  # kept as it was, before anything changes
