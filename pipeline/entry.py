@@ -6,7 +6,9 @@ traceback from inside numpy. Here SIGTERM is made to raise KeyboardInterrupt, as
 does, before anything heavy is imported: an interrupt during the import is one line and
 exit 130, and afterwards `cli.main` turns a KeyboardInterrupt into the same. The run's own
 phases then install their handlers (stopping.py; while sending, the event loop's), which say
-more and finish the work in flight.
+more and finish the work in flight. SIGINT gets the same handler for the same reason and one
+more: over Python's default handler, `asyncio.run` puts its own, which cancels the run at once
+(every request in flight left `unknown`, no results written).
 
 Descriptors 0-2 closed at start are put on /dev/null (`_open_standard_streams`). stdout and
 stderr are wrapped so that a write never raises (and stderr so that one never blocks:
@@ -163,6 +165,11 @@ def _open_standard_streams() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (a shell's `cmd &`)
+        # the command line's own, not Python's: asyncio.run installs its SIGINT handler (which
+        # cancels the run: every request in flight `unknown`, no results) only over Python's
+        # default, and the run's phases take over only handlers they know (stopping._ours)
+        signal.signal(signal.SIGINT, _interrupt)
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not under nohup
         signal.signal(signal.SIGHUP, _interrupt)
     try:
