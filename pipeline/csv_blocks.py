@@ -31,6 +31,18 @@ BLOCK_BYTES = 8 << 20
 MAX_RECORD_BYTES = 64 << 20  # a "record" longer than this is an unbalanced quote, not data
 _QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")
 _BOM = b"\xef\xbb\xbf"
+# polars decompresses bytes handed to read_csv that start like a gzip, zlib or zstd stream, and
+# drops a leading byte order mark: text can start so too (a cell `x^2 promo` is zlib's 78 5E), so
+# such data gets a record in front (`parse`)
+_SNIFFED = (_BOM, b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda", b"\x28\xb5\x2f\xfd")
+# what a file that is not CSV text starts with, and what to do about it (no text starts so)
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed", "name it .csv.gz, or decompress it"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first"),
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook?)", "export the sheet as CSV"),
+    (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +64,11 @@ def header(path: Path, separator: str = ",") -> list[str]:
         first = _first_record(fh, path)
     if not first.strip():
         raise InputError(f"{path}: the file is empty (no header line)")
+    for magic, what, advice in _NOT_TEXT:
+        if first.startswith(magic):  # polars would read a gzip stream's header and no row after it
+            raise InputError(f"{path}: its content is {what}, not CSV text; {advice} (no row of it was sent)")
     try:
-        names = pl.read_csv(first, has_header=False, infer_schema=False, separator=separator).row(0)
+        names = parse(first, None, separator, infer_schema=False).row(0)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}") from exc
     columns = [str(n) if n is not None else "" for n in names]
@@ -102,13 +117,16 @@ def blocks(path: Path, columns: int, separator: str = ",") -> Iterator[Block]:
             carry = data[cut:]
 
 
-def parse(data: bytes, fields: int, separator: str = ",", **options: Any) -> pl.DataFrame:
-    """`pl.read_csv(data, has_header=False, **options)` of whole records of `fields` fields each,
-    a leading U+FEFF kept as data: polars drops a byte order mark at the start of its input, and
-    here that is a cell's own text (a block starts wherever a record does; a results file read
-    back starts with a row_key, which may be anything a request_key was)."""
-    if not data.startswith(_BOM):
+def parse(data: bytes, fields: int | None, separator: str = ",", **options: Any) -> pl.DataFrame:
+    """`pl.read_csv(data, has_header=False, **options)` of whole records of `fields` fields each
+    (None: as many as the first record has), read as the text they are where they start as
+    polars would take them otherwise (`_SNIFFED`): a leading U+FEFF is a cell's own text, and `x^`
+    is not a zlib stream (a block starts wherever a record does; a results file read back
+    starts with a row_key, which may be anything a request_key was)."""
+    if not data.startswith(_SNIFFED):
         return pl.read_csv(data, has_header=False, separator=separator, **options)
+    if fields is None:
+        fields = int(_scan(data if data.endswith(b"\n") else data + b"\n", ord(separator))[2][0])
     blank = (separator * (fields - 1) + "\n").encode()  # a record of empty fields, dropped again
     return pl.read_csv(blank + data, has_header=False, separator=separator, **options).slice(1)
 

@@ -202,3 +202,53 @@ def test_a_parquet_column_with_no_text_for_the_api_stops_the_run_naming_it(tmp_p
     frame.write_parquet(path)
     with pytest.raises(InputError, match=r"column 'sir_context' \(sir_context\) holds .* no text for the API"):
         loader.inspect([path], {}, None)
+
+
+@pytest.mark.parametrize("start", ["x^", "x\x01", "x^2 promo"])
+def test_text_that_starts_like_a_compressed_stream_is_read_as_text(tmp_path: Path, monkeypatch, start):
+    """polars takes bytes starting `x^` (zlib's 78 5E) for a zlib stream: a first cell `x^2 promo`
+    stopped the file with "corrupt deflate stream", in the header, the first row, or any record
+    that began a block (found by a review, h7b)."""
+    monkeypatch.setattr(loader.csv_blocks, "BLOCK_BYTES", 7)  # about every record starts a block
+    path = tmp_path / "x.csv"
+    rows = [f"{start}{i},c{i},f,x,d,e" for i in range(20)]
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    frame = load([path], chunk=3)
+    assert frame["org_id"].to_list() == [f"{start}{i}" for i in range(20)]
+    headed = tmp_path / "h.csv"
+    headed.write_text(f"{start}note," + HEADER + "\n" + f"{start},o,c,f,x,d,e\n")
+    frame = load([headed])
+    assert frame["org_id"].to_list() == ["o"] and loader.csv_blocks.header(headed)[0] == f"{start}note"
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (lambda text: gzip.compress(text, mtime=0), "its content is gzip-compressed, not CSV text; name it .csv.gz"),
+        (lambda text: text.decode().encode("utf-16"), "its content is UTF-16 text, not CSV text; save it as UTF-8"),
+        (lambda text: b"PK\x03\x04" + text, "its content is a zip archive (an .xlsx workbook?), not CSV text"),
+    ],
+)
+def test_a_csv_whose_content_is_not_text_stops_the_run_saying_what_it_is(tmp_path: Path, content, said):
+    """A `.csv` holding gzip (a `.csv.gz` renamed, a download saved compressed): polars read the
+    header out of the compressed stream and no row after it, so the run ended 0 rows, exit 0
+    (found by a review, h7b)."""
+    path = tmp_path / "a.csv"
+    path.write_bytes(content((HEADER + "\n" + "o,c,f,x,d,e\n" * 3).encode()))
+    with pytest.raises(InputError, match=re.escape(said)):
+        load([path])
+
+
+def test_a_results_file_whose_first_key_starts_like_zlib_is_read_back(tmp_path: Path):
+    """`request_key` `x^1` on the first row: the next run over the same results file refused it as
+    "cannot be read as an si-ingest results file" (found by a review, h7b)."""
+    from .conftest import make_rows, run_cli
+
+    rows = pl.DataFrame(make_rows(3)).with_columns(request_key=pl.Series(["x^1", "x^2", "x^3"]))
+    path = tmp_path / "a.csv"
+    rows.write_csv(path)
+    out = tmp_path / "r.csv"
+    for _ in range(2):
+        done = run_cli("validate", str(path), "--results", str(out))
+        assert done.code == 0, done.stderr
+    assert pl.read_csv(out)["row_key"].to_list() == ["x^1", "x^2", "x^3"]
