@@ -40,6 +40,7 @@ _NOT_TEXT = (
     (b"\x1f\x8b", "gzip-compressed", "name it .csv.gz, or decompress it"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed", "decompress it first"),
     (b"PK\x03\x04", "a zip archive (an .xlsx workbook?)", "export the sheet as CSV"),
+    (b"PAR1", "a Parquet file", "name it .parquet"),
     (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
 )

@@ -227,6 +227,7 @@ def test_text_that_starts_like_a_compressed_stream_is_read_as_text(tmp_path: Pat
         (lambda text: gzip.compress(text, mtime=0), "its content is gzip-compressed, not CSV text; name it .csv.gz"),
         (lambda text: text.decode().encode("utf-16"), "its content is UTF-16 text, not CSV text; save it as UTF-8"),
         (lambda text: b"PK\x03\x04" + text, "its content is a zip archive (an .xlsx workbook?), not CSV text"),
+        (lambda text: b"PAR1" + text, "its content is a Parquet file, not CSV text; name it .parquet"),
     ],
 )
 def test_a_csv_whose_content_is_not_text_stops_the_run_saying_what_it_is(tmp_path: Path, content, said):
