@@ -12,6 +12,7 @@ import ipaddress
 import math
 import re
 import ssl
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +98,8 @@ def check_value(section: str, key: str, value: Any, where: str) -> Any:
     if key == "datetime_formats":
         if not isinstance(value, list) or not all(isinstance(v, str) and "%" in v for v in value):
             raise ConfigError(f"{where}: '{name}' must be a list of strftime patterns like \"%d/%m/%Y %H:%M\"")
+        for pattern in value:
+            datetime_format(pattern, f"{where}: '{name}'")
         return tuple(value)
     if key == "sir_statuses":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
@@ -113,6 +116,35 @@ def check_value(section: str, key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: '{name}' must be a non-empty string")
         return value.strip().rstrip("/")
     raise ConfigError(f"{where}: unknown key '{name}'")  # pragma: no cover - fields() guards this
+
+
+_ZONE = re.compile(r"%[-_0^#:]*[zZ]")
+
+
+def datetime_format(pattern: str, what: str) -> None:
+    """A pattern si-ingest can read a time with and send unchanged: no time zone (the API takes
+    the time as written; converting it moved a customer's 09:00+02:00 to 07:00), and one that
+    reads back a time it writes (`%Q %d`, a typo, had made every row INVALID_DATETIME)."""
+    import polars as pl  # the config is read before the loader needs it anyway
+
+    if _ZONE.search(pattern):
+        raise ConfigError(
+            f"{what}: {pattern!r} reads a time zone, and the API takes the time as written (no zone): "
+            "si-ingest does not convert times; export them without the zone"
+        )
+    sample = pl.Series([datetime(2026, 4, 5, 9, 7, 3)])
+    try:
+        text = sample.dt.strftime(pattern)
+        parsed = text.str.strptime(pl.Datetime, pattern, strict=False)
+        back = parsed.dt.strftime(pattern)
+        readable = back.null_count() == 0 and back[0] == text[0] and parsed.dt.date()[0] == sample.dt.date()[0]
+    except (pl.exceptions.PolarsError, ValueError):
+        readable = False
+    if not readable:
+        raise ConfigError(
+            f"{what}: {pattern!r} cannot read back a time it writes (a typo? a date without its year, day or"
+            " month?); see the strftime codes"
+        )
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # what env, Docker and Kubernetes can set

@@ -85,10 +85,25 @@ def with_messages(checked: pl.DataFrame, sir_statuses: Iterable[str]) -> pl.Data
 
 
 def _reformatted(dt: pl.Expr, formats: list[str]) -> pl.Expr:
-    """The API's format where a cell matches one of `formats` (the first that parses wins)."""
-    parsed = [dt.str.strptime(pl.Datetime, f, strict=False).dt.strftime(DATETIME_FORMAT) for f in formats]
+    """The API's format where a cell matches one of `formats` (the first that reads it wins), and
+    only where the reading is faithful: written back in the same format it gives the cell again
+    (but for zero padding, letter case, spacing and a fraction of zeros), and it holds no fraction
+    of a second. chrono reads `23:59:60` as the next day's 00:00:00, and the API's format has no
+    fraction: either had been sent altered. Anything else stays as it was, so INVALID_DATETIME."""
+    readings = []
+    for f in formats:
+        parsed = dt.str.strptime(pl.Datetime, f, strict=False)
+        faithful = (_plain(parsed.dt.strftime(f)) == _plain(dt)) & (parsed.dt.nanosecond() == 0)
+        readings.append(pl.when(faithful).then(parsed.dt.strftime(DATETIME_FORMAT)))
     already = dt.str.contains(DATETIME_PATTERN)
-    return pl.when(already).then(dt).otherwise(pl.coalesce(*parsed, dt))
+    return pl.when(already).then(dt).otherwise(pl.coalesce(*readings, dt))
+
+
+def _plain(text: pl.Expr) -> pl.Expr:
+    """A date text compared for meaning: lower-cased, spaces collapsed, zero padding and a
+    fraction of zeros dropped (`5.4.2026 9:07:03` reads as `05.04.2026 09:07:03`)."""
+    text = text.str.to_lowercase().str.replace_all(r"\s+", " ").str.replace_all(r"\.0+(\D|$)", "${1}")
+    return text.str.replace_all(r"(^|\D)0+(\d)", "${1}${2}")
 
 
 def blank_to_null(expr: pl.Expr) -> pl.Expr:

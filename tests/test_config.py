@@ -112,7 +112,7 @@ def test_a_config_that_is_not_utf8_is_one_line_not_a_crash(tmp_path):
     path = tmp_path / "c.toml"
     path.write_bytes("# réglages\n[run]\nrate = 5\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="is not UTF-8"):
-        load_config(path)
+        load_config(path, env={})
 
 
 def test_secret_never_prints():
@@ -132,3 +132,22 @@ def test_a_key_written_where_a_variable_name_belongs_is_never_printed(tmp_path):
         load_credentials(config, env={"zk-live-9f8e7d6c5b4a": "k", "dev.secret": "zdk_x"}).developer_secret.reveal()
         == "zdk_x"
     )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "said"),
+    [
+        ("%Y-%m-%dT%H:%M:%S%z", "reads a time zone"),
+        ("%Y-%m-%dT%H:%M:%S%:z", "reads a time zone"),
+        ("%d/%m/%Y %H:%M %Z", "reads a time zone"),
+        ("%Q %d", "cannot read back a time it writes"),
+        ("%d/%m", "cannot read back a time it writes"),
+    ],
+)
+def test_a_datetime_format_that_would_alter_or_never_read_a_time_is_refused(tmp_path, pattern, said):
+    """Found by a review (h7b): `%z` converted 09:00+02:00 to 07:00 (UTC) and sent it as 07:00; a
+    pattern that can never match made every row INVALID_DATETIME with no word about the pattern."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[input]\ndatetime_formats = ["{pattern}"]\n')
+    with pytest.raises(ConfigError, match=said):
+        load_config(path, env={})

@@ -88,3 +88,26 @@ def test_first_failing_check_wins_and_message_is_precise():
     out = validate(frame({"sir_flag": "x" * 100}), ["Pending"])
     message = out["error_message"][0]
     assert message.startswith("sir_flag '" + "x" * 60 + "...'") and "keep_warm" in message
+
+
+@pytest.mark.parametrize(
+    ("fmt", "cell", "sent"),
+    [
+        ("%d.%m.%Y %H:%M:%S", "05.04.2026 09:07:03", "2026-04-05 09:07:03"),
+        ("%d.%m.%Y %H:%M:%S", "5.4.2026 9:07:03", "2026-04-05 09:07:03"),  # unpadded: read as meant
+        ("%d/%m/%Y %H:%M", "05/04/2026 09:07", "2026-04-05 09:07:00"),
+        ("%d %b %Y %H:%M", "05 apr 2026 09:07", "2026-04-05 09:07:00"),
+        ("%d.%m.%Y %H:%M:%S", "31.12.2026 23:59:60", None),  # a leap second had rolled into 2027
+        ("%Y-%m-%d %H:%M:%S%.f", "2026-04-05 09:00:00.900", None),  # the fraction had been dropped
+        ("%Y-%m-%d %H:%M:%S%.f", "2026-04-05 09:00:00.000", "2026-04-05 09:00:00"),
+        ("%d.%m.%Y %H:%M:%S", "30.02.2026 10:00:00", None),
+    ],
+)
+def test_a_configured_datetime_format_never_alters_the_time_it_reads(fmt, cell, sent):
+    """Found by a review (h7b): through `datetime_formats`, `31.12.2026 23:59:60` was sent as
+    `2027-01-01 00:00:00` and `09:00:00.900` as `09:00:00`, both without a word."""
+    out = validate(frame({"sir_planned_dt": cell}), ["Pending"], datetime_formats=[fmt])
+    if sent is None:
+        assert out["error_code"].to_list() == ["INVALID_DATETIME"]
+    else:
+        assert out["error_code"].to_list() == [None] and out["sir_planned_dt"].to_list() == [sent]
