@@ -97,6 +97,13 @@ def inspect(
                 mapped[api_field] = wanted
             elif api_field in columns:
                 raise InputError(f"{path}: no column '{wanted}' (mapped to {api_field} by [columns])")
+            elif near := [n for n in header if n.strip().casefold() == api_field and n not in columns.values()]:
+                # `Request_Key` or `sir_status `: meant as the field, and an optional one had been
+                # ignored in silence (the caller's keys unused, a status sent as the default)
+                raise InputError(
+                    f"{path}: the header has {near[0]!r}, not '{api_field}'; rename the column, or map it in"
+                    f' [columns] ({api_field} = "{near[0]}")'
+                )
             elif api_field in constants:
                 continue
             elif api_field in REQUIRED_FIELDS and not (api_field == "org_id" and default_org_id):

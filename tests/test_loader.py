@@ -253,3 +253,16 @@ def test_a_results_file_whose_first_key_starts_like_zlib_is_read_back(tmp_path: 
         done = run_cli("validate", str(path), "--results", str(out))
         assert done.code == 0, done.stderr
     assert pl.read_csv(out)["row_key"].to_list() == ["x^1", "x^2", "x^3"]
+
+
+@pytest.mark.parametrize("name", ["Request_Key", "request_key ", "SIR_STATUS", " contact_id"])
+def test_a_column_named_like_a_field_but_for_case_or_spaces_stops_the_run(tmp_path: Path, name):
+    """`Request_Key` or `sir_status ` had been ignored in silence: the caller's keys unused (two
+    rows with one key both sent), a status `Done` sent as the API's default (review h7b)."""
+    field = name.strip().lower()
+    path = tmp_path / "a.csv"
+    names = HEADER.replace("contact_id", name) if field == "contact_id" else f"{HEADER},{name}"
+    path.write_text(names + "\n" + "o,c,f,x,d,e" + ("" if field == "contact_id" else ",v") + "\n")
+    with pytest.raises(InputError, match=re.escape(f"the header has {name!r}, not '{field}'")):
+        load([path])
+    assert load([path], columns={field: name})[field].to_list() == ["v" if field != "contact_id" else "c"]
