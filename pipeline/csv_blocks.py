@@ -68,6 +68,12 @@ def header(path: Path, separator: str = ",") -> list[str]:
     for magic, what, advice in _NOT_TEXT:
         if first.startswith(magic):  # polars would read a gzip stream's header and no row after it
             raise InputError(f"{path}: its content is {what}, not CSV text; {advice} (no row of it was sent)")
+    stray = _scan(first if first.endswith(b"\n") else first + b"\n", ord(separator))[4]
+    if stray is not None:  # a quote opened in a name had taken data rows into the header
+        raise InputError(
+            f"{path}: the header line has a quote inside a name (`{_around(first, stray)}`); put the whole"
+            " name in quotes and double the quotes in it, or remove them (no row of it was sent)"
+        )
     try:
         names = parse(first, None, separator, infer_schema=False).row(0)
     except pl.exceptions.PolarsError as exc:
@@ -94,7 +100,14 @@ def blocks(path: Path, columns: int, separator: str = ",") -> Iterator[Block]:
                 return
             if not chunk and not data.endswith(b"\n"):
                 data += b"\n"  # the last record may lack its newline
-            cut, starts, counts, blank = _scan(data, sep)
+            cut, starts, counts, blank, stray = _scan(data, sep)
+            if stray is not None and stray < cut:
+                at = int(np.searchsorted(starts, stray, side="right")) - 1
+                raise InputError(
+                    f"{path}: data row {row + int(np.count_nonzero(~blank[:at]))} has a quote inside a field"
+                    f" (`{_around(data, stray)}`), which CSV readers split differently; put the whole field"
+                    ' in quotes and double the quotes in it ("5"" x"), or remove them (no row of it was sent)'
+                )
             if cut == 0:
                 if not chunk:
                     raise InputError(f"{path}: data row {row} opens a quote that never closes")
@@ -132,29 +145,61 @@ def parse(data: bytes, fields: int | None, separator: str = ",", **options: Any)
     return pl.read_csv(blank + data, has_header=False, separator=separator, **options).slice(1)
 
 
-def _scan(data: bytes, sep: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """(bytes up to the last record end, record starts, fields per record, which are blank).
+def _scan(data: bytes, sep: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int | None]:
+    """(bytes up to the last record end, record starts, fields per record, which are blank, the
+    position of the first stray quote or None).
 
     A newline or separator counts when an even number of quotes precedes it: positions of the
     three bytes are found once each, and parity comes from a search among the (few) quotes,
     so a block without quotes costs three byte comparisons.
+
+    Parity reads every quote as one that opens or closes a quoted field. polars (like most
+    readers) takes a quote as such only at a field's start, and a quote inside an unquoted field
+    as text: `Sizes 5" x, 7" y` is two fields to it and one here. Where the two disagree the
+    field count checked here is not the one polars parses (a review found a context cut at the
+    comma and sent, exit 0, or the fields shifted into a wrong code). So a quote that opens
+    anywhere but a field's start, or closes anywhere but before a separator, line end or its
+    doubled twin, is `stray`, and the file stops there, naming the row (RFC 4180's rule).
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(raw == _NEWLINE)
     separators = np.flatnonzero(raw == sep)
     quotes = np.flatnonzero(raw == _QUOTE)
+    stray = None
     if quotes.size:
         ends = ends[np.searchsorted(quotes, ends) % 2 == 0]
         separators = separators[np.searchsorted(quotes, separators) % 2 == 0]
+        stray = _stray_quote(raw, quotes, sep)
     if ends.size == 0:
         empty = np.empty(0, dtype=np.int64)
-        return 0, empty, empty, np.empty(0, dtype=bool)
+        return 0, empty, empty, np.empty(0, dtype=bool), stray
     upto = np.searchsorted(separators, ends)
     counts = np.diff(upto, prepend=0) + 1
     starts = np.concatenate(([0], ends[:-1] + 1))
     length = ends - starts
     blank = (length == 0) | ((length == 1) & (raw[np.maximum(ends - 1, 0)] == _CR))
-    return int(ends[-1]) + 1, starts, counts, blank
+    return int(ends[-1]) + 1, starts, counts, blank, stray
+
+
+def _stray_quote(raw: np.ndarray, quotes: np.ndarray, sep: int) -> int | None:
+    """The first quote that opens other than at a field's start (the data's start, after a
+    separator or newline, or right after a closing quote: `""` inside a quoted field) or closes
+    other than before a separator, CR, newline, a doubled quote or the data's end."""
+    opening, closing = quotes[0::2], quotes[1::2]
+    before = raw[np.maximum(opening - 1, 0)]
+    bad_open = (opening > 0) & (before != sep) & (before != _NEWLINE) & (before != _QUOTE)
+    after = raw[np.minimum(closing + 1, raw.size - 1)]
+    at_end = closing + 1 >= raw.size
+    bad_close = ~at_end & (after != sep) & (after != _NEWLINE) & (after != _CR) & (after != _QUOTE)
+    found = [int(opening[bad_open][0])] if bad_open.any() else []
+    found += [int(closing[bad_close][0])] if bad_close.any() else []
+    return min(found) if found else None
+
+
+def _around(data: bytes, at: int) -> str:
+    """A few characters either side of `at`, on one line, for a message."""
+    text = data[max(at - 12, 0) : at + 12].decode("utf-8", "replace")
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def _drop(body: bytes, starts: np.ndarray, cut: int, blank: np.ndarray) -> bytes:

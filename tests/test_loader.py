@@ -266,3 +266,46 @@ def test_a_column_named_like_a_field_but_for_case_or_spaces_stops_the_run(tmp_pa
     with pytest.raises(InputError, match=re.escape(f"the header has {name!r}, not '{field}'")):
         load([path])
     assert load([path], columns={field: name})[field].to_list() == ["v" if field != "contact_id" else "c"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "bad_row"),
+    [
+        (['o,c,f,d,e,Sizes 5" x, 7" y requested'], 1),  # alone in its file, the context last: had been sent cut
+        (["o,c,f,d,e,fine"] * 2 + ["", 'o,c,f,d,e,Sizes 5" x, 7" y'] + ["o,c,f,d,e,fine"] * 3, 3),
+        (['o,c,f,d,e, "Call me, please"'], 1),  # typed with ", ": a space before the quote
+        (['o,c,f,d,"e"x,fine'], 1),  # text after a closing quote
+    ],
+)
+def test_a_quote_inside_a_field_stops_the_run_naming_the_row(tmp_path: Path, rows, bad_row):
+    """The record scanner read every quote as one that opens or closes a quoted field, polars only
+    one at a field's start: `Sizes 5" x, 7" y` passed the field count as one field and polars
+    split it, so the context was sent cut at the comma (exit 0), or the fields shifted into a
+    wrong code (found by a review, h7b)."""
+    path = tmp_path / "q.csv"
+    path.write_text("org_id,contact_id,sir_flag,sir_planned_dt,sir_channel,sir_context\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=rf"data row {bad_row} has a quote inside a field \(`"):
+        load([path])
+
+
+def test_quotes_as_csv_writes_them_are_read_whole(tmp_path: Path):
+    path = tmp_path / "q.csv"
+    frame = pl.DataFrame(
+        {
+            "org_id": ["o"] * 3,
+            "contact_id": ["c"] * 3,
+            "sir_flag": ["f"] * 3,
+            "sir_planned_dt": ["d"] * 3,
+            "sir_channel": ["e"] * 3,
+            "sir_context": ['Sizes 5" x, 7" y', '"quoted"', 'a ""b"" c'],
+        }
+    )
+    frame.write_csv(path)
+    assert load([path])["sir_context"].to_list() == frame["sir_context"].to_list()
+
+
+def test_a_quote_inside_a_header_name_stops_the_run(tmp_path: Path):
+    path = tmp_path / "h.csv"
+    path.write_text('org_id,contact_id,sir_flag,sir_planned_dt,sir_channel,sir_context,no"te\no,c,f,d,e,x,"y\n')
+    with pytest.raises(InputError, match="the header line has a quote inside a name"):
+        load([path])
