@@ -67,6 +67,11 @@ def discover(inputs: list[Path]) -> list[Path]:
             raise InputError(f"input file {path} does not exist")
         elif not _has_suffix(path):
             raise InputError(f"input file {path} is not .csv, .csv.gz or .parquet")
+        elif not path.is_file():  # a FIFO: read once for its header, the data read then waited forever
+            raise InputError(
+                f"input file {path} is not a regular file (a pipe?): the tool reads each input more than once;"
+                " save it to a file first"
+            )
         else:
             found.append(path)
     unique: dict[Path, Path] = {}

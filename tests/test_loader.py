@@ -309,3 +309,14 @@ def test_a_quote_inside_a_header_name_stops_the_run(tmp_path: Path):
     path.write_text('org_id,contact_id,sir_flag,sir_planned_dt,sir_channel,sir_context,no"te\no,c,f,d,e,x,"y\n')
     with pytest.raises(InputError, match="the header line has a quote inside a name"):
         load([path])
+
+
+def test_an_input_that_is_a_pipe_stops_the_run_instead_of_waiting_forever(tmp_path: Path):
+    """A FIFO named `x.csv`: its header was read, then the data read waited for a writer forever
+    (found by a review, h7b). Inside a folder it was already refused."""
+    import os
+
+    path = tmp_path / "x.csv"
+    os.mkfifo(path)
+    with pytest.raises(InputError, match="is not a regular file"):
+        loader.discover([path])
