@@ -14,6 +14,7 @@ numbers become their text. A CSV the tool wrote (an error file or a results file
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import polars as pl
 
 from . import csv_blocks, safe_csv
 from .errors import InputError, reason_of
-from .models import API_FIELDS
+from .models import API_FIELDS, RESULT_COLUMNS, ErrorCode, Status
 from .validate import blank_to_null
 
 REQUIRED_FIELDS: tuple[str, ...] = ("org_id", "contact_id", "sir_flag", "sir_context", "sir_planned_dt", "sir_channel")
@@ -235,12 +236,32 @@ def _header(path: Path) -> tuple[list[str], bool]:
         if path.name.endswith(".parquet"):
             return pl.scan_parquet(path).collect_schema().names(), False
         names = csv_blocks.header(path)
-    if not safe_csv.written_by_tool(names):
-        return names, False
+        if not safe_csv.written_by_tool(names) or not _verdicts_are_ours(path, names):
+            return names, False
     restored = [safe_csv.restore_name(n) for n in names]
     if len(set(restored)) < len(restored):
         raise InputError(f"{path}: read back as an si-ingest file, its header names a column twice; rename the copies")
     return restored, True
+
+
+_OUR_CODE = re.compile(r"HTTP_\d{3}|" + "|".join(code.value for code in ErrorCode))
+
+
+def _verdicts_are_ours(path: Path, names: list[str]) -> bool:
+    """A header ending in the error file's columns is the tool's error file only if every row's
+    `status` and `error_code` are the tool's own: a user's export that happened to end in
+    `status,error_code,error_message` had been read as one, and one leading `'` taken off every
+    cell (`'Tis the season` sent as `Tis the season`). A results file (every results column)
+    is taken by its header alone."""
+    if set(RESULT_COLUMNS) <= set(names):
+        return True
+    statuses = [status.value for status in Status]
+    for batch in written_batches(path, ["status", "error_code"], 200_000):
+        code = pl.col("error_code")
+        ours = pl.col("status").is_in(statuses) & (code.is_null() | code.str.contains(f"^(?:{_OUR_CODE.pattern})$"))
+        if not batch.select(ours.all()).item():
+            return False
+    return True
 
 
 @contextmanager

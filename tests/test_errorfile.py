@@ -248,6 +248,6 @@ def test_what_cannot_be_joined_is_refused_with_one_line(write_input, tmp_path):
 
 def test_a_header_that_repeats_a_name_once_read_back_is_refused(tmp_path):
     path = tmp_path / "errors.csv"
-    path.write_text("'a,a,status,error_code,error_message\n1,2,3,4,5\n")
+    path.write_text("'a,a,status,error_code,error_message\n1,2,invalid,INVALID_UUID,5\n")
     with pytest.raises(InputError, match="names a column twice"):
         loader.describe(path)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import loader, results, safe_csv
+from pipeline.models import ErrorCode, Status
 from pipeline.results import RESULT_SCHEMA
 from pipeline.safe_csv import ERROR_COLUMNS, TRIGGERS
 
@@ -48,6 +49,12 @@ def test_a_results_csv_reads_back_as_written_and_runs_nothing(rows):
         assert results.read(dest).equals(frame)
 
 
+# an error file's own columns: the tool's statuses and codes, any message
+VERDICT = st.tuples(
+    st.sampled_from([s.value for s in Status]),
+    st.one_of(st.none(), st.sampled_from([*(c.value for c in ErrorCode), "HTTP_429"])),
+    CELL,
+)
 NAME = st.one_of(st.text(min_size=1), st.builds(lambda a, b: a + b, SPECIAL, st.text())).filter(
     lambda n: n not in ERROR_COLUMNS and n != loader.ROW_INDEX and not n.startswith("\ufeff") and n.strip()
 )
@@ -58,7 +65,13 @@ NAME = st.one_of(st.text(min_size=1), st.builds(lambda a, b: a + b, SPECIAL, st.
     st.lists(NAME, min_size=1, max_size=4, unique_by=safe_csv.neutralise_name).flatmap(
         lambda names: st.tuples(
             st.just(names),
-            st.lists(st.lists(CELL, min_size=len(names) + 3, max_size=len(names) + 3), min_size=1, max_size=6),
+            st.lists(
+                st.tuples(st.lists(CELL, min_size=len(names), max_size=len(names)), VERDICT).map(
+                    lambda row: [*row[0], *row[1]]
+                ),
+                min_size=1,
+                max_size=6,
+            ),
         )
     )
 )
@@ -113,3 +126,14 @@ def test_exactly_the_cells_starting_with_a_trigger_or_a_quote_get_one_quote(cell
     expected = [None if c is None else ("'" + c if c[:1] in (*TRIGGERS, "'") else c) for c in cells]
     got = safe_csv.neutralise(pl.DataFrame({"c": cells}, schema={"c": pl.String}))["c"].to_list()
     assert got == expected  # neither fewer (unsafe) nor more (a round trip alone would not see it)
+
+
+def test_a_users_export_ending_in_the_error_columns_is_read_as_it_is(tmp_path):
+    """A ticket export ending in `status,error_code,error_message` was taken for the tool's error
+    file and one leading `'` taken off every cell: `'Tis the season` was sent as `Tis the season`
+    (found by a review, h7b). Its statuses and codes are not the tool's, so it is the user's."""
+    path = tmp_path / "tickets.csv"
+    path.write_text("note,status,error_code,error_message\n'Tis the season,open,E42,\n")
+    file = loader.describe(path)
+    assert not file.written_by_tool
+    assert pl.concat(loader.raw_batches(file, 10))["note"].to_list() == ["'Tis the season"]
