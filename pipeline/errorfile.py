@@ -99,10 +99,25 @@ class _Target:
             if name not in joined.columns:
                 exprs.append(pl.lit(None, dtype=dtype).alias(name))
             elif dtype == pl.String and joined.schema[name] != pl.String:
-                exprs.append(loader.as_text(name, joined.schema[name]).alias(name))  # what `run` would read
+                exprs.append(_as_text(name, joined.schema[name]).alias(name))
             else:
                 exprs.append(pl.col(name))
         return joined.select(exprs)
+
+
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A Parquet column in a CSV error file: as `run` reads it (`loader.as_text`), and a column
+    `run` ignores that has no plain text (a list, struct or array as JSON, binary as hex, a
+    duration in ISO 8601): it had stopped the whole error file with polars' "cannot cast List
+    type" and no column named (found by a review, h7b)."""
+    if dtype.is_nested():
+        wrapped = pl.struct(pl.col(name).alias("v")).struct.json_encode()  # {"v":...}
+        return pl.when(pl.col(name).is_null()).then(None).otherwise(wrapped.str.slice(5).str.strip_suffix("}"))
+    if dtype == pl.Binary:
+        return pl.col(name).bin.encode("hex")
+    if dtype == pl.Duration:
+        return pl.col(name).dt.to_string("iso")
+    return loader.as_text(name, dtype)  # what `run` would read
 
 
 class _Cursor:
@@ -146,16 +161,25 @@ def write(
         missing = [c for c in RESULT_COLUMNS if c not in names]
         if missing:
             raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
-        where = pl.col("source_path").first() if "source_path" in names else pl.lit(None, pl.String)
+        recorded_as = pl.col("source_path" if "source_path" in names else "source").filter(
+            pl.lit("source_path" in names)
+        )
         groups = (
             scan.group_by("source", maintain_order=True)
-            .agg(rows=pl.len(), errors=not_created.sum(), path=where)
+            .agg(rows=pl.len(), errors=not_created.sum(), paths=recorded_as.unique(maintain_order=True).drop_nulls())
             .collect(engine="streaming")
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+    for source, held in zip(groups["source"], groups["paths"], strict=True):
+        if held is not None and len(held) > 1:  # their rows had been read as one file's: "not in input order"
+            raise InputError(
+                f"the run's inputs {held[0]} and {held[1]} are both named {source}; the results cannot tell their"
+                " rows apart for an error file: give the inputs different names and run again"
+            )
     counts = {source: (rows, errors) for source, rows, errors, _ in groups.iter_rows()}
-    paths = list(inputs) if inputs else run_inputs(results_path, [Path(p) for p in groups["path"].drop_nulls()])
+    recorded = [Path(held[0]) for held in groups["paths"] if held is not None and len(held)]
+    paths = list(inputs) if inputs else run_inputs(results_path, recorded)
     for path in paths:
         if not path.exists():
             raise InputError(f"input {path} does not exist")

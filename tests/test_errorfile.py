@@ -251,3 +251,35 @@ def test_a_header_that_repeats_a_name_once_read_back_is_refused(tmp_path):
     path.write_text("'a,a,status,error_code,error_message\n1,2,invalid,INVALID_UUID,5\n")
     with pytest.raises(InputError, match="names a column twice"):
         loader.describe(path)
+
+
+def test_a_parquet_column_run_ignores_that_has_no_plain_text_goes_into_a_csv_error_file(write_input, tmp_path):
+    """A list, struct, binary or duration column the tool ignores stopped a CSV error file with
+    polars' "cannot cast List type" and no column named (found by a review, h7b)."""
+    frame = pl.DataFrame(export()).with_columns(
+        tags=pl.Series([[1, 2]] * 10),
+        meta=pl.Series([{"a": 1, "b": "x"}] * 10),
+        blob=pl.Series([b"\x00\xff"] * 10),
+        wait=pl.Series([dt.timedelta(seconds=5)] * 10),
+    )
+    source = write_input("export.parquet", frame)
+    out = tmp_path / "res.csv"
+    run_cli("validate", str(source), "--results", str(out))
+    as_csv = tmp_path / "errors.csv"
+    errorfile.write(out, as_csv, [source])
+    row = pl.read_csv(as_csv, infer_schema=False).row(0, named=True)
+    assert (row["tags"], row["meta"], row["blob"], row["wait"]) == ("[1,2]", '{"a":1,"b":"x"}', "00ff", "PT5S")
+
+
+def test_two_inputs_with_one_name_are_named_when_an_error_file_cannot_part_them(write_input, tmp_path):
+    """f/a.csv and g/a.csv in one validate: `report --errors` said "not in input order; rerun",
+    which no rerun could mend (found by a review, h7b)."""
+    for folder, seed in (("f", 1), ("g", 2)):
+        (tmp_path / folder).mkdir()
+        rows = make_rows(3, seed=seed)
+        rows["sir_flag"][0] = "bad"
+        pl.DataFrame(rows).write_csv(tmp_path / folder / "a.csv")
+    out = tmp_path / "res.csv"
+    assert run_cli("validate", str(tmp_path / "f"), str(tmp_path / "g"), "--results", str(out)).code == 1
+    refused = run_cli("report", str(out), "--errors", str(tmp_path / "e.csv"))
+    assert refused.code == 2 and "f/a.csv and " in refused.stderr and "g/a.csv are both named a.csv" in refused.stderr
