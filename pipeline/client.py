@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 import ssl
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -38,7 +40,7 @@ import yarl
 from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
 from .config import Credentials
 from .config_values import is_loopback
-from .errors import AmbiguousError, CancelledBeforeSending, ProxyError, TLSError, TransientError
+from .errors import AmbiguousError, CancelledBeforeSending, ConfigError, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
 
 MAX_HEADER_BYTES = 64 << 10  # one header line of an answer, at most
@@ -48,10 +50,30 @@ __all__ = ["Classifier", "ZyntroClient", "code_for_message", "map_aiohttp_errors
 
 
 @contextlib.contextmanager
-def map_aiohttp_errors(*, proxy_credentials: bool = False) -> Iterator[None]:
-    """Translate aiohttp's exceptions into the pipeline's, in one place (httpx-style)."""
+def map_aiohttp_errors(
+    *, proxy_credentials: bool = False, handed_over: Callable[[], bool] = lambda: True
+) -> Iterator[None]:
+    """Translate aiohttp's exceptions into the pipeline's, in one place (httpx-style).
+
+    `handed_over()` says whether the request had been given its connection (`_Connector`):
+    until then no byte of it was written, so whatever failed (a proxy that closed, or answered
+    the CONNECT with something that is not HTTP; a proxy variable aiohttp cannot use) failed to
+    connect, and the row is retried, never `unknown` (it had been, "after the request was
+    sent", and ten of them tripped the breaker: found by a review, h7a)."""
     try:
-        yield
+        try:
+            yield
+        except (aiohttp.ClientHttpProxyError, aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            raise  # their own answers below
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            if handed_over():
+                raise
+            timed_out = isinstance(exc, TimeoutError)
+            reason = _reason(exc)
+            raise TransientError(
+                ErrorCode.CONNECT_TIMEOUT if timed_out else ErrorCode.CONNECT_ERROR,
+                f"no connection was made ({reason}); nothing was sent",
+            ) from exc
     except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT: the tunnel never opened
         if exc.status == 407:
             what = (
@@ -99,6 +121,15 @@ def map_aiohttp_errors(*, proxy_credentials: bool = False) -> Iterator[None]:
         raise AmbiguousError(
             ErrorCode.CONNECTION_LOST, f"connection lost after the request was sent: {exc.strerror or exc}"
         ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's first line for a message (aiohttp's `str()` fails on some of its own)."""
+    try:
+        text = str(getattr(exc, "message", "") or exc)
+    except Exception:  # only for a message
+        text = ""
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 class ZyntroClient:
@@ -182,7 +213,9 @@ class ZyntroClient:
         """One POST for `row`; returns created/rejected/failed or raises a RequestError / AccountError."""
         assert self._session is not None, "use ZyntroClient as an async context manager"
         body = self._prefix + row.body[1:]
-        with map_aiohttp_errors(proxy_credentials=self._proxy_auth is not None):
+        deadline: _Deadline | None = None
+        handed_over = lambda: deadline is not None and deadline.connected  # noqa: E731 - read at the error
+        with map_aiohttp_errors(proxy_credentials=self._proxy_auth is not None, handed_over=handed_over):
             async with asyncio.timeout(None) as timeout:
                 deadline = _Deadline(timeout, self._read_timeout)
                 deadline.arm(self._connect_timeout + self._read_timeout)
@@ -295,14 +328,37 @@ def env_proxy(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
     target = yarl.URL(url)
     if target.host is None or is_loopback(target.host):
         return None, None
-    try:
-        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(target)
-    except LookupError:  # none named, or no_proxy covers the host
+    name, value = _proxy_variable(target.scheme)
+    if name is None or value is None or urllib.request.proxy_bypass_environment(target.host):  # type: ignore[attr-defined]
         return None, None
-    if proxy.user is not None:  # credentials in the variable itself
-        auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
-        proxy = proxy.with_user(None)
-    return proxy, auth
+    text = value.strip()
+    if "://" not in text:  # `proxy.corp:3128`, as curl takes it: an HTTP proxy (aiohttp had failed
+        text = "http://" + text  # every request with InvalidURL, recorded as a lost connection)
+    try:  # the value is never repeated: it may hold the proxy's password
+        proxy = yarl.URL(text)
+        valid = proxy.host is not None and proxy.port is not None
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:  # a bad port or address had been a crash (exit 4): aiohttp parsed every *_proxy
+        raise ConfigError(f"the proxy variable {name} is not a proxy URL like http://proxy.corp:3128; fix or unset it")
+    if proxy.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"the proxy variable {name} names a {proxy.scheme} proxy; si-ingest goes through HTTP proxies"
+            " (http://host:port): unset it or name one"
+        )
+    return aiohttp.helpers.strip_auth_from_url(proxy)  # credentials in the variable itself, apart
+
+
+def _proxy_variable(scheme: str) -> tuple[str, str] | tuple[None, None]:
+    """The variable naming the proxy for `scheme`, as curl looks: `https_proxy`, `HTTPS_PROXY`,
+    then `all_proxy`, `ALL_PROXY` (for http, only the lower-case `http_proxy`, as curl, since
+    a CGI server sets `HTTP_PROXY` from a request header); an empty one is not set."""
+    names = [f"{scheme}_proxy", *([f"{scheme.upper()}_PROXY"] if scheme != "http" else []), "all_proxy", "ALL_PROXY"]
+    for name in names:
+        value = os.environ.get(name)
+        if value and value.strip():
+            return name, value
+    return None, None
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from pipeline.client import Classifier, ZyntroClient, code_for_message, parse_retry_after
+from pipeline.client import Classifier, ZyntroClient, code_for_message, map_aiohttp_errors, parse_retry_after
 from pipeline.config import Credentials, Secret
 from pipeline.errors import (
     AccountError,
@@ -552,10 +552,34 @@ def test_account_messages_count_anywhere_row_level_ones_only_at_the_start(messag
     ],
 )
 async def test_transport_errors(exc, kind, code):
-    with pytest.raises(kind) as info:
-        await send({}, exc=exc)
+    """Once the request had its connection (`handed_over`), as a request through the real
+    connector; through aioresponses, which has none, every error is before it (next test)."""
+    with pytest.raises(kind) as info, map_aiohttp_errors(handed_over=lambda: True):
+        raise exc
     assert info.value.code == code
     assert type(info.value) is kind
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (aiohttp.ServerDisconnectedError(), "CONNECT_ERROR"),  # a proxy that closed without answering CONNECT
+        (aiohttp.ClientResponseError(None, (), message="Bad status line 'garbage'"), "CONNECT_ERROR"),  # not HTTP
+        (aiohttp.InvalidURL("proxy.corp:3128"), "CONNECT_ERROR"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), "CONNECT_ERROR"),
+        (TimeoutError(), "CONNECT_TIMEOUT"),
+    ],
+)
+async def test_an_error_before_the_request_had_its_connection_sent_nothing(exc, code):
+    """A proxy that closed or garbled its answer to CONNECT: the rows were `unknown` ("connection
+    lost after the request was sent"), never resent, and ten of them stopped the run (found by a
+    review, h7a). No byte of the request had been written."""
+    with pytest.raises(TransientError) as info, map_aiohttp_errors(handed_over=lambda: False):
+        raise exc
+    assert info.value.code == code and "nothing was sent" in info.value.message
+    with pytest.raises(TransientError) as info:
+        await send({}, exc=exc)  # aioresponses: no connection is ever handed over
+    assert info.value.code == code
 
 
 async def test_request_carries_exactly_the_api_fields_and_no_redirects():
@@ -691,8 +715,9 @@ async def test_a_deadline_that_fires_before_the_connection_is_a_timeout_not_a_ca
             # connect timeout over 5 s up to the next second and the read timeout is under 1 s
             client._timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
             async with client as c:
-                with pytest.raises(AmbiguousError):
+                with pytest.raises(TransientError) as info:  # it never connected: nothing was sent
                     await asyncio.wait_for(c.send(ROW, 1), timeout=20)
+                assert info.value.code == "CONNECT_TIMEOUT"
         finally:
             for filler in fillers:
                 filler.close()

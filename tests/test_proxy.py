@@ -13,11 +13,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yarl
 
 from pipeline import results as results_mod
 from pipeline.client import env_proxy
+from pipeline.errors import ConfigError
 
 from .conftest import CREDENTIAL_ENV, make_rows, run_cli
 
@@ -27,8 +29,9 @@ API_HOST = "api.zyntro.test"
 class ConnectProxy:
     """CONNECT host:port -> 127.0.0.1:port (HTTP/1.1), optionally asking for Basic credentials."""
 
-    def __init__(self, credentials: str | None = None) -> None:
+    def __init__(self, credentials: str | None = None, answer: bytes | None = None) -> None:
         self.credentials = credentials
+        self.answer = answer  # in place of a tunnel: these bytes to every CONNECT, then close
         self.tunnels: list[str] = []  # host:port of every tunnel opened
         self.refused = 0
         self._writers: list[asyncio.StreamWriter] = []
@@ -61,6 +64,12 @@ class ConnectProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        if self.answer is not None:  # a broken proxy: closes, or answers what is not HTTP
+            self.refused += 1
+            writer.write(self.answer)
+            await writer.drain()
+            writer.close()
+            return
         method, target, _ = head[0].split(" ")
         headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
         wanted = "Basic " + base64.b64encode(self.credentials.encode()).decode() if self.credentials else None
@@ -100,8 +109,8 @@ def proxy() -> Iterator[type[ConnectProxy]]:
     made: list[ConnectProxy] = []
 
     class Made(ConnectProxy):
-        def __init__(self, credentials: str | None = None) -> None:
-            super().__init__(credentials)
+        def __init__(self, credentials: str | None = None, answer: bytes | None = None) -> None:
+            super().__init__(credentials, answer)
             made.append(self)
 
     yield Made
@@ -120,12 +129,12 @@ def api_cert(tmp_path: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def _run_through(box, proxy_url: str, api_cert: tuple[Path, Path], rows: Path, out: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def _run_through(box, proxy_url: str, api_cert: tuple[Path, Path], rows: Path, out: Path, tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
     """The CLI run against `box` as https://api.zyntro.test:PORT, with https_proxy=`proxy_url`."""
     config = tmp_path / "c.toml"
     config.write_text(f'[api]\nca_bundle = "{api_cert[1]}"\n')
     base = f"https://{API_HOST}:{yarl.URL(box.url).port}/apis/v2/public/crm"
-    args = ("run", str(rows), "--base-url", base, "--results", str(out), "--config", str(config))
+    args = ("run", str(rows), "--base-url", base, "--results", str(out), "--config", str(config), *extra)
     return run_cli(*args, env={**CREDENTIAL_ENV, "https_proxy": proxy_url})
 
 
@@ -169,3 +178,62 @@ def test_loopback_and_no_proxy_hosts_go_direct(monkeypatch):
     assert str(url) == "http://proxy.corp:3128" and auth is not None and (auth.login, auth.password) == ("u", "p")
     monkeypatch.delenv("https_proxy")
     assert env_proxy("https://app.zyntrohq.com/x") == (None, None)
+
+
+@pytest.mark.parametrize("answer", [b"", b"\x05\xff", b"garbage\r\n\r\n"], ids=["closes", "socks", "garbage"])
+def test_a_proxy_that_never_opens_the_tunnel_leaves_rows_failed_not_unknown(
+    sandbox, proxy, api_cert, write_input, tmp_path, answer
+):
+    """A proxy that closed on CONNECT or answered what is not HTTP (a SOCKS proxy named as
+    http://): every row was `unknown` "after the request was sent", and ten stopped the run (exit
+    3), though nothing could have reached the API (found by a review, h7a)."""
+    box = sandbox()
+    broken = proxy(answer=answer)
+    rows = write_input("a.csv", make_rows(4))
+    out = tmp_path / "r.csv"
+    done = _run_through(box, f"http://127.0.0.1:{broken.port}", api_cert, rows, out, tmp_path, "--max-attempts", "2")
+    frame = pl.read_csv(out, infer_schema=False)
+    assert done.code == 1 and set(frame["status"]) == {"failed"}, done.stderr
+    assert set(frame["error_code"]) == {"CONNECT_ERROR"} and box.stats()["requests"] == 0
+    assert broken.refused == 8  # each row tried twice
+
+
+@pytest.mark.parametrize(
+    ("variables", "proxy_url"),
+    [
+        ({"HTTPS_PROXY": "proxy.corp:3128"}, "http://proxy.corp:3128"),  # no scheme: http, as curl
+        ({"ALL_PROXY": "http://all.corp:8080"}, "http://all.corp:8080"),
+        ({"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"}, "http://a:1"),
+        ({"http_proxy": "http://127.0.0.1:99999", "https_proxy": "http://p:3"}, "http://p:3"),  # another one broken
+        ({"https_proxy": "  "}, None),
+    ],
+)
+def test_the_proxy_variable_is_read_as_curl_reads_it(monkeypatch, variables, proxy_url):
+    """`HTTPS_PROXY=proxy.corp:3128` failed every request with InvalidURL, recorded as a lost
+    connection (`unknown`); a broken HTTP_PROXY crashed an https run (exit 4): aiohttp parsed
+    every *_proxy variable (found by a review, h7a)."""
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    url, _ = env_proxy("https://app.zyntrohq.com/apis/v2/public/crm/addSIRequest")
+    assert (str(url) if url is not None else None) == proxy_url
+
+
+@pytest.mark.parametrize(
+    "value", ["http://u:pw-s3cret@127.0.0.1:99999", "http://[::1:3128", "socks5://u:pw-s3cret@h:1080"]
+)
+def test_a_proxy_variable_that_names_no_usable_proxy_stops_the_run_without_repeating_it(
+    monkeypatch, write_input, tmp_path, value
+):
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    with pytest.raises(ConfigError, match="the proxy variable HTTPS_PROXY") as info:
+        env_proxy("https://app.zyntrohq.com/apis/v2/public/crm/addSIRequest")
+    assert "s3cret" not in str(info.value)
+    rows = write_input("a.csv", make_rows(2))
+    base = "https://app.zyntrohq.com/apis/v2/public/crm"
+    done = run_cli("run", str(rows), "--base-url", base, "--results", str(tmp_path / "r.csv"),
+                   env={**CREDENTIAL_ENV, "HTTPS_PROXY": value})  # fmt: skip
+    assert done.code == 2 and "the proxy variable HTTPS_PROXY" in done.stderr and "s3cret" not in done.stderr
