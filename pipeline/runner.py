@@ -73,6 +73,7 @@ async def run(
                 seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger, dry_run=dry_run)
                 if not dry_run:  # only now: a run refused above leaves every file as it was
                     ledger.prepare_to_append()
+                    lock.hold_journal()  # the journal it will append to (maybe new): no other run may
                     if ledger.upgraded:
                         log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
                 # a dry run may write its CSV results while it plans (result_rows.py)

@@ -70,18 +70,37 @@ def test_a_damaged_record_in_the_middle_stops_the_run_before_any_request(sandbox
     assert len(list(tmp_path.glob("r.csv.journal.damaged-*"))) == 1
 
 
-def test_a_deleted_journal_mid_run_stops_sending_and_the_next_run_resends_nothing(sandbox, write_input, tmp_path):
+def _copied_over(journal: Path, early: bytes) -> None:
+    with open(journal, "r+b") as fh:  # `cp backup live`: the same file, its content replaced
+        fh.truncate(0)
+        fh.write(early)
+
+
+@pytest.mark.parametrize("change", ["deleted", "truncated", "copied over"])
+def test_a_journal_lost_mid_run_stops_sending_and_the_next_run_resends_nothing(sandbox, write_input, tmp_path, change):
+    """Deleted; or, found by a review (h7c), truncated in place (logrotate's copytruncate) or an
+    older copy written over it in place: same device, inode and links, so the run had gone on
+    sending, and the next one resent 418-435 of 900 rows."""
     n = 300
     box = sandbox("--latency", "20-40")
     rows = write_input("a.csv", make_rows(n, seed=21))
     out = tmp_path / "r.csv"
+    journal = tmp_path / "r.csv.journal"
     proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
+    wait_for(lambda: box.stats()["created"] >= 5, timeout=30)
+    early = journal.read_bytes()
     wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
-    os.unlink(tmp_path / "r.csv.journal")
+    if change == "deleted":
+        os.unlink(journal)
+    elif change == "truncated":
+        os.truncate(journal, 0)
+    else:
+        _copied_over(journal, early)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2, stderr
     [line] = error_lines(stderr)
-    assert "deleted, replaced or moved" in line and "ledger repair" in line
+    said = "deleted, replaced or moved" if change == "deleted" else "changed in place (truncated or written over)"
+    assert said in line and "ledger repair" in line, line
     sent = box.stats()["requests"]
     assert sent < n
     frame = results_mod.read(out)  # the results show every row sent: created, or unknown if it was in flight
@@ -386,3 +405,65 @@ def test_a_dry_run_that_starts_over_leaves_the_key_count_standing(sandbox, write
     assert box.stats()["requests"] == 30
     assert run_cli(*run_args(box, [a], out, "--new-ledger")).code == 0  # said on purpose: sent again
     assert box.stats()["requests"] == 60
+
+
+@pytest.mark.parametrize("remade", [True, False], ids=["folder made again", "folder gone"])
+def test_records_saved_by_a_run_that_lost_its_journal_are_never_passed_over(sandbox, write_input, tmp_path, remade):
+    """A script moved the results folder away mid-run and made it again, empty: the run saved its
+    records beside the new results path (`.journal.recovered-*`), and the next run, finding no
+    journal, took itself for a first run and sent every row again (found by a review, h7c)."""
+    n = 300
+    box = sandbox("--latency", "20-40")
+    rows = write_input("a.csv", make_rows(n, seed=22))
+    folder = tmp_path / "night"
+    folder.mkdir()
+    out = folder / "r.csv"
+    proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
+    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    folder.rename(tmp_path / "night.old")
+    if not remade:
+        _, stderr = proc.communicate(timeout=60)  # nowhere to save them: it had been a crash, exit 4
+        assert proc.returncode == 2 and "could not be saved" in error_lines(stderr)[0], stderr
+        return
+    folder.mkdir()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stderr
+    sent = box.stats()["requests"]
+    assert list(folder.glob("r.csv.journal.recovered-*")), sorted(p.name for p in folder.iterdir())
+    refused = run_cli(*run_args(box, [rows], out))
+    assert refused.code == 2 and "recovered-" in refused.stderr and "ledger repair" in refused.stderr, refused.stderr
+    assert box.stats()["requests"] == sent
+    repaired = run_cli("ledger", "repair", str(out))
+    assert repaired.code == 0, repaired.stdout + repaired.stderr
+    final = run_cli(*run_args(box, [rows], out))
+    assert final.code in (0, 1), final.stderr
+    assert max(Counter(r["sir_context"] for r in box.created()).values()) == 1  # nothing created twice
+
+
+def test_a_second_run_is_refused_though_the_lock_file_was_removed(sandbox, write_input, tmp_path):
+    """`rm -f *.lock` while a run sends let a second run take a new lock file and send from the
+    same ledger: 1,649 of 2,000 contacts created twice (found by a review, h7c). The journal is
+    held too."""
+    n = 200
+    box = sandbox("--latency", "20-40")
+    rows = write_input("a.csv", make_rows(n, seed=23))
+    out = tmp_path / "r.csv"
+    first = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
+    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    (tmp_path / "r.csv.lock").unlink()
+    second = run_cli(*run_args(box, [rows], out))
+    assert second.code == 2 and "another si-ingest run is writing to r.csv.journal" in second.stderr, second.stderr
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    assert len(box.created()) == n and max(Counter(r["sir_context"] for r in box.created()).values()) == 1
+
+
+def test_switching_the_results_suffix_does_not_start_a_second_ledger_in_silence(sandbox, write_input, tmp_path):
+    """`--results r.csv` one night, `r.parquet` the next: a new ledger beside the old one, every row
+    sent again, exit 0 (found by a review, h7c)."""
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(10, seed=24))
+    assert run_cli(*run_args(box, [rows], tmp_path / "r.csv")).code == 0
+    switched = run_cli(*run_args(box, [rows], tmp_path / "r.parquet"))
+    assert switched.code == 2 and "r.csv.journal beside r.parquet is the ledger of r.csv" in switched.stderr
+    assert box.stats()["requests"] == 10 and not (tmp_path / "r.parquet.journal").exists()

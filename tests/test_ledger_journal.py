@@ -67,3 +67,30 @@ def test_a_lock_file_that_cannot_be_created_raises_ledger_error(tmp_path: Path):
         pass
     with RunLock(tmp_path / "r.csv"):  # and it was released on leaving the block
         pass
+
+
+@pytest.mark.parametrize("change", ["truncated", "written over"])
+async def test_a_journal_changed_in_place_stops_commits_and_its_records_are_kept_whole(tmp_path: Path, change):
+    """Same device, inode and links (logrotate's copytruncate, `cp backup live`): the identity
+    check passed and the run went on sending (found by a review, h7c). The run's own copy keeps
+    every record it wrote for `copy_to`."""
+    import os
+
+    ledger = open_ledger(tmp_path)
+    journal = ledger.journal(fsync=False)
+    await journal.intent("a", 1)
+    journal.outcome(Outcome("a", Status.CREATED, sir_id=1, attempts=1))
+    await journal.intent("b", 1)
+    whole = ledger.paths.journal.read_bytes()
+    if change == "truncated":
+        os.truncate(ledger.paths.journal, 0)
+    else:
+        ledger.paths.journal.write_bytes(whole[: len(whole) // 2])  # an older copy, in place
+    with pytest.raises(LedgerError, match=r"changed in place \(truncated or written over\)"):
+        await journal.intent("c", 1)
+    assert journal.lost
+    journal.copy_to(tmp_path / "saved")
+    saved = (tmp_path / "saved").read_bytes()
+    assert saved.startswith(whole) and reader.inspect(tmp_path / "saved") is not None
+    journal.close()
+    assert not (tmp_path / "work" / "journal.own").exists()

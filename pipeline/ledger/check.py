@@ -147,8 +147,7 @@ class Scan:
         if snapshot is not None:
             self.ledger_id = snapshot.meta.ledger_id
         self._journal(paths.journal, 0, keep)
-        self.recovered = sorted(paths.results.parent.glob(paths.journal.name + ".recovered-*"))
-        self.recovered = [p for p in self.recovered if not p.name.endswith(".merged")]
+        self.recovered = paths.saved_records()
         for i, copy in enumerate(self.recovered, start=1):
             self._journal(copy, i << 40, keep)
         self._flush_damaged(keep, at_least=1)

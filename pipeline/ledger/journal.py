@@ -9,11 +9,18 @@ slow disk makes the groups bigger instead of stalling the loop (a 50 ms fsync no
 freezes every request in flight, nor bunches the sends that follow it).
 
 After every write the thread checks that the path still names the file it opened (same
-device and inode, still linked): a journal deleted, replaced or moved while the run is
-sending would otherwise swallow the records of requests that really left, and the next run
-would send them again. A write error or a lost identity fails every waiting and later commit,
-so nothing more is sent (LedgerError). What this run wrote stays readable through the open
-descriptor (`copy_to`), so the run can still render its results and save its records.
+device and inode, still linked), and that the file is as long as this run made it: a journal
+deleted, replaced or moved while the run is sending, or changed in place (truncated by
+logrotate's copytruncate, an older copy written over it with `cp`), would otherwise swallow
+the records of requests that really left, and the next run would send them again. A write
+error or a lost journal fails every waiting and later commit, so nothing more is sent
+(LedgerError).
+
+The run keeps its own copy of the journal in its work folder (`own_copy`: the journal as it
+found it, then every commit written there too, to the page cache only): a file changed in
+place has lost this run's records, and a deleted one is read back from the copy as well, so
+`copy_to` can always save them for the results and `ledger repair`. The copy costs one more
+write() per commit, no fsync: after a kill the journal itself is what counts.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import shutil
 from pathlib import Path
 
 from ..errors import LedgerError, reason_of
@@ -31,12 +39,15 @@ from . import records
 class Journal:
     """Append-only write-ahead journal with group commit in a writer thread."""
 
-    def __init__(self, path: Path, *, fsync: bool, next_seq: int) -> None:
+    def __init__(self, path: Path, *, fsync: bool, next_seq: int, own_copy: Path | None = None) -> None:
         self.path = path
         self._fsync = fsync
         self._seq = next_seq
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._size = 0  # the journal's length as this run made it
+        self._own_copy = own_copy
+        self._copy_fd: int | None = None
         self._buffer: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []  # intents in the buffer
         self._scheduled = False
@@ -54,8 +65,23 @@ class Journal:
         except OSError as exc:
             raise LedgerError(f"cannot write journal {self.path}: {reason_of(exc)}") from exc
         self._identity = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         if not self._still_ours():
             raise LedgerError(f"the journal {self.path} changed while it was being opened")
+        if self._own_copy is not None:
+            self._start_copy(self._own_copy)
+
+    def _start_copy(self, dest: Path) -> None:
+        """The journal as it is now, then every commit: read back if the journal is lost."""
+        try:
+            shutil.copyfile(self.path, dest)
+            fd = os.open(dest, os.O_WRONLY | os.O_APPEND)
+            if os.fstat(fd).st_size != self._size:
+                os.close(fd)
+                return
+        except OSError:
+            return  # no copy: a journal deleted is still read through its descriptor
+        self._copy_fd = fd
 
     @property
     def next_seq(self) -> int:
@@ -138,16 +164,33 @@ class Journal:
         """
         assert self._fd is not None
         view = memoryview(data)
-        while view:
+        while view:  # the length counted as written, a write cut short by a full disk included
             written = os.write(self._fd, view)
+            self._size += written
             view = view[written:]
+        if self._copy_fd is not None:
+            try:
+                _write_all(self._copy_fd, data)
+            except OSError:  # the work folder full: the copy is left, the journal is what counts
+                os.close(self._copy_fd)
+                self._copy_fd = None
         if sync:
             os.fsync(self._fd)
         self.writes += 1
-        if self.error is None and not self._still_ours():
+        if self.error is None:
+            self._check()
+
+    def _check(self) -> None:
+        if not self._still_ours():
             self.lost = True
             self.error = LedgerError(
                 f"the journal {self.path} was deleted, replaced or moved while the run was sending; stopped sending"
+            )
+        elif os.fstat(self._fd).st_size != self._size:  # type: ignore[arg-type]  # open while checked
+            self.lost = True
+            self.error = LedgerError(
+                f"the journal {self.path} was changed in place (truncated or written over) while the run was"
+                " sending; stopped sending"
             )
 
     def flush(self) -> None:
@@ -169,17 +212,20 @@ class Journal:
     def close(self) -> None:
         self.flush()
         self._writer.shutdown(wait=True)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._copy_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._copy_fd = None
+        if self._own_copy is not None:
+            self._own_copy.unlink(missing_ok=True)
 
     def check_still_ours(self) -> None:
-        """Mark the journal lost if its path no longer names the file this run wrote to."""
-        if self._fd is not None and not self.lost and not self._still_ours():
-            self.lost = True
-            self.error = self.error or LedgerError(
-                f"the journal {self.path} was deleted, replaced or moved during the run"
-            )
+        """Mark the journal lost if its path no longer names the file this run wrote to, or the
+        file is not as long as this run made it."""
+        if self._fd is not None and not self.lost:
+            error = self.error
+            self._check()
+            self.error = error or self.error
 
     def _still_ours(self) -> bool:
         try:
@@ -189,10 +235,12 @@ class Journal:
         return (st.st_dev, st.st_ino) == self._identity and st.st_nlink > 0
 
     def copy_to(self, dest: Path) -> None:
-        """Copy what this journal holds (through its descriptor, even if unlinked) to `dest`."""
+        """Copy what this run's journal holds to `dest`: from the run's own copy, else through the
+        journal's descriptor (even if unlinked; not if it was changed in place)."""
         if self._fd is None:
             raise LedgerError(f"journal {self.path} is closed")
-        reader = os.open(f"/proc/self/fd/{self._fd}", os.O_RDONLY)
+        source = f"/proc/self/fd/{self._copy_fd if self._copy_fd is not None else self._fd}"
+        reader = os.open(source, os.O_RDONLY)
         try:
             with open(dest, "wb") as out:
                 while chunk := os.read(reader, 1 << 20):
@@ -201,3 +249,10 @@ class Journal:
                 os.fsync(out.fileno())
         finally:
             os.close(reader)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

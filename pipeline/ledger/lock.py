@@ -1,6 +1,11 @@
 """One run per results file: an flock on `<results>.lock`, released by the kernel on any exit.
 
 A lock file left by a killed process holds no flock, so the next run simply takes it over.
+
+The journal is flocked too (`hold_journal`), for as long as the run holds the lock: a lock file
+removed while a run sends (`rm -f *.lock` in a wrapper, or by hand after "another si-ingest run
+is using...") had let a second run take a new one and send from the same ledger, and a review
+(h7c) saw 1,649 of 2,000 contacts created twice. The second run now finds the journal held.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ class RunLock:
     def __init__(self, results: Path) -> None:
         self.path = LedgerPaths(results).lock
         self._fd: int | None = None
+        self._journal_fd: int | None = None
+        self._journal = LedgerPaths(results).journal
         self._holder = ""
         self.previous = ""  # what the lock file held before this run took it over
 
@@ -36,6 +43,8 @@ class RunLock:
             raise LockError(
                 f"another si-ingest run ({holder}) is using {self.path.name[:-5]}; wait for it to finish"
             ) from None
+        self._fd = fd
+        self.hold_journal()
         self.previous = _read_all(fd)  # the last run's seal, if it finished (seal.py)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._holder = f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}"
@@ -47,6 +56,32 @@ class RunLock:
         except OSError as exc:
             self.release()
             raise LedgerError(f"cannot write lock file {self.path}: {reason_of(exc)}") from exc
+
+    def hold_journal(self) -> None:
+        """flock the journal as it is now, if there is one (again after the run made a new one:
+        flock locks an open file, so the same file opened twice would refuse itself)."""
+        try:
+            fd = os.open(self._journal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self.release()
+            raise LedgerError(f"cannot open journal {self._journal}: {reason_of(exc)}") from exc
+        if self._journal_fd is not None and _same(os.fstat(fd), os.fstat(self._journal_fd)):
+            os.close(fd)  # held already
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            self.release()
+            raise LockError(
+                f"another si-ingest run is writing to {self._journal.name} (its lock file was removed?); wait for it"
+                " to finish"
+            ) from None
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+        self._journal_fd = fd
 
     def seal(self, *lines: str) -> None:
         """Put `lines` (seal.py) after the holder's, in place of any before, for the next run to
@@ -68,9 +103,10 @@ class RunLock:
         os.fsync(self._fd)
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._journal_fd, self._fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._journal_fd = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -87,3 +123,7 @@ def _read_all(fd: int, limit: int = 1 << 16) -> str:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -84,6 +84,12 @@ class LedgerPaths:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return self.results.with_name(f"{self.results.name}.journal.recovered-{stamp}")
 
+    def saved_records(self) -> list[Path]:
+        """Records saved by runs that lost their journal (`recovered`), not yet folded in by
+        `ledger repair` (which marks each `.merged`)."""
+        found = sorted(self.results.parent.glob(self.journal.name + ".recovered-*"))
+        return [p for p in found if not p.name.endswith(".merged")]
+
     def make_workdir(self) -> Path:
         """An empty work folder beside the results file (what a killed run left there is removed)."""
         try:
@@ -177,10 +183,17 @@ class Ledger:
     @classmethod
     def open(cls, results: Path, workdir: Path, *, writable: bool, new_ledger: bool = False) -> Ledger:
         paths = LedgerPaths(results)
+        saved = paths.saved_records()
+        if saved:  # a run lost its journal and saved its records there: without them rows sent look unsent
+            raise LedgerError(
+                f"{saved[0].name} beside {results.name} holds the records of a run that lost its journal; nothing"
+                f" was sent. `si-ingest ledger repair {results}` folds them into the ledger"
+            )
         try:
             found = locate(paths, workdir, new_ledger=new_ledger)
             if found.fresh and not new_ledger:
                 _refuse_if_results_show_sends(paths)
+                _refuse_if_a_twin_has_a_ledger(paths)
             ledger = cls(paths, workdir, found)
             if writable:
                 ledger.prepare_to_append()
@@ -208,7 +221,9 @@ class Ledger:
                 os.fsync(fh.fileno())
 
     def journal(self, *, fsync: bool) -> Journal:
-        journal = Journal(self.paths.journal, fsync=fsync, next_seq=self._next_seq)
+        journal = Journal(
+            self.paths.journal, fsync=fsync, next_seq=self._next_seq, own_copy=self.workdir / "journal.own"
+        )
         journal.open()
         return journal
 
@@ -223,7 +238,15 @@ class Ledger:
         journal.check_still_ours()
         if journal.lost:
             copy = self.paths.recovered()
-            journal.copy_to(copy)
+            try:
+                journal.copy_to(copy)
+            except OSError as exc:  # the folder itself moved away or removed: it had been a crash (exit 4)
+                journal.close()
+                raise LedgerError(
+                    f"{journal.error or 'the journal was lost'}, and this run's records could not be saved to {copy}"
+                    f" ({reason_of(exc)}); they are in the journal file wherever it went (moved with its folder?):"
+                    f" put it back and run `si-ingest ledger repair {self.paths.results}`"
+                ) from exc
             journal.close()
             info = reader.inspect(copy)
             assert info is not None
@@ -308,6 +331,22 @@ def write_state(paths: LedgerPaths, ledger_id: str, rows: int, state: Callable[[
         write_snapshot(paths.snapshot, meta, state)
         rewrite_journal(paths.journal, ledger_id, meta.generation, iter(()))
     fsync_dir(paths.journal.parent)
+
+
+def _refuse_if_a_twin_has_a_ledger(paths: LedgerPaths) -> None:
+    """`--results r.parquet` where `r.csv` has a ledger: the suffix only picks the results file's
+    format, but each path has its own ledger, so the switch had started a new one beside the old
+    and sent every row again (300 of 300, exit 0: found by a review, h7c)."""
+    name = paths.results.name
+    for mine, other in ((".csv", ".parquet"), (".parquet", ".csv")):
+        if name.endswith(mine):
+            twin = LedgerPaths(paths.results.with_name(name[: -len(mine)] + other))
+            if twin.journal.exists() or twin.snapshot.exists():
+                raise LedgerError(
+                    f"{twin.journal.name} beside {name} is the ledger of {twin.results.name}, and {name} has none: use"
+                    f" --results {twin.results.name} (its suffix only picks the format), or pass --new-ledger to start"
+                    f" a separate ledger (rows {twin.results.name}'s ledger recorded may then be sent again)"
+                )
 
 
 def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
