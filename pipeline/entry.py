@@ -24,6 +24,7 @@ the CPU to the run (and, on loopback, to the sandbox it sends to).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
@@ -172,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(signal.SIGINT, _interrupt)
     if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # not under nohup
         signal.signal(signal.SIGHUP, _interrupt)
+    code: int | str | None = 0
     try:
         try:
             _open_standard_streams()
@@ -185,9 +187,36 @@ def main(argv: Sequence[str] | None = None) -> None:
             cli_main(argv)
         except KeyboardInterrupt as exc:  # between the import and cli.main's own handling of it
             _interrupted(exc, "before any request was sent")
+    except SystemExit as exc:
+        code = exc.code
     finally:
+        late = _quiet_signals()
         if isinstance(sys.stderr, _Queued):
             sys.stderr.close()
+    sys.exit(EXIT_INTERRUPTED if late and code in (0, 1, None) else code)
+
+
+_LATE: list[int] = []  # signals noted after the run's work was done (`note_late`)
+
+
+def note_late(signum: int, frame: FrameType | None) -> None:
+    """The handler once the run's work is done (stopping.RunSignals puts it in place of
+    `_interrupt` as the run ends): a signal is noted, and the exit is 130, not raised as a
+    KeyboardInterrupt into the event loop's shutdown (a thread's traceback, found by a review)."""
+    _LATE.append(signum)
+
+
+def _quiet_signals() -> list[int]:
+    """From the end of the run on, SIGTERM, SIGINT and SIGHUP are noted, not raised, and at exit
+    they are ignored: the interpreter puts the default action back for its own handlers as it
+    shuts down, and two SIGTERMs just after the summary (a supervisor escalating) had killed it
+    there, exit 143, after every result was written (found by a review, h7c)."""
+    names = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    kept = [s for s in names if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    for signum in kept:
+        signal.signal(signum, note_late)
+    atexit.register(lambda: [signal.signal(s, signal.SIG_IGN) for s in kept])
+    return _LATE
 
 
 def _interrupted(exc: KeyboardInterrupt, when: str) -> None:

@@ -53,7 +53,7 @@ class RunSignals:
             yield self
         finally:
             for signum, old in self._previous.items():
-                signal.signal(signum, old)
+                signal.signal(signum, _after_the_run(old))
             self._previous = {}
 
     def reinstall(self) -> None:
@@ -77,6 +77,17 @@ class RunSignals:
             f"stopped by {name} while writing the results; every answer is in the ledger: "
             "rerun the same command to write them"
         )
+
+
+def _after_the_run(handler: Any) -> Any:
+    """The handler to leave in place: the command line's own gives way to its `note_late` (the
+    event loop still shuts down after the run; a KeyboardInterrupt raised into that had left a
+    thread's traceback); anyone else's is put back as it was."""
+    if callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry":
+        from .entry import note_late
+
+        return note_late
+    return handler
 
 
 def _ours(handler: Any) -> bool:

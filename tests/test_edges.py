@@ -721,3 +721,27 @@ def test_a_signal_while_the_reports_are_written_still_writes_them(sandbox, write
     code = _in_process(monkeypatch, tmp_path, [*run_args(box, [rows], tmp_path / "r.csv"), "--summary-json", "s.json"])
     assert seen == ["write_document"] and code == 0 and (tmp_path / "s.json").exists()
     assert "si-ingest: SIGTERM: every request has finished" in capfd.readouterr().err
+
+
+def test_two_sigterms_as_the_run_ends_never_kill_it_by_the_signal(sandbox, write_input, tmp_path):
+    """A supervisor escalating (two SIGTERMs 20 ms apart) just after the summary: the interpreter,
+    shutting down, had put the default action back and died by the signal (exit 143 / -15 in 20
+    of 20 tries), or printed a KeyboardInterrupt traceback (found by a review, h7c)."""
+    box = sandbox()
+    codes = []
+    for trial in range(3):
+        rows = write_input(f"a{trial}.csv", make_rows(300, seed=60 + trial))
+        out = tmp_path / f"r{trial}.csv"
+        proc = cli_process("run", str(rows), "--base-url", box.url, "--results", str(out), "--rate", "3000",
+                           "--concurrency", "16", "--log-format", "json")  # fmt: skip
+        assert proc.stderr is not None
+        while (line := proc.stderr.readline()) and '"run.summary"' not in line:
+            pass
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert "Traceback" not in stderr, stderr
+        codes.append(proc.returncode)
+        assert results_mod.read(out).height == 300
+    assert set(codes) <= {0, 130}, codes
