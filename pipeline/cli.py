@@ -240,7 +240,7 @@ def _ledger(action: str, results: Path, *, accept_loss: bool = False) -> int:
         # check changes no file: the last run's seal and key count stand; repair keeps the count
         lock.seal(*seal.carried(lock.previous, keep_seal=action == "check"))
         least = seal.floor(lock.previous)
-        workdir = paths.make_workdir()
+        workdir = lock.make_workdir()
         try:
             if action == "check":
                 report = check(results, workdir, least=least)

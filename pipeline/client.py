@@ -341,11 +341,15 @@ def env_proxy(url: str) -> tuple[yarl.URL | None, aiohttp.BasicAuth | None]:
         valid = False
     if not valid:  # a bad port or address had been a crash (exit 4): aiohttp parsed every *_proxy
         raise ConfigError(f"the proxy variable {name} is not a proxy URL like http://proxy.corp:3128; fix or unset it")
+    if proxy.scheme not in ("http", "https") and name.lower() == "all_proxy":
+        return None, None  # set for other tools (socks5://...): direct, as before it was read at all
     if proxy.scheme not in ("http", "https"):
         raise ConfigError(
             f"the proxy variable {name} names a {proxy.scheme} proxy; si-ingest goes through HTTP proxies"
             " (http://host:port): unset it or name one"
         )
+    if proxy.explicit_port is None:
+        proxy = proxy.with_port(1080)  # curl's port for a proxy named without one
     return aiohttp.helpers.strip_auth_from_url(proxy)  # credentials in the variable itself, apart
 
 

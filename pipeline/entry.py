@@ -199,11 +199,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 _LATE: list[int] = []  # signals noted after the run's work was done (`note_late`)
 
 
+LATE_GRACE_S = 2.0
+
+
 def note_late(signum: int, frame: FrameType | None) -> None:
     """The handler once the run's work is done (stopping.RunSignals puts it in place of
     `_interrupt` as the run ends): a signal is noted, and the exit is 130, not raised as a
-    KeyboardInterrupt into the event loop's shutdown (a thread's traceback, found by a review)."""
+    KeyboardInterrupt into the event loop's shutdown (a thread's traceback, found by a review).
+    Everything the run owed is written by then, so a process still there LATE_GRACE_S later
+    (blocked writing its summary to a pipe nobody reads) exits 130 at once, as it does at a
+    second signal: noting alone had left it for SIGKILL (found by a review, h8a)."""
     _LATE.append(signum)
+    if len(_LATE) > 1:
+        os._exit(EXIT_INTERRUPTED)
+    timer = threading.Timer(LATE_GRACE_S, os._exit, (EXIT_INTERRUPTED,))
+    timer.daemon = True  # a process that finishes first exits as it would
+    timer.start()
 
 
 def _quiet_signals() -> list[int]:

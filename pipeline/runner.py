@@ -66,7 +66,7 @@ async def run(
     with RunLock(dest) as lock:
         lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
         paths = LedgerPaths(dest)
-        workdir = paths.make_workdir()
+        workdir = lock.make_workdir()
         try:
             with signals.installed(), _naming_the_way_forward(dest):
                 ledger = Ledger.open(dest, workdir, writable=False, new_ledger=new_ledger)

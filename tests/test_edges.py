@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -745,3 +746,36 @@ def test_two_sigterms_as_the_run_ends_never_kill_it_by_the_signal(sandbox, write
         codes.append(proc.returncode)
         assert results_mod.read(out).height == 300
     assert set(codes) <= {0, 130}, codes
+
+
+def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(write_input, tmp_path):
+    """stdout a full pipe nobody reads: once the run's work was done a signal was only noted, and
+    the process, blocked printing its summary, could be stopped by SIGKILL alone (found by a
+    review, h8a). It exits 130 within the grace."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+
+    rows = write_input("a.csv", make_rows(3))
+    out = tmp_path / "r.csv"
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 4096)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "validate", str(rows), "--results", str(out)],
+                            stdout=write_end, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    os.close(write_end)
+    try:
+        wait_for(out.exists, timeout=30)
+        time.sleep(1.0)  # in print() by now
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(read_end)

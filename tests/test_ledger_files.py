@@ -376,9 +376,11 @@ async def test_a_run_that_recorded_nothing_leaves_the_journal_as_it_was(tmp_path
 
 
 def test_a_work_folder_that_cannot_be_made_raises_ledger_error(tmp_path: Path):
-    (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(LedgerError, match="cannot create work folder"):
-        LedgerPaths(tmp_path / "file" / "r.csv").make_workdir()
+    from pipeline.ledger import RunLock
+
+    (tmp_path / "r.csv.work").write_text("not a folder")
+    with RunLock(tmp_path / "r.csv") as lock, pytest.raises(LedgerError, match="cannot create work folder"):
+        lock.make_workdir()
 
 
 def test_results_without_sent_rows_and_no_ledger_start_a_new_one(tmp_path: Path):

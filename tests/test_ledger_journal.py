@@ -94,3 +94,24 @@ async def test_a_journal_changed_in_place_stops_commits_and_its_records_are_kept
     assert saved.startswith(whole) and reader.inspect(tmp_path / "saved") is not None
     journal.close()
     assert not (tmp_path / "work" / "journal.own").exists()
+
+
+def test_a_second_run_is_refused_before_any_journal_exists_though_the_lock_file_was_removed(tmp_path: Path):
+    """A first night: no journal yet while the first run plans. With the lock file removed in
+    that window, a second run took a new one and both sent every row (found by a review, h8a).
+    The first run's work folder is held from its start."""
+    from pipeline.errors import LockError
+
+    first = RunLock(tmp_path / "r.csv")
+    first.acquire()
+    work = first.make_workdir()
+    (work / "input-000000.parquet").write_bytes(b"the first run's")
+    (tmp_path / "r.csv.lock").unlink()
+    second = RunLock(tmp_path / "r.csv")
+    second.acquire()  # a new lock file: nothing to see there
+    with pytest.raises(LockError, match=r"another si-ingest run is working in r\.csv\.work"):
+        second.make_workdir()
+    assert (work / "input-000000.parquet").exists()  # the first run's files untouched
+    first.release()
+    with RunLock(tmp_path / "r.csv") as third:
+        assert list(third.make_workdir().iterdir()) == []  # a killed run's leftovers are cleared

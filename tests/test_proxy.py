@@ -206,6 +206,8 @@ def test_a_proxy_that_never_opens_the_tunnel_leaves_rows_failed_not_unknown(
         ({"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"}, "http://a:1"),
         ({"http_proxy": "http://127.0.0.1:99999", "https_proxy": "http://p:3"}, "http://p:3"),  # another one broken
         ({"https_proxy": "  "}, None),
+        ({"ALL_PROXY": "socks5://127.0.0.1:1080"}, None),  # for other tools: direct, as before (review h8a)
+        ({"https_proxy": "http://proxy.corp"}, "http://proxy.corp:1080"),  # curl's port when none is named
     ],
 )
 def test_the_proxy_variable_is_read_as_curl_reads_it(monkeypatch, variables, proxy_url):

@@ -48,6 +48,7 @@ class Journal:
         self._size = 0  # the journal's length as this run made it
         self._own_copy = own_copy
         self._copy_fd: int | None = None
+        self._changed = False  # changed in place by someone else: written no more
         self._buffer: list[bytes] = []
         self._waiters: list[asyncio.Future[None]] = []  # intents in the buffer
         self._scheduled = False
@@ -163,7 +164,9 @@ class Journal:
         own copy, saved by `copy_to`), but every commit fails so that nothing more is sent.
         """
         assert self._fd is not None
-        view = memoryview(data)
+        if not self._changed and self.error is None and os.fstat(self._fd).st_size != self._size:
+            self._changed_in_place()
+        view = memoryview(data) if not self._changed else memoryview(b"")  # a changed file is left as found
         while view:  # the length counted as written, a write cut short by a full disk included
             written = os.write(self._fd, view)
             self._size += written
@@ -174,7 +177,7 @@ class Journal:
             except OSError:  # the work folder full: the copy is left, the journal is what counts
                 os.close(self._copy_fd)
                 self._copy_fd = None
-        if sync:
+        if sync and not self._changed:
             os.fsync(self._fd)
         self.writes += 1
         if self.error is None:
@@ -187,11 +190,17 @@ class Journal:
                 f"the journal {self.path} was deleted, replaced or moved while the run was sending; stopped sending"
             )
         elif os.fstat(self._fd).st_size != self._size:  # type: ignore[arg-type]  # open while checked
-            self.lost = True
-            self.error = LedgerError(
-                f"the journal {self.path} was changed in place (truncated or written over) while the run was"
-                " sending; stopped sending"
-            )
+            self._changed_in_place()
+
+    def _changed_in_place(self) -> None:
+        """Someone else truncated or wrote over the journal: nothing more goes into it (the file is
+        left as they made it, so `ledger repair` folds the saved records into a whole file), and
+        every commit fails, so nothing more is sent."""
+        self._changed = self.lost = True
+        self.error = LedgerError(
+            f"the journal {self.path} was changed in place (truncated or written over) while the run was"
+            " sending; stopped sending"
+        )
 
     def flush(self) -> None:
         """Wait for the commit in the thread, then write what is left, here (shutdown)."""

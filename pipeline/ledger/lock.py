@@ -2,10 +2,14 @@
 
 A lock file left by a killed process holds no flock, so the next run simply takes it over.
 
-The journal is flocked too (`hold_journal`), for as long as the run holds the lock: a lock file
-removed while a run sends (`rm -f *.lock` in a wrapper, or by hand after "another si-ingest run
-is using...") had let a second run take a new one and send from the same ledger, and a review
-(h7c) saw 1,649 of 2,000 contacts created twice. The second run now finds the journal held.
+The work folder and the journal are flocked too (`make_workdir`, `hold_journal`), for as long
+as the run holds the lock: a lock file removed while a run sends (`rm -f *.lock` in a wrapper,
+or by hand after "another si-ingest run is using...") had let a second run take a new one and
+send from the same ledger, and a review (h7c) saw 1,649 of 2,000 contacts created twice. The
+second run now finds the work folder held (it exists from the first run's start, before any
+journal does: a review of the first fix found both runs of a first night sending every row).
+Those two locks are the lock file's backup, so where the file system cannot flock them (NFS
+without write access to the file) the run goes on with the lock file alone.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +31,9 @@ class RunLock:
         self.path = LedgerPaths(results).lock
         self._fd: int | None = None
         self._journal_fd: int | None = None
-        self._journal = LedgerPaths(results).journal
+        self._workdir_fd: int | None = None
+        self._paths = LedgerPaths(results)
+        self._journal = self._paths.journal
         self._holder = ""
         self.previous = ""  # what the lock file held before this run took it over
 
@@ -57,6 +64,35 @@ class RunLock:
             self.release()
             raise LedgerError(f"cannot write lock file {self.path}: {reason_of(exc)}") from exc
 
+    def make_workdir(self) -> Path:
+        """The run's work folder beside the results file, held (flock) and emptied of what a
+        killed run left there; removed by the run at its end."""
+        workdir = self._paths.workdir
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            self.release()
+            raise LedgerError(f"cannot create work folder {workdir}: {reason_of(exc)}") from exc
+        if not _flocked(fd):
+            os.close(fd)
+            self.release()
+            raise LockError(
+                f"another si-ingest run is working in {workdir.name} (its lock file was removed?); wait for it"
+                " to finish"
+            )
+        self._workdir_fd = fd
+        try:
+            for entry in os.scandir(workdir):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+        except OSError as exc:
+            self.release()
+            raise LedgerError(f"cannot empty work folder {workdir}: {reason_of(exc)}") from exc
+        return workdir
+
     def hold_journal(self) -> None:
         """flock the journal as it is now, if there is one (again after the run made a new one:
         flock locks an open file, so the same file opened twice would refuse itself)."""
@@ -70,9 +106,7 @@ class RunLock:
         if self._journal_fd is not None and _same(os.fstat(fd), os.fstat(self._journal_fd)):
             os.close(fd)  # held already
             return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _flocked(fd):
             os.close(fd)
             self.release()
             raise LockError(
@@ -103,10 +137,10 @@ class RunLock:
         os.fsync(self._fd)
 
     def release(self) -> None:
-        for fd in (self._journal_fd, self._fd):
+        for fd in (self._journal_fd, self._workdir_fd, self._fd):
             if fd is not None:
                 os.close(fd)
-        self._fd = self._journal_fd = None
+        self._fd = self._journal_fd = self._workdir_fd = None
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -127,3 +161,16 @@ def _read_all(fd: int, limit: int = 1 << 16) -> str:
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _flocked(fd: int) -> bool:
+    """flock(fd) taken, or not needed: False only when another process holds it. A file system
+    that cannot flock this descriptor (NFS wants the file open for writing) leaves it to the
+    lock file, which is opened for writing."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -26,6 +26,7 @@ A format 1 journal (0.1) is upgraded by the first writable open and kept as `.jo
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -87,17 +88,8 @@ class LedgerPaths:
     def saved_records(self) -> list[Path]:
         """Records saved by runs that lost their journal (`recovered`), not yet folded in by
         `ledger repair` (which marks each `.merged`)."""
-        found = sorted(self.results.parent.glob(self.journal.name + ".recovered-*"))
+        found = sorted(self.results.parent.glob(glob.escape(self.journal.name) + ".recovered-*"))
         return [p for p in found if not p.name.endswith(".merged")]
-
-    def make_workdir(self) -> Path:
-        """An empty work folder beside the results file (what a killed run left there is removed)."""
-        try:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir.mkdir(parents=True)
-        except OSError as exc:
-            raise LedgerError(f"cannot create work folder {self.workdir}: {reason_of(exc)}") from exc
-        return self.workdir
 
     @classmethod
     def of_journal(cls, journal: Path) -> LedgerPaths:
