@@ -730,7 +730,7 @@ def test_two_sigterms_as_the_run_ends_never_kill_it_by_the_signal(sandbox, write
     of 20 tries), or printed a KeyboardInterrupt traceback (found by a review, h7c)."""
     box = sandbox()
     codes = []
-    for trial in range(3):
+    for trial in range(2):
         rows = write_input(f"a{trial}.csv", make_rows(300, seed=60 + trial))
         out = tmp_path / f"r{trial}.csv"
         proc = cli_process("run", str(rows), "--base-url", box.url, "--results", str(out), "--rate", "3000",

@@ -197,7 +197,7 @@ def check_and_repair(folder: Path, data: bytes) -> tuple[list[tuple[int | None, 
     return found, {} if state is None else {r["row_key"]: r for r in state.drop("updated_at").iter_rows(named=True)}
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=30)  # a whole `ledger check` per example: 0.25 s each
 @given(
     entries=RECORDS,
     edits=st.lists(st.tuples(st.integers(0, 100), OFFSETS, VALUES), max_size=3),
