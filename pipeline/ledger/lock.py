@@ -74,13 +74,7 @@ class RunLock:
         except OSError as exc:
             self.release()
             raise LedgerError(f"cannot create work folder {workdir}: {reason_of(exc)}") from exc
-        if not _flocked(fd):
-            os.close(fd)
-            self.release()
-            raise LockError(
-                f"another si-ingest run is working in {workdir.name} (its lock file was removed?); wait for it"
-                " to finish"
-            )
+        self._take(fd, f"working in {workdir.name}")
         self._workdir_fd = fd
         try:
             for entry in os.scandir(workdir):
@@ -106,16 +100,17 @@ class RunLock:
         if self._journal_fd is not None and _same(os.fstat(fd), os.fstat(self._journal_fd)):
             os.close(fd)  # held already
             return
-        if not _flocked(fd):
-            os.close(fd)
-            self.release()
-            raise LockError(
-                f"another si-ingest run is writing to {self._journal.name} (its lock file was removed?); wait for it"
-                " to finish"
-            ) from None
+        self._take(fd, f"writing to {self._journal.name}")
         if self._journal_fd is not None:
             os.close(self._journal_fd)
         self._journal_fd = fd
+
+    def _take(self, fd: int, doing: str) -> None:
+        """flock `fd` (the work folder, the journal), or refuse: another run holds it, `doing`."""
+        if not _flocked(fd):
+            os.close(fd)
+            self.release()
+            raise LockError(f"another si-ingest run is {doing} (its lock file was removed?); wait for it to finish")
 
     def seal(self, *lines: str) -> None:
         """Put `lines` (seal.py) after the holder's, in place of any before, for the next run to
