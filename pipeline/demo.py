@@ -9,6 +9,7 @@ import structlog
 
 from . import report
 from .config import ApiConfig, Config, Credentials, InputConfig, RunConfig, Secret
+from .errors import ConfigError
 from .ledger import LedgerPaths
 from .runner import run
 from .sandbox import DEFAULT_API_KEY, DEFAULT_DEVELOPER_SECRET, DEFAULT_ORG_ID, Sandbox, SandboxConfig
@@ -26,10 +27,20 @@ def find_samples(output: Path) -> list[Path]:
     return generate(output / "sample_data")
 
 
+MARKER = ".si-ingest-demo"  # in a folder the demo made: it may start that folder over
+
+
 async def demo(output: Path) -> int:
     output.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - setup before the loop runs any other task
     results = output / "si-results.csv"
     ledger = LedgerPaths(results)
+    owned = [p for p in (results, ledger.journal, ledger.snapshot, ledger.lock) if p.exists()]
+    if owned and not (output / MARKER).exists():  # a real job's ledger: deleting it had resent every row
+        raise ConfigError(
+            f"{output} holds {owned[0].name}, which the demo did not make (a real job's ledger?); the demo starts"
+            " its folder over each time: pass another --output"
+        )
+    (output / MARKER).write_text("made by `si-ingest demo`, which starts this folder over each time\n")
     # a demo starts over: its lock file too, whose key count (ledger/seal.py) would find the
     # new ledger short of the last demo's keys (a second `make demo` had exited 2, "damaged")
     for stale in (results, ledger.journal, ledger.snapshot, ledger.lock):

@@ -251,9 +251,11 @@ def test_no_credential_in_any_output(sandbox, write_input, tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
+    from pipeline.demo import MARKER
     from pipeline.ledger import seal
 
     (tmp_path / "demo").mkdir()  # what an earlier demo leaves: its lock file counts its keys
+    (tmp_path / "demo" / MARKER).write_text("")
     (tmp_path / "demo" / "si-results.csv.lock").write_text(f"pid 1 on host\n{seal.floor_line(296)}\n")
     (tmp_path / "demo" / "si-results.csv.journal").write_text("left by the last demo\n")
     result = run_cli("demo", "--output", str(tmp_path / "demo"), env={})
@@ -261,6 +263,21 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "created" in result.stdout and "NOT_FOUND" in result.stdout
     frame = results_mod.read(tmp_path / "demo" / "si-results.csv")
     assert frame.height == 310 and (frame["status"] == "created").sum() > 250
+
+
+def test_the_demo_never_starts_over_a_folder_it_did_not_make(sandbox, write_input, tmp_path):
+    """`demo --output DIR` deleted the results, journal and lock file of a real job in DIR, and the
+    job's next run sent every row again (found by a review, h9b)."""
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(3))
+    job = tmp_path / "job"
+    job.mkdir()
+    assert ingest(box, [rows], job / "si-results.csv").code == 0
+    before = sorted(p.name for p in job.iterdir())
+    refused = run_cli("demo", "--output", str(job), env={})
+    assert refused.code == 2 and "which the demo did not make" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in job.iterdir()) == before
+    assert ingest(box, [rows], job / "si-results.csv").code == 0 and len(box.created()) == 3
 
 
 def test_rate_ceiling_holds_at_the_server(sandbox, write_input, tmp_path):
