@@ -58,8 +58,9 @@ async def run(
     """Run the pipeline once. `credentials` None means a dry run (validate only)."""
     started, started_at = time.monotonic(), datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     dry_run = credentials is None or config.run.dry_run
-    files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
     dest = config.run.results
+    _check_not_in_an_input_folder(dest, inputs)
+    files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
     _check_results_path(dest, files)
     _check_reports(config, files)
     signals = RunSignals()
@@ -236,6 +237,18 @@ def _write_reports(document: dict[str, Any], summary: report.Summary, config: Co
                 raise
             log.error("report.unwritable", path=str(config.run.report_html), reason=str(exc))
     return written
+
+
+def _check_not_in_an_input_folder(dest: Path, inputs: list[Path]) -> None:
+    """A results file inside an input folder: the next run reads it as an input (it had worked
+    the first night and failed every night after with "missing required column", found by a
+    review, h9b)."""
+    for folder in inputs:
+        if folder.is_dir() and dest.parent.resolve() == folder.resolve():
+            raise ConfigError(
+                f"--results {dest} is inside the input folder {folder}: the next run would read it as an input;"
+                " put the results elsewhere"
+            )
 
 
 def _check_results_path(dest: Path, files: list[loader.InputFile]) -> None:

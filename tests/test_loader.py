@@ -320,3 +320,16 @@ def test_an_input_that_is_a_pipe_stops_the_run_instead_of_waiting_forever(tmp_pa
     os.mkfifo(path)
     with pytest.raises(InputError, match="is not a regular file"):
         loader.discover([path])
+
+
+def test_a_results_file_inside_an_input_folder_is_refused_from_the_first_night(tmp_path: Path):
+    """The first night wrote lib/r.csv; every night after, the folder input read it as an export
+    and stopped on "missing required column" (found by a review, h9b)."""
+    from .conftest import make_rows, run_cli
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    pl.DataFrame(make_rows(3)).write_csv(folder / "a.csv")
+    refused = run_cli("validate", str(folder), "--results", str(folder / "r.csv"))
+    assert refused.code == 2 and "is inside the input folder" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.csv"]
