@@ -236,6 +236,10 @@ def _ledger(action: str, results: Path, *, accept_loss: bool = False) -> int:
     if not results.parent.is_dir():
         raise LedgerError(f"the folder of the results file {results} does not exist")
     paths = LedgerPaths(results)
+    if not any(p.exists() for p in (paths.results, paths.journal, paths.snapshot, paths.lock)):
+        # a mistyped path: "no damage found" (and a new lock file, or a new empty journal) had
+        # read as a clean bill for a ledger that is not there (found by a review, h9b)
+        raise LedgerError(f"there is no results file or ledger at {results}: check the path")
     with RunLock(results) as lock:
         # check changes no file: the last run's seal and key count stand; repair keeps the count
         lock.seal(*seal.carried(lock.previous, keep_seal=action == "check"))

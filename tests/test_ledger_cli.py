@@ -467,3 +467,12 @@ def test_switching_the_results_suffix_does_not_start_a_second_ledger_in_silence(
     switched = run_cli(*run_args(box, [rows], tmp_path / "r.parquet"))
     assert switched.code == 2 and "r.csv.journal beside r.parquet is the ledger of r.csv" in switched.stderr
     assert box.stats()["requests"] == 10 and not (tmp_path / "r.parquet.journal").exists()
+
+
+@pytest.mark.parametrize("action", ["check", "repair"])
+def test_ledger_commands_on_a_path_with_no_ledger_say_so(tmp_path, action):
+    """A mistyped path: `check` said "no damage found" (exit 0) and made a lock file, `repair`
+    made an empty journal and said "repaired" (found by a review, h9b)."""
+    done = run_cli("ledger", action, str(tmp_path / "typo.csv"))
+    assert done.code == 2 and "there is no results file or ledger at" in done.stderr, done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []
