@@ -21,6 +21,7 @@ class Telemetry:
         self._clock = clock
         self._origin: float | None = None
         self._end: float | None = None
+        self._last_sent: float | None = None
         self._bins: dict[int, list[float]] = {}  # second -> [requests, created, throttled, errors, rate limit]
         self._latencies: list[float] = []
         self._answered = 0
@@ -33,6 +34,7 @@ class Telemetry:
         now = self._clock()
         if self._origin is None:
             self._origin = now
+        self._last_sent = now
         self.requests += 1
         row = self._bin(now)
         row[0] += 1
@@ -88,7 +90,14 @@ class Telemetry:
         return sum(seconds) / len(seconds) if seconds else float(self.requests)
 
     def mean_rate(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
+        """The pace of sending: (n - 1) / the span from the first request to the last, so a run
+        held to a ceiling of N never reads above N (n / the span to the last answer had printed
+        "mean 5.3/s" beside "limit 5/s", and 1949/s for ten requests sent in one burst: found by
+        a review, h9b); where every request left within one second, how many left."""
+        if self._origin is None or self._last_sent is None:
+            return 0.0
+        span = self._last_sent - self._origin
+        return (self.requests - 1) / span if span >= 1.0 else float(self.requests)
 
     def peak_rate(self) -> float:
         """The most requests sent within one second (whole-second bins)."""

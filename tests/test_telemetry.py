@@ -41,3 +41,22 @@ def test_counts_bins_and_a_bounded_latency_sample():
     assert t.requests == LATENCY_SAMPLES + 500 and len(t._latencies) == LATENCY_SAMPLES
     assert t.kinds[THROTTLED] == (LATENCY_SAMPLES + 500 + 9) // 10
     assert t.peak_rate() >= 990 and t.seconds > 10
+
+
+def test_a_run_held_to_its_ceiling_never_reads_above_it():
+    """11 requests at 5/s read "mean 5.3/s" beside "limit 5/s", and ten sent in one burst
+    "mean 1949/s" (found by a review, h9b)."""
+    clock = Clock()
+    t = Telemetry(clock, seed=3)
+    for second in range(3):  # a sliding window of 5/s: 5 at once, 5 a second later, then 1
+        clock.now = 100.0 + second
+        for _ in range(5 if second < 2 else 1):
+            t.answered(t.sent(5.0), CREATED)
+    clock.now += 0.07  # the last answer
+    t.stop()
+    assert t.requests == 11 and t.mean_rate() == pytest.approx(5.0)
+    burst = Telemetry(Clock(), seed=4)
+    for _ in range(10):
+        burst.answered(burst.sent(200.0), CREATED)
+    burst.stop()
+    assert burst.mean_rate() == 10.0
