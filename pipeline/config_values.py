@@ -12,6 +12,7 @@ import ipaddress
 import math
 import re
 import ssl
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,12 @@ def datetime_format(pattern: str, what: str) -> None:
             "si-ingest does not convert times; export them without the zone"
         )
     sample = pl.Series([datetime(2026, 4, 5, 9, 7, 3)])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pl.exceptions.PolarsWarning)
+            pl.Series(["2026"]).str.strptime(pl.Datetime, pattern, strict=False)  # polars' own advice, below
+    except pl.exceptions.PolarsWarning as warning:  # `.%f` (Python's spelling): raw warning lines, every batch
+        raise ConfigError(f"{what}: {pattern!r}: {str(warning).split(' See ')[0]}") from None
     try:
         text = sample.dt.strftime(pattern)
         parsed = text.str.strptime(pl.Datetime, pattern, strict=False)

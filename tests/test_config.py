@@ -142,6 +142,7 @@ def test_a_key_written_where_a_variable_name_belongs_is_never_printed(tmp_path):
         ("%d/%m/%Y %H:%M %Z", "reads a time zone"),
         ("%Q %d", "cannot read back a time it writes"),
         ("%d/%m", "cannot read back a time it writes"),
+        ("%d/%m/%Y %H:%M:%S.%f", r"Use `%\.f` instead"),  # Python's spelling: raw warnings on stderr, review h9b
     ],
 )
 def test_a_datetime_format_that_would_alter_or_never_read_a_time_is_refused(tmp_path, pattern, said):
