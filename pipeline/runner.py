@@ -26,9 +26,18 @@ import structlog
 from . import loader, report, results
 from .adaptive import AUTO_START
 from .config import Config, Credentials
-from .errors import AbortError, ConfigError, Interrupted, LedgerDamaged, LedgerError, PipelineError, reason_of
+from .errors import (
+    AbortError,
+    ConfigError,
+    InputError,
+    Interrupted,
+    LedgerDamaged,
+    LedgerError,
+    PipelineError,
+    reason_of,
+)
 from .ledger import Ledger, LedgerPaths, RunLock, seal
-from .ledger.store import same_file
+from .ledger.store import SENT_STATUSES, same_file
 from .pass_one import build_plan
 from .plan import Plan
 from .sending import send_plan
@@ -70,6 +79,8 @@ async def run(
         workdir = lock.make_workdir()
         try:
             with signals.installed(), _naming_the_way_forward(dest):
+                if dry_run and new_ledger:
+                    _keep_the_record_of_sends(dest)
                 ledger = Ledger.open(dest, workdir, writable=False, new_ledger=new_ledger)
                 seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger, dry_run=dry_run)
                 if not dry_run:  # only now: a run refused above leaves every file as it was
@@ -237,6 +248,21 @@ def _write_reports(document: dict[str, Any], summary: report.Summary, config: Co
                 raise
             log.error("report.unwritable", path=str(config.run.report_html), reason=str(exc))
     return written
+
+
+def _keep_the_record_of_sends(dest: Path) -> None:
+    """`validate --new-ledger` writes its results over `dest`: where that file records rows sent
+    and there is no ledger, it is what `ledger repair` rebuilds one from, and a preview had
+    rewritten it all `pending`, the sir_ids gone (found by a review, h9b)."""
+    try:
+        sent = loader.count_written(dest, "status", SENT_STATUSES) if dest.exists() else 0
+    except InputError:
+        return  # not a results file: nothing of the kind to keep
+    if sent:
+        raise ConfigError(
+            f"validate --new-ledger would write over {dest}, which records {sent} rows sent (what `si-ingest ledger"
+            " repair` rebuilds a ledger from): validate into another --results path to see what a new ledger sends"
+        )
 
 
 def _check_not_in_an_input_folder(dest: Path, inputs: list[Path]) -> None:

@@ -476,3 +476,20 @@ def test_ledger_commands_on_a_path_with_no_ledger_say_so(tmp_path, action):
     done = run_cli("ledger", action, str(tmp_path / "typo.csv"))
     assert done.code == 2 and "there is no results file or ledger at" in done.stderr, done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_new_ledger_never_writes_over_the_last_record_of_sends(sandbox, write_input, tmp_path):
+    """The journal lost, the refusal names `ledger repair`, which rebuilds it from the results file;
+    previewing with `validate --new-ledger` first rewrote that file all `pending`, the sir_ids gone
+    (found by a review, h9b)."""
+    box = sandbox()
+    a = write_input("a.csv", make_rows(5, seed=46))
+    out = tmp_path / "r.csv"
+    assert run_cli(*run_args(box, [a], out)).code == 0
+    (tmp_path / "r.csv.journal").rename(tmp_path / "moved.journal")
+    kept = out.read_bytes()
+    looked = run_cli("validate", str(a), "--results", str(out), "--new-ledger")
+    assert looked.code == 2 and "would write over" in looked.stderr and "records 5 rows sent" in looked.stderr
+    assert out.read_bytes() == kept
+    assert run_cli("ledger", "repair", str(out)).code == 0
+    assert run_cli(*run_args(box, [a], out)).code == 0 and box.stats()["requests"] == 5
