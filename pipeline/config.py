@@ -100,7 +100,7 @@ class RunConfig:
     resend_unknown: bool = False
     # also send rows whose earlier outcome is `unknown` (may duplicate: see README)
     backoff_base: float = DEFAULT_BACKOFF_BASE
-    # seconds; retry n waits uniform(0, min(backoff_cap, backoff_base * 2**n)) unless Retry-After says more
+    # seconds; retry n waits uniform(0, min(backoff_cap, backoff_base * 2**(n-1))) unless Retry-After says more
     backoff_cap: float = DEFAULT_BACKOFF_CAP
     # seconds; the longest backoff between two tries of a row
     fsync: bool = True
@@ -110,7 +110,8 @@ class RunConfig:
     dry_run: bool = False
     # validate only, send nothing (same as the `validate` command)
     breaker: int = DEFAULT_BREAKER
-    # stop (exit 3) when the last N API answers are all the same row-level error; 0: never
+    # stop (exit 3) when the last N API answers are all the same row-level error, min(N, 10) requests in a
+    # row end `unknown`, or min(N, 10) rows in a row used up their tries never connected; 0: never
     progress_every: float = DEFAULT_PROGRESS_EVERY
     # seconds between progress lines off a terminal (a progress bar on one)
     log_level: LogLevel = "info"
