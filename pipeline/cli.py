@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, crash, logs, report
-from .config import Config, load_config, load_credentials, results_file
+from .config import (
+    DEFAULT_BREAKER,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RATE,
+    Config,
+    load_config,
+    load_credentials,
+    results_file,
+)
 from .errors import ConfigError, InputError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
@@ -52,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="load, validate and submit every row; write the results file")
     inputs_and_config(run)
     run.add_argument("--base-url", help="API prefix; requests go to URL/addSIRequest")
-    run.add_argument("--rate", type=_rate, help="requests per second over any 1-second window, or 'auto'")
-    run.add_argument("--concurrency", type=int, help="requests in flight at most")
-    run.add_argument("--max-attempts", type=int, help="tries per row for retryable failures")
+    run.add_argument(
+        "--rate", type=_rate, help=f"requests per second over any 1-second window, or 'auto' (default {DEFAULT_RATE:g})"
+    )
+    run.add_argument("--concurrency", type=int, help=f"requests in flight at most (default {DEFAULT_CONCURRENCY})")
+    run.add_argument(
+        "--max-attempts", type=int, help=f"tries per row for retryable failures (default {DEFAULT_MAX_ATTEMPTS})"
+    )
     # each boolean also has its --no- form, so a flag can undo a config file's setting for one run
     run.add_argument(
         "--resend-unknown",
@@ -73,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--connect-timeout", type=float, help="seconds to connect (default 10)")
     run.add_argument("--read-timeout", type=float, help="seconds to wait for an answer (default 30)")
-    run.add_argument("--breaker", type=int, help="stop when the last N answers are the same row error (0: never)")
+    run.add_argument(
+        "--breaker",
+        type=int,
+        help="stop (exit 3) when the last N answers are the same row error, min(N, 10) requests in a row end"
+        f" unknown, or min(N, 10) rows in a row never connected; 0: never (default {DEFAULT_BREAKER})",
+    )
     run.add_argument("--progress-every", type=float, help="seconds between progress lines off a terminal (default 5)")
 
     validate = sub.add_parser("validate", help="load and validate only; send nothing, need no credentials")
@@ -83,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--output", type=Path, default=Path("si-demo"), help="folder for the demo's results (default si-demo)"
     )
-    demo.add_argument("--log-format", choices=("json", "console"))
+    demo.add_argument("--log-format", choices=("json", "console"), help="default: json unless stderr is a terminal")
 
     add_sandbox_arguments(sub.add_parser("sandbox", help="run the local Zyntro simulator in the foreground"))
 

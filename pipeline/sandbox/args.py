@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
-    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
     sandbox.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed on start)")
     sandbox.add_argument("--api-key", help="the key it accepts (default sandbox-api-key)")
     sandbox.add_argument("--developer-secret", help="the secret it accepts (default zdk_sandbox_secret)")
-    sandbox.add_argument("--org-id", help="the account's org UUID")
+    sandbox.add_argument("--org-id", help="the account's org UUID (default 5f0c2a9e-3b1d-4c8e-9a47-2d6b8e1f0c3a)")
     sandbox.add_argument(
         "--account", action="append", metavar="KEY:ORG_ID", help="another API key and its org (repeatable)"
     )
