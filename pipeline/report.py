@@ -139,6 +139,7 @@ def run_document(
         "by_error": [{"status": st, "error_code": code, "rows": n} for st, code, n in summary.by_error],
         "plan": plan,
         "requests": telemetry.requests if telemetry else 0,
+        "never_connected": telemetry.never_connected if telemetry else 0,
         "retries": stats.retries if stats is not None else 0,
         "throttled": stats.throttled if stats is not None else 0,
         "mean_rate": round(telemetry.mean_rate(), 2) if telemetry else 0.0,
@@ -165,7 +166,9 @@ def render_run(document: dict[str, Any], summary: Summary) -> str:
     if document["command"] == "run":
         latency = document["latency_ms"]
         lines.append(
-            f"sent: {document['requests']} requests in {document['duration_s']:.1f}s "
+            f"sent: {document['requests']} requests"
+            + (f" ({document['never_connected']} never connected)" if document.get("never_connected") else "")
+            + f" in {document['duration_s']:.1f}s "
             f"(mean {document['mean_rate']:.1f}/s, peak {document['peak_rate']:.0f}/s, "
             f"limit {document['rate']['limit']:.0f}/s {document['rate']['mode']}), "
             f"{document['retries']} retries, {document['throttled']} throttled (429)"

@@ -134,6 +134,7 @@ async def run(
         rows=summary.total,
         **{k: v for k, v in summary.by_status.items() if v},
         requests=document["requests"],
+        never_connected=document["never_connected"],
         retries=document["retries"],
         throttled=document["throttled"],
         seconds=document["duration_s"],

@@ -197,6 +197,8 @@ class Submitter:
             except TransientError as exc:
                 last = exc
                 self.stats.telemetry.answered(sent, THROTTLED if exc.http_status == 429 else ERROR)
+                if exc.code in (ErrorCode.CONNECT_ERROR, ErrorCode.CONNECT_TIMEOUT):
+                    self.stats.telemetry.never_connected += 1
                 self._throttled(exc, sent_at, lane)
                 final = attempt == self._retry.max_attempts
                 self._record(_outcome(row, Status.FAILED, exc, total), final=final, lane=lane)

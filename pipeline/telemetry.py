@@ -27,6 +27,7 @@ class Telemetry:
         self._answered = 0
         self._rng = random.Random(seed)
         self.requests = 0
+        self.never_connected = 0  # requests that failed before they had a connection: nothing left
         self.kinds: Counter[str] = Counter()
 
     def sent(self, rate_limit: float) -> float:

@@ -498,6 +498,8 @@ def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_p
     assert down.code == 3, down.stderr
     line = one_error(down.stderr.replace("si-ingest: aborted:", "si-ingest: error:"))
     assert "the last 10 rows never got a connection in 3 tries each" in line and "cannot be reached" in line
+    summary = down.event("run.summary")  # none left: the summary had said "sent: 31 requests" (review h9b)
+    assert summary["requests"] == summary["never_connected"] > 0
     counts = Counter(results_mod.read(out)["status"])
     # the tenth trips it; a row the other worker was finishing at that moment may end failed too
     assert 10 <= counts["failed"] <= 11 and counts["failed"] + counts["pending"] == 60 and counts["created"] == 0
