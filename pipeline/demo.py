@@ -43,7 +43,7 @@ async def demo(output: Path) -> int:
     (output / MARKER).write_text("made by `si-ingest demo`, which starts this folder over each time\n")
     # a demo starts over: its lock file too, whose key count (ledger/seal.py) would find the
     # new ledger short of the last demo's keys (a second `make demo` had exited 2, "damaged")
-    for stale in (results, ledger.journal, ledger.snapshot, ledger.lock):
+    for stale in (results, ledger.journal, ledger.snapshot, ledger.lock, *ledger.saved_records()):
         stale.unlink(missing_ok=True)
     shutil.rmtree(results.with_name(results.name + ".work"), ignore_errors=True)
     files = find_samples(output)

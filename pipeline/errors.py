@@ -79,6 +79,10 @@ class LedgerDamaged(LedgerError):
         return text
 
 
+class SavedRecords(LedgerError):
+    """Records saved by a run that lost its journal wait beside the results for `ledger repair`."""
+
+
 class LockError(LedgerError):
     """Another live run holds the results file."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from . import loader, report, results
+from . import loader, report, results, stopping
 from .adaptive import AUTO_START
 from .config import Config, Credentials
 from .errors import (
@@ -126,8 +126,11 @@ async def run(
         interrupted=interrupted,
         orgs=_org_summary(stats),
     )
+    noted = signals.count
     with signals.installed():  # a signal now is noted and the reports are still written (after a send)
         reports = _write_reports(document, summary, config)
+    if signals.count > noted and code in (0, 1):  # they are written; the run was still interrupted
+        code = EXIT_INTERRUPTED
     log.info(
         "run.summary",
         results=str(dest),
@@ -142,6 +145,7 @@ async def run(
         peak_per_s=document["peak_rate"],
         exit_code=code,
     )
+    stopping.after_the_run()
     return RunResult(summary, plan, stats, code, abort, interrupted, document, reports)
 
 

@@ -53,7 +53,7 @@ class RunSignals:
             yield self
         finally:
             for signum, old in self._previous.items():
-                signal.signal(signum, _after_the_run(old))
+                signal.signal(signum, old)
             self._previous = {}
 
     def reinstall(self) -> None:
@@ -79,15 +79,17 @@ class RunSignals:
         )
 
 
-def _after_the_run(handler: Any) -> Any:
-    """The handler to leave in place: the command line's own gives way to its `note_late` (the
-    event loop still shuts down after the run; a KeyboardInterrupt raised into that had left a
-    thread's traceback); anyone else's is put back as it was."""
-    if callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry":
-        from .entry import note_late
+def after_the_run() -> None:
+    """The run owes nothing more (results, seal, reports, summary line written): the command
+    line's own handlers give way to its `note_late` for the event loop's shutdown and the
+    printing that follow (a KeyboardInterrupt raised into that shutdown had left a thread's
+    traceback). Anyone else's handlers are left as they are."""
+    from .entry import note_late
 
-        return note_late
-    return handler
+    for signum in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())):
+        handler = signal.getsignal(signum)
+        if callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry":
+            signal.signal(signum, note_late)
 
 
 def _ours(handler: Any) -> bool:

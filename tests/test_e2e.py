@@ -258,6 +258,7 @@ def test_demo_runs_end_to_end(tmp_path):
     (tmp_path / "demo" / MARKER).write_text("")
     (tmp_path / "demo" / "si-results.csv.lock").write_text(f"pid 1 on host\n{seal.floor_line(296)}\n")
     (tmp_path / "demo" / "si-results.csv.journal").write_text("left by the last demo\n")
+    (tmp_path / "demo" / "si-results.csv.journal.recovered-20261127T000000Z").write_text("x\n")  # it blocked (h9a)
     result = run_cli("demo", "--output", str(tmp_path / "demo"), env={})
     assert result.code == 0, result.stderr
     assert "created" in result.stdout and "NOT_FOUND" in result.stdout

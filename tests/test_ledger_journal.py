@@ -115,3 +115,57 @@ def test_a_second_run_is_refused_before_any_journal_exists_though_the_lock_file_
     first.release()
     with RunLock(tmp_path / "r.csv") as third:
         assert list(third.make_workdir().iterdir()) == []  # a killed run's leftovers are cleared
+
+
+async def test_a_killed_runs_own_copy_is_kept_when_the_journal_lost_records(tmp_path: Path):
+    """Truncated in place, then the run killed before it noticed: the next run emptied the work
+    folder, the run's own copy with it, and the rows were sent again (found by a review, h9a)."""
+    import os
+
+    from pipeline.errors import SavedRecords
+
+    lock = RunLock(tmp_path / "r.csv")
+    lock.acquire()
+    work = lock.make_workdir()
+    ledger = Ledger.open(tmp_path / "r.csv", work, writable=True)
+    journal = ledger.journal(fsync=False)
+    await journal.intent("a", 1)
+    journal.outcome(Outcome("a", Status.CREATED, sir_id=1, attempts=1))
+    await journal.intent("b", 1)
+    os.truncate(ledger.paths.journal, 0)  # logrotate's copytruncate; then kill -9: nothing more runs
+    lock.release()
+    with RunLock(tmp_path / "r.csv") as again:
+        again.make_workdir()
+        (saved,) = ledger.paths.saved_records()
+        with pytest.raises(SavedRecords):
+            Ledger.open(tmp_path / "r.csv", tmp_path / "r.csv.work", writable=False)
+    assert b'"k":"a","s":"created"' in saved.read_bytes()
+
+
+async def test_a_killed_runs_own_copy_is_dropped_when_the_journal_holds_it_all(tmp_path: Path):
+    lock = RunLock(tmp_path / "r.csv")
+    lock.acquire()
+    ledger = Ledger.open(tmp_path / "r.csv", lock.make_workdir(), writable=True)
+    journal = ledger.journal(fsync=False)
+    await journal.intent("a", 1)
+    lock.release()  # kill -9: the journal holds every byte of the copy, and more
+    with RunLock(tmp_path / "r.csv") as again:
+        assert list(again.make_workdir().iterdir()) == [] and ledger.paths.saved_records() == []
+
+
+def test_a_symlinked_work_folder_is_refused(tmp_path: Path):
+    """Followed, emptied, and never removed (rmtree refuses links): every run left its input rows
+    in the link's target (found by a review, h9a)."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "r.csv.work").symlink_to(tmp_path / "elsewhere")
+    with RunLock(tmp_path / "r.csv") as lock, pytest.raises(LedgerError, match="is a symbolic link"):
+        lock.make_workdir()
+
+
+def test_a_journal_whose_own_copy_cannot_be_kept_sends_nothing(tmp_path: Path):
+    """The copy is what saves a run's records from a journal changed in place: without it the
+    records were claimed saved from the truncated journal (found by a review, h9a)."""
+    ledger = open_ledger(tmp_path)
+    journal = Journal(ledger.paths.journal, fsync=False, next_seq=1, own_copy=tmp_path / "gone" / "journal.own")
+    with pytest.raises(LedgerError, match="cannot keep the run's copy of the journal"):
+        journal.open()

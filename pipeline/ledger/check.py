@@ -20,7 +20,7 @@ import orjson
 import polars as pl
 
 from .. import loader
-from ..errors import InputError, LedgerDamaged, LedgerError, reason_of
+from ..errors import InputError, LedgerDamaged, LedgerError, SavedRecords, reason_of
 from ..keys import partition_hash, xxh3_64
 from ..models import ErrorCode, Status
 from ..workfile import write_work_file
@@ -57,13 +57,14 @@ class Report:
     unattributed: bool = False  # some damage names no row: any unsettled row may be the one it concerned
     _whole: set[Finding] = field(default_factory=set, repr=False)  # file-level ones, found twice at times
 
-    def add(self, finding: Finding) -> None:
+    def add(self, finding: Finding, *, folds_in: bool = False) -> None:
+        """`folds_in`: saved records a repair folds in whole; they make no unsettled row `unknown`."""
         if finding.position in (None, 0):  # a header or whole file: both locate() and the scan see it
             if finding in self._whole:
                 return
             self._whole.add(finding)
         self.count += 1
-        self.unattributed = self.unattributed or finding.row_key is None
+        self.unattributed = self.unattributed or (finding.row_key is None and not folds_in)
         if len(self.findings) < MAX_LISTED:
             self.findings.append(finding)
 
@@ -107,6 +108,8 @@ def _against_results(report: Report, workdir: Path, least: int | None) -> None:
             cross_check(report.paths, ledger.view, workdir, least, results=check_results)
     except LedgerDamaged as exc:
         report.add(Finding(exc.path, exc.position, exc.reason, exc.row_key))
+    except SavedRecords as exc:
+        report.add(Finding(report.paths.results, None, str(exc)), folds_in=True)
     except LedgerError as exc:
         report.add(Finding(report.paths.results, None, str(exc)))
 

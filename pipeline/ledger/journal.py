@@ -35,6 +35,8 @@ from ..errors import LedgerError, reason_of
 from ..models import Outcome
 from . import records
 
+OWN_COPY = "journal.own"  # the run's own copy, in its work folder
+
 
 class Journal:
     """Append-only write-ahead journal with group commit in a writer thread."""
@@ -73,15 +75,19 @@ class Journal:
             self._start_copy(self._own_copy)
 
     def _start_copy(self, dest: Path) -> None:
-        """The journal as it is now, then every commit: read back if the journal is lost."""
+        """The journal as it is now, then every commit: read back if the journal is lost. Without
+        it a journal changed in place would lose this run's records for good, so a copy that
+        cannot be made stops the run before any request, and one that cannot be written to
+        stops sending, as the journal itself would (a review found the records claimed saved
+        from the truncated journal when the copy had silently gone)."""
         try:
             shutil.copyfile(self.path, dest)
             fd = os.open(dest, os.O_WRONLY | os.O_APPEND)
-            if os.fstat(fd).st_size != self._size:
-                os.close(fd)
-                return
-        except OSError:
-            return  # no copy: a journal deleted is still read through its descriptor
+        except OSError as exc:
+            raise LedgerError(f"cannot keep the run's copy of the journal in {dest}: {reason_of(exc)}") from exc
+        if os.fstat(fd).st_size != self._size:
+            os.close(fd)
+            raise LedgerError(f"the journal {self.path} changed while it was being opened")
         self._copy_fd = fd
 
     @property
@@ -172,11 +178,7 @@ class Journal:
             self._size += written
             view = view[written:]
         if self._copy_fd is not None:
-            try:
-                _write_all(self._copy_fd, data)
-            except OSError:  # the work folder full: the copy is left, the journal is what counts
-                os.close(self._copy_fd)
-                self._copy_fd = None
+            _write_all(self._copy_fd, data)  # an error fails the commit: nothing more is sent
         if sync and not self._changed:
             os.fsync(self._fd)
         self.writes += 1
@@ -248,6 +250,8 @@ class Journal:
         journal's descriptor (even if unlinked; not if it was changed in place)."""
         if self._fd is None:
             raise LedgerError(f"journal {self.path} is closed")
+        if self._changed and self._copy_fd is None:
+            raise LedgerError(f"the journal {self.path} was changed in place and the run kept no copy of it")
         source = f"/proc/self/fd/{self._copy_fd if self._copy_fd is not None else self._fd}"
         reader = os.open(source, os.O_RDONLY)
         try:

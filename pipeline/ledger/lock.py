@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import LedgerError, LockError, reason_of
+from .journal import OWN_COPY
+from .snapshot import fsync_dir
 from .store import LedgerPaths
 
 
@@ -68,15 +70,19 @@ class RunLock:
         """The run's work folder beside the results file, held (flock) and emptied of what a
         killed run left there; removed by the run at its end."""
         workdir = self._paths.workdir
+        if workdir.is_symlink():  # followed, emptied, and never removed (rmtree refuses links)
+            self.release()
+            raise LedgerError(f"the work folder {workdir} is a symbolic link; remove it (the run makes its own)")
         try:
             workdir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
             self.release()
             raise LedgerError(f"cannot create work folder {workdir}: {reason_of(exc)}") from exc
         self._take(fd, f"working in {workdir.name}")
         self._workdir_fd = fd
         try:
+            self._keep_a_killed_runs_records(workdir / OWN_COPY)
             for entry in os.scandir(workdir):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path)
@@ -86,6 +92,18 @@ class RunLock:
             self.release()
             raise LedgerError(f"cannot empty work folder {workdir}: {reason_of(exc)}") from exc
         return workdir
+
+    def _keep_a_killed_runs_records(self, own: Path) -> None:
+        """A run killed while sending leaves its own copy of the journal (journal.py). Where the
+        journal is no longer that copy and more (truncated or written over in place before the
+        kill), the copy holds records nothing else does: it is saved beside the results as
+        records to fold in (`ledger repair`) instead of being emptied away with the folder (a
+        review found those rows sent again)."""
+        if not own.is_file() or _begins_with(self._journal, own):
+            return
+        saved = self._paths.recovered()
+        os.replace(own, saved)
+        fsync_dir(saved.parent)
 
     def hold_journal(self) -> None:
         """flock the journal as it is now, if there is one (again after the run made a new one:
@@ -168,4 +186,16 @@ def _flocked(fd: int) -> bool:
         return False
     except OSError:
         return True
+    return True
+
+
+def _begins_with(journal: Path, copy: Path) -> bool:
+    """`journal` holds every byte of `copy`, from its start (the journal is written first)."""
+    try:
+        with open(journal, "rb") as whole, open(copy, "rb") as part:
+            while chunk := part.read(1 << 20):
+                if whole.read(len(chunk)) != chunk:
+                    return False
+    except FileNotFoundError:
+        return False
     return True

@@ -38,11 +38,11 @@ from pathlib import Path
 import polars as pl
 
 from .. import loader
-from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError, reason_of
+from ..errors import ConfigError, InputError, LedgerDamaged, LedgerError, SavedRecords, reason_of
 from ..models import Status
 from . import reader, records
 from .fold import Fold
-from .journal import Journal
+from .journal import OWN_COPY, Journal
 from .snapshot import Snapshot, SnapshotMeta, fsync_dir, open_snapshot, write_snapshot
 
 SENT_STATUSES = (Status.CREATED.value, Status.UNKNOWN.value)
@@ -177,7 +177,7 @@ class Ledger:
         paths = LedgerPaths(results)
         saved = paths.saved_records()
         if saved:  # a run lost its journal and saved its records there: without them rows sent look unsent
-            raise LedgerError(
+            raise SavedRecords(
                 f"{saved[0].name} beside {results.name} holds the records of a run that lost its journal; nothing"
                 f" was sent. `si-ingest ledger repair {results}` folds them into the ledger"
             )
@@ -213,9 +213,7 @@ class Ledger:
                 os.fsync(fh.fileno())
 
     def journal(self, *, fsync: bool) -> Journal:
-        journal = Journal(
-            self.paths.journal, fsync=fsync, next_seq=self._next_seq, own_copy=self.workdir / "journal.own"
-        )
+        journal = Journal(self.paths.journal, fsync=fsync, next_seq=self._next_seq, own_copy=self.workdir / OWN_COPY)
         journal.open()
         return journal
 
