@@ -73,78 +73,91 @@ async def run(
     _check_results_path(dest, files)
     _check_reports(config, files)
     signals = RunSignals()
-    with RunLock(dest) as lock:
-        lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
-        paths = LedgerPaths(dest)
-        workdir = lock.make_workdir()
-        try:
-            with signals.installed(), _naming_the_way_forward(dest):
-                if dry_run and new_ledger:
-                    _keep_the_record_of_sends(dest)
-                ledger = Ledger.open(dest, workdir, writable=False, new_ledger=new_ledger)
-                seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger, dry_run=dry_run)
-                if not dry_run:  # only now: a run refused above leaves every file as it was
-                    ledger.prepare_to_append()
-                    lock.hold_journal()  # the journal it will append to (maybe new): no other run may
-                    if ledger.upgraded:
-                        log.info("ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it")
-                # a dry run may write its CSV results while it plans (result_rows.py)
-                prerender = dry_run and not dest.name.endswith(".parquet")
-                plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
-                sender = None if dry_run else credentials
-                counts, stats = await _send_and_render(
-                    plan, len(files), config, sender, ledger, lock, dest, signals, seal_it=not (dry_run and new_ledger)
-                )
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    interrupted = signals.count > 0
-    summary = report.from_groups(dest, counts)
-    abort = stats.abort if stats else None
-    if dry_run:  # validate: 0 when no row is invalid or duplicate, so it can gate a scheduled run
-        code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1
-    else:
-        code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
-    document = report.run_document(
-        command="validate" if dry_run else "run",
-        started_at=started_at,
-        duration_s=time.monotonic() - started,
-        results=dest,
-        inputs=[f.path for f in files],
-        exit_code=code,
-        summary=summary,
-        plan={
-            "rows": plan.rows,
-            "invalid": plan.invalid,
-            "duplicate": plan.duplicate,
-            "settled_earlier": plan.settled,
-            "to_send": plan.to_send,
-        },
-        stats=stats,
-        rate_mode="auto" if config.run.rate == "auto" else "fixed",
-        rate_limit=_final_rate(config, stats),
-        aborted={"code": str(abort.code), "message": str(abort), "org_id": _org_of(abort, stats)} if abort else None,
-        interrupted=interrupted,
-        orgs=_org_summary(stats),
-    )
-    noted = signals.count
-    with signals.installed():  # a signal now is noted and the reports are still written (after a send)
-        reports = _write_reports(document, summary, config)
-    if signals.count > noted and code in (0, 1):  # they are written; the run was still interrupted
-        code = EXIT_INTERRUPTED
-    log.info(
-        "run.summary",
-        results=str(dest),
-        rows=summary.total,
-        **{k: v for k, v in summary.by_status.items() if v},
-        requests=document["requests"],
-        never_connected=document["never_connected"],
-        retries=document["retries"],
-        throttled=document["throttled"],
-        seconds=document["duration_s"],
-        requests_per_s=document["mean_rate"],
-        peak_per_s=document["peak_rate"],
-        exit_code=code,
-    )
+    # over the whole run, the reports included: no moment is left to the default action (a
+    # SIGTERM between the results and the reports had exited 130 without them: review h9a)
+    with signals.installed():
+        with RunLock(dest) as lock:
+            lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
+            paths = LedgerPaths(dest)
+            workdir = lock.make_workdir()
+            try:
+                with _naming_the_way_forward(dest):
+                    if dry_run and new_ledger:
+                        _keep_the_record_of_sends(dest)
+                    ledger = Ledger.open(dest, workdir, writable=False, new_ledger=new_ledger)
+                    seal.before_sending(lock, paths, ledger.view, workdir, new_ledger=new_ledger, dry_run=dry_run)
+                    if not dry_run:  # only now: a run refused above leaves every file as it was
+                        ledger.prepare_to_append()
+                        lock.hold_journal()  # the journal it will append to (maybe new): no other run may
+                        if ledger.upgraded:
+                            log.info(
+                                "ledger.upgraded", detail="format 1 journal upgraded; the old one is kept beside it"
+                            )
+                    # a dry run may write its CSV results while it plans (result_rows.py)
+                    prerender = dry_run and not dest.name.endswith(".parquet")
+                    plan = build_plan(files, ledger.view, config, workdir, prerender=prerender)
+                    sender = None if dry_run else credentials
+                    counts, stats = await _send_and_render(
+                        plan,
+                        len(files),
+                        config,
+                        sender,
+                        ledger,
+                        lock,
+                        dest,
+                        signals,
+                        seal_it=not (dry_run and new_ledger),
+                    )
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        interrupted = signals.count > 0
+        summary = report.from_groups(dest, counts)
+        abort = stats.abort if stats else None
+        if dry_run:  # validate: 0 when no row is invalid or duplicate, so it can gate a scheduled run
+            code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1
+        else:
+            code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
+        document = report.run_document(
+            command="validate" if dry_run else "run",
+            started_at=started_at,
+            duration_s=time.monotonic() - started,
+            results=dest,
+            inputs=[f.path for f in files],
+            exit_code=code,
+            summary=summary,
+            plan={
+                "rows": plan.rows,
+                "invalid": plan.invalid,
+                "duplicate": plan.duplicate,
+                "settled_earlier": plan.settled,
+                "to_send": plan.to_send,
+            },
+            stats=stats,
+            rate_mode="auto" if config.run.rate == "auto" else "fixed",
+            rate_limit=_final_rate(config, stats),
+            aborted={"code": str(abort.code), "message": str(abort), "org_id": _org_of(abort, stats)}
+            if abort
+            else None,
+            interrupted=interrupted,
+            orgs=_org_summary(stats),
+        )
+        reports = _write_reports(document, summary, config)  # a signal now is noted (after a send)
+        if signals.count and code in (0, 1):  # a signal after the results: all written, and interrupted
+            code = EXIT_INTERRUPTED
+        log.info(
+            "run.summary",
+            results=str(dest),
+            rows=summary.total,
+            **{k: v for k, v in summary.by_status.items() if v},
+            requests=document["requests"],
+            never_connected=document["never_connected"],
+            retries=document["retries"],
+            throttled=document["throttled"],
+            seconds=document["duration_s"],
+            requests_per_s=document["mean_rate"],
+            peak_per_s=document["peak_rate"],
+            exit_code=code,
+        )
     stopping.after_the_run()
     return RunResult(summary, plan, stats, code, abort, interrupted, document, reports)
 

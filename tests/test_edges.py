@@ -727,6 +727,21 @@ def test_a_signal_while_the_reports_are_written_still_writes_them(sandbox, write
     assert "si-ingest: SIGTERM: every request has finished" in capfd.readouterr().err
 
 
+def test_a_signal_between_the_results_and_the_reports_still_writes_them(
+    sandbox, write_input, tmp_path, monkeypatch, capfd
+):
+    """Between the run's two signal blocks the default handler was back: a SIGTERM as the summary
+    was made exited 130 with no summary JSON (found by a review, h9a). One block spans the run."""
+    from pipeline import report
+
+    box = sandbox()
+    rows = write_input("a.csv", make_rows(4, seed=99))
+    seen: list[str] = []
+    _signalling(monkeypatch, report, "run_document", 1, seen)
+    code = _in_process(monkeypatch, tmp_path, [*run_args(box, [rows], tmp_path / "r.csv"), "--summary-json", "s.json"])
+    assert seen == ["run_document"] and code == 130 and (tmp_path / "s.json").exists()
+
+
 def test_two_sigterms_as_the_run_ends_never_kill_it_by_the_signal(sandbox, write_input, tmp_path):
     """A supervisor escalating (two SIGTERMs 20 ms apart) just after the summary: the interpreter,
     shutting down, had put the default action back and died by the signal (exit 143 / -15 in 20
