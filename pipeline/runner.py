@@ -74,8 +74,12 @@ async def run(
     _check_reports(config, files)
     signals = RunSignals()
     # over the whole run, the reports included: no moment is left to the default action (a
-    # SIGTERM between the results and the reports had exited 130 without them: review h9a)
-    with signals.installed():
+    # SIGTERM between the results and the reports had exited 130 without them: review h9a);
+    # then, however the run ends, a signal is noted while its error or summary is printed
+    # (one had replaced a failed run's error and advice with "interrupted": review h10)
+    with contextlib.ExitStack() as ending:
+        ending.callback(stopping.after_the_run)
+        ending.enter_context(signals.installed())
         with RunLock(dest) as lock:
             lock.seal(*seal.carried(lock.previous))  # kept should this run stop before it seals (seal.py)
             paths = LedgerPaths(dest)
@@ -143,7 +147,11 @@ async def run(
         )
         reports = _write_reports(document, summary, config)  # a signal now is noted (after a send)
         if signals.count and code in (0, 1):  # a signal after the results: all written, and interrupted
-            code = EXIT_INTERRUPTED
+            code, interrupted = EXIT_INTERRUPTED, True
+            document.update(exit_code=code, interrupted=True)
+            if config.run.summary_json in reports:  # it had said exit 0, not interrupted (review h10)
+                with contextlib.suppress(OSError):
+                    report.write_document(document, config.run.summary_json)
         log.info(
             "run.summary",
             results=str(dest),
@@ -158,7 +166,6 @@ async def run(
             peak_per_s=document["peak_rate"],
             exit_code=code,
         )
-    stopping.after_the_run()
     return RunResult(summary, plan, stats, code, abort, interrupted, document, reports)
 
 

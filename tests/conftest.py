@@ -57,6 +57,12 @@ class SandboxProcess:
     def stats(self) -> dict[str, Any]:
         return self._get("/_sandbox/stats")
 
+    def reset(self) -> None:
+        context = ssl._create_unverified_context() if self.root.startswith("https") else None
+        request = urllib.request.Request(self.root + "/_sandbox/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            assert resp.status == 204
+
     def created(self) -> list[dict[str, Any]]:
         return self._get("/_sandbox/requests")
 
@@ -72,14 +78,35 @@ class SandboxProcess:
             self.process.stdout.close()
 
 
+@pytest.fixture(scope="session")
+def _sandbox_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[tuple[str, ...], list[SandboxProcess]], Path]]:
+    """Sandboxes by their flags, kept for the session (each test worker its own) and stopped at
+    its end: a sandbox process costs about 0.5 CPU-s to start, and some 100 tests use one."""
+    pool: dict[tuple[str, ...], list[SandboxProcess]] = {}
+    yield pool, tmp_path_factory.mktemp("sandboxes")
+    for boxes in pool.values():
+        for box in boxes:
+            box.stop()
+
+
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
-    """Factory: start `si-ingest sandbox --port 0 ARGS...`; every one started is stopped after the test."""
-    started: list[SandboxProcess] = []
+def sandbox(_sandbox_pool) -> Iterator[Callable[..., SandboxProcess]]:  # type: ignore[no-untyped-def]
+    """Factory: `si-ingest sandbox --port 0 ARGS...` as it starts, for this test alone: one kept
+    from an earlier test with the same flags, reset (`POST /_sandbox/reset`), or a new one."""
+    pool, folder = _sandbox_pool
+    taken: list[SandboxProcess] = []
 
     def start(*args: str) -> SandboxProcess:
-        n = len(started)
-        record, log = tmp_path / f"sandbox{n}.jsonl", tmp_path / f"sandbox{n}.log"
+        kept = pool.setdefault(tuple(args), [])
+        for box in kept:
+            if all(box is not other for other in taken) and box.process.poll() is None:
+                box.reset()
+                taken.append(box)
+                return box
+        n = sum(len(boxes) for boxes in pool.values())
+        record, log = folder / f"sandbox{n}.jsonl", folder / f"sandbox{n}.log"
         with open(log, "w") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--record", str(record), *args],
@@ -93,12 +120,11 @@ def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
             process.kill()
             raise RuntimeError(f"sandbox did not start: {line!r} {log.read_text()}")
         box = SandboxProcess(line.split()[-1], process, record, log)
-        started.append(box)
+        kept.append(box)
+        taken.append(box)
         return box
 
     yield start
-    for box in started:
-        box.stop()
 
 
 @dataclass

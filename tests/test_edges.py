@@ -14,6 +14,7 @@ import pytest
 
 from pipeline import cli
 from pipeline import results as results_mod
+from pipeline.report import write_document as _real_write
 from pipeline.sandbox import DEFAULT_ORG_ID
 from pipeline.submit import Submitter
 
@@ -722,8 +723,12 @@ def test_a_signal_while_the_reports_are_written_still_writes_them(sandbox, write
     rows = write_input("a.csv", make_rows(4, seed=98))
     seen: list[str] = []
     _signalling(monkeypatch, report, "write_document", 1, seen)
+    once = report.write_document  # the signal as the first write starts; the rewrite goes through
+    monkeypatch.setattr(report, "write_document", lambda *a: (once if not seen else _real_write)(*a))
     code = _in_process(monkeypatch, tmp_path, [*run_args(box, [rows], tmp_path / "r.csv"), "--summary-json", "s.json"])
     assert seen == ["write_document"] and code == 130 and (tmp_path / "s.json").exists()
+    written = json.loads((tmp_path / "s.json").read_text())  # it had said 0, not interrupted (review h10)
+    assert written["exit_code"] == 130 and written["interrupted"] is True
     assert "si-ingest: SIGTERM: every request has finished" in capfd.readouterr().err
 
 

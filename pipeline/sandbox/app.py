@@ -20,7 +20,8 @@ Faults that come "before processing" create nothing, so a client that retries th
 no duplicate; the "after" ones did create the request, and a client must treat them as unknown.
 
 Every created SI request is kept (and appended to `record` as JSON lines, flushed at once)
-so tests can count duplicates; GET /_sandbox/requests and /_sandbox/stats expose them.
+so tests can count duplicates; GET /_sandbox/requests and /_sandbox/stats expose them, and POST
+/_sandbox/reset starts it over.
 """
 
 from __future__ import annotations
@@ -149,7 +150,25 @@ class Sandbox:
         app.router.add_post(f"{BASE_PATH}/addSIRequest", self._add_si_request)
         app.router.add_get("/_sandbox/requests", self._requests)
         app.router.add_get("/_sandbox/stats", self._stats)
+        app.router.add_post("/_sandbox/reset", self._reset)
         return app
+
+    def reset(self) -> None:
+        """Back to the state it started in: nothing created, the limit's clock and the seeded
+        faults from the start, the record file emptied (the test harness reuses one sandbox per
+        set of flags instead of starting a process for every test)."""
+        self._rng = random.Random(self.config.seed)
+        self._state = _State()
+        self._next_id = self.config.first_sir_id
+        self._gate = self._make_gate()
+        self._previous = None
+        if self._record is not None:
+            self._record.seek(0)
+            self._record.truncate()
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(status=204)
 
     def _make_gate(self) -> SlidingWindow | LeakyBucket | None:
         cfg, now = self.config, time.monotonic()
