@@ -495,3 +495,16 @@ def test_the_gateway_switch_retries_500_502_504(sandbox, write_input, tmp_path):
                     "--max-attempts", "10")  # fmt: skip
     assert result.code == 0, result.stderr
     assert sum(box.stats()["answers"].get(s, 0) for s in ("500", "502", "504")) > 0
+
+
+def test_a_reset_sandbox_is_as_it_started(sandbox, write_input, tmp_path):
+    """The harness reuses a sandbox per set of flags (conftest): a reset must leave nothing of the
+    last test, the rate limit's clock and the first sir_id included."""
+    box = sandbox("--rate-limit", "5", "--retry-after", "0")
+    rows = write_input("a.csv", make_rows(3))
+    assert ingest(box, [rows], tmp_path / "r1.csv").code == 0
+    first = [r.get("sir_id") for r in box.created()]
+    box.reset()
+    assert box.stats()["requests"] == 0 and box.created() == [] and box.record.read_text() == ""
+    assert ingest(box, [rows], tmp_path / "r2.csv").code == 0
+    assert [r.get("sir_id") for r in box.created()] == first and box.stats()["peak_1s"] <= 5
