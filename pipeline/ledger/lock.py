@@ -57,7 +57,6 @@ class RunLock:
         self.previous = _read_all(fd)  # the last run's seal, if it finished (seal.py)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._holder = f"pid {os.getpid()} on {socket.gethostname()}, started {stamp}"
-        self._fd = fd
         # the lines after the last holder's are kept (seal.py reads them: the key count must not
         # be lost to a kill at this instant; a seal kept holds only while every file is unchanged)
         try:
