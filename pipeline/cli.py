@@ -271,9 +271,11 @@ def _ledger(action: str, results: Path, *, accept_loss: bool = False) -> int:
             report, marked, held = repair(results, workdir, least=least, accept_loss=accept_loss)
             lock.seal(seal.floor_line(held))  # what it holds now; the files changed, so no seal
             print(report.render())
+            rewritten = " and ".join(p.name for p in (paths.snapshot, paths.journal) if p.exists())
+            rows = "1 row is" if marked == 1 else f"{marked} rows are"
             print(
-                f"repaired: {paths.snapshot.name} and {paths.journal.name} rewritten from their sound records; "
-                f"{marked} rows are now `unknown` (send them only after checking in Zyntro, with --resend-unknown)"
+                f"repaired: {rewritten} rewritten from the sound records; {rows} now `unknown`"
+                " (send them only after checking in Zyntro, with --resend-unknown)"
             )
             return 0
         finally:
