@@ -69,7 +69,12 @@ async def run(
     dry_run = credentials is None or config.run.dry_run
     dest = config.run.results
     _check_not_in_an_input_folder(dest, inputs)
-    files = loader.inspect(loader.discover(inputs), config.columns, config.default_org_id, config.defaults_for)
+    found = loader.discover(inputs)
+    for name in sorted(set(config.defaults) - {"*"} - {p.name for p in found}):
+        # a typo in the file name had gone unnoticed (found by a review, h9b); on a night
+        # without that export this is only news
+        log.warning("config.defaults_unused", file=name, detail="[defaults] names a file that is not an input")
+    files = loader.inspect(found, config.columns, config.default_org_id, config.defaults_for)
     _check_results_path(dest, files)
     _check_reports(config, files)
     signals = RunSignals()

@@ -210,6 +210,11 @@ def test_friendlier_inputs_still_strict(sandbox, write_input, tmp_path):
         ("2026-04-05 10:00:00", "keep_warm", "email"),
         ("2026-12-31 23:59:00", "keep_warm", "email"),
     ]
+    assert not [e for e in result.events if e["event"] == "config.defaults_unused"]
+    typo = tmp_path / "typo.toml"  # [defaults] for a file that is not an input: said (review h9b)
+    typo.write_text('[defaults."plan.csv"]\nsir_channel = "email"\n')
+    told = run_cli("validate", str(tmp_path / "plans.csv"), "--results", str(tmp_path / "t.csv"), "--config", str(typo))
+    assert told.code == 2 and told.event("config.defaults_unused")["file"] == "plan.csv"
     strict = tmp_path / "strict.toml"
     strict.write_text('[defaults."plans.csv"]\nsir_channel = "fax"\n')
     bad = run_cli(*run_args(box, [tmp_path / "plans.csv"], tmp_path / "s.csv", "--config", str(strict)))
