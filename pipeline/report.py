@@ -170,8 +170,12 @@ def render_run(document: dict[str, Any], summary: Summary) -> str:
             + (f" ({document['never_connected']} never connected)" if document.get("never_connected") else "")
             + f" in {document['duration_s']:.1f}s "
             f"(mean {document['mean_rate']:.1f}/s, peak {document['peak_rate']:.0f}/s, "
-            f"limit {document['rate']['limit']:.0f}/s {document['rate']['mode']}), "
-            f"{document['retries']} retries, {document['throttled']} throttled (429)"
+            + (
+                "limits per org in the summary JSON), "
+                if document["rate"]["mode"] == "per org"
+                else f"limit {document['rate']['limit']:.0f}/s {document['rate']['mode']}), "
+            )
+            + f"{document['retries']} retries, {document['throttled']} throttled (429)"
             + (f", latency p50 {latency['p50']} ms p99 {latency['p99']} ms" if latency["p50"] is not None else "")
         )
     return "\n".join(lines)

@@ -142,7 +142,7 @@ async def run(
                 "to_send": plan.to_send,
             },
             stats=stats,
-            rate_mode="auto" if config.run.rate == "auto" else "fixed",
+            rate_mode="per org" if config.orgs else "auto" if config.run.rate == "auto" else "fixed",
             rate_limit=_final_rate(config, stats),
             aborted={"code": str(abort.code), "message": str(abort), "org_id": _org_of(abort, stats)}
             if abort
@@ -238,6 +238,8 @@ def _org_summary(stats: SubmitStats | None) -> dict[str, Any]:
     return {
         org_id: {
             "requests": lane.requests,
+            # each org's own ceiling: the run's line had shown neither org's (review h9b)
+            "rate": {"mode": "auto" if lane.controller is not None else "fixed", "limit": round(lane.limiter.rate, 2)},
             "by_status": dict(lane.final),
             "aborted": {"code": str(lane.abort.code), "message": str(lane.abort)} if lane.abort else None,
         }

@@ -171,6 +171,9 @@ def test_an_account_error_stops_only_its_org(sandbox, write_input, tmp_path):
     assert codes <= {None, "INVALID_API_KEY"} and "INVALID_API_KEY" in codes  # no INTERRUPTED: no signal came
     document = json.loads(summary.read_text())
     assert document["orgs"][ORG_B]["aborted"]["code"] == "INVALID_API_KEY"
+    # each org's own ceiling; the run's line had shown a rate neither org had (review h9b)
+    assert document["orgs"][ORG_A]["rate"] == {"mode": "fixed", "limit": 50.0}
+    assert document["orgs"][ORG_B]["rate"]["mode"] == "auto" and document["rate"]["mode"] == "per org"
     assert document["orgs"][ORG_A]["aborted"] is None and document["orgs"][ORG_A]["requests"] == 10
 
 
