@@ -172,11 +172,12 @@ class Journal:
         assert self._fd is not None
         if not self._changed and self.error is None and os.fstat(self._fd).st_size != self._size:
             self._changed_in_place()
-        view = memoryview(data) if not self._changed else memoryview(b"")  # a changed file is left as found
-        while view:  # the length counted as written, a write cut short by a full disk included
-            written = os.write(self._fd, view)
-            self._size += written
-            view = view[written:]
+        if not self._changed:  # a file someone else changed is left as they made it
+            view = memoryview(data)
+            while view:  # the length counted as written, a write cut short by a full disk included
+                written = os.write(self._fd, view)
+                self._size += written
+                view = view[written:]
         if self._copy_fd is not None:
             _write_all(self._copy_fd, data)  # an error fails the commit: nothing more is sent
         if sync and not self._changed:
@@ -186,9 +187,11 @@ class Journal:
             self._check()
 
     def _check(self) -> None:
+        """Mark the journal lost if its path no longer names the file this run wrote to, or the
+        file is not as long as this run made it (an error already met stands)."""
         if not self._still_ours():
             self.lost = True
-            self.error = LedgerError(
+            self.error = self.error or LedgerError(
                 f"the journal {self.path} was deleted, replaced or moved while the run was sending; stopped sending"
             )
         elif os.fstat(self._fd).st_size != self._size:  # type: ignore[arg-type]  # open while checked
@@ -199,7 +202,7 @@ class Journal:
         left as they made it, so `ledger repair` folds the saved records into a whole file), and
         every commit fails, so nothing more is sent."""
         self._changed = self.lost = True
-        self.error = LedgerError(
+        self.error = self.error or LedgerError(
             f"the journal {self.path} was changed in place (truncated or written over) while the run was"
             " sending; stopped sending"
         )
@@ -231,12 +234,8 @@ class Journal:
             self._own_copy.unlink(missing_ok=True)
 
     def check_still_ours(self) -> None:
-        """Mark the journal lost if its path no longer names the file this run wrote to, or the
-        file is not as long as this run made it."""
         if self._fd is not None and not self.lost:
-            error = self.error
             self._check()
-            self.error = error or self.error
 
     def _still_ours(self) -> bool:
         try:
