@@ -37,7 +37,7 @@ from .errors import (
     reason_of,
 )
 from .ledger import Ledger, LedgerPaths, RunLock, seal
-from .ledger.store import SENT_STATUSES, same_file
+from .ledger.store import same_file, sends_recorded
 from .pass_one import build_plan
 from .plan import Plan
 from .sending import send_plan
@@ -287,7 +287,7 @@ def _keep_the_record_of_sends(dest: Path) -> None:
     and there is no ledger, it is what `ledger repair` rebuilds one from, and a preview had
     rewritten it all `pending`, the sir_ids gone (found by a review, h9b)."""
     try:
-        sent = loader.count_written(dest, "status", SENT_STATUSES) if dest.exists() else 0
+        sent = sends_recorded(dest)
     except InputError:
         return  # not a results file: nothing of the kind to keep
     if sent:

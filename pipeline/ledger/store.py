@@ -339,13 +339,19 @@ def _refuse_if_a_twin_has_a_ledger(paths: LedgerPaths) -> None:
                 )
 
 
+def sends_recorded(results: Path) -> int:
+    """Rows a results file records as sent (created or unknown), 0 where there is no file; an
+    InputError (or an OS or polars error) where it cannot be read as one the tool wrote."""
+    if not results.exists():
+        return 0
+    return loader.count_written(results, "status", SENT_STATUSES)  # bounded: not pl.scan_csv
+
+
 def _refuse_if_results_show_sends(paths: LedgerPaths) -> None:
     """A results file that records rows sent, with no ledger beside it, is never taken as a first run."""
     results = paths.results
-    if not results.exists():
-        return
     try:
-        sent = loader.count_written(results, "status", SENT_STATUSES)  # bounded: not pl.scan_csv
+        sent = sends_recorded(results)
     except (OSError, InputError, pl.exceptions.PolarsError):
         raise LedgerError(
             f"{results} exists but cannot be read as an si-ingest results file, and has no ledger beside it; "
