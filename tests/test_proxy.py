@@ -18,8 +18,8 @@ import pytest
 import yarl
 
 from pipeline import results as results_mod
-from pipeline.client import env_proxy
 from pipeline.errors import ConfigError
+from pipeline.proxy import env_proxy
 
 from .conftest import CREDENTIAL_ENV, make_rows, run_cli
 
