@@ -31,7 +31,6 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import aiohttp.helpers
 import orjson
 
 from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
