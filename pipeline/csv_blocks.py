@@ -79,6 +79,13 @@ def header(path: Path, separator: str = ",") -> list[str]:
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}") from exc
     columns = [str(n) if n is not None else "" for n in names]
+    broken = [c for c in columns if "\n" in c or "\r" in c]
+    if broken:  # a quote opened in the header and closed on a data line: that row had vanished into it
+        shown = broken[0].replace("\r", " ").replace("\n", " ")
+        raise InputError(
+            f"{path}: the header line's name '{shown[:40]}{'...' if len(shown) > 40 else ''}' holds a line break"
+            " (a quote in it opens and only closes on a later line); fix the header (no row of it was sent)"
+        )
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:
         shown = ", ".join(f"'{c}'" for c in repeated)

@@ -311,6 +311,21 @@ def test_a_quote_inside_a_header_name_stops_the_run(tmp_path: Path):
         load([path])
 
 
+def test_a_header_name_holding_a_line_break_stops_the_run(tmp_path: Path):
+    """`...,"note` in the header and `...,n1"` at the end of data row 1: RFC-valid, but the header
+    record then swallowed row 1 into its last name, and the run went on without that row, exit 0
+    (found by a review, h7b F7). No real header name holds a line break."""
+    path = tmp_path / "h.csv"
+    header = "org_id,contact_id,sir_flag,sir_planned_dt,sir_channel,sir_context"
+    path.write_text(f'{header},"note\no,c,f,d,e,x,n1"\no,c2,f,d,e,x,n2\n')
+    with pytest.raises(InputError, match=r"h\.csv: the header line's name 'note.*' holds a line break"):
+        load([path])
+    from .conftest import run_cli
+
+    done = run_cli("validate", str(path), "--results", str(tmp_path / "r.csv"))
+    assert done.code == 2 and "holds a line break" in done.stderr and not (tmp_path / "r.csv").exists()
+
+
 def test_an_input_that_is_a_pipe_stops_the_run_instead_of_waiting_forever(tmp_path: Path):
     """A FIFO named `x.csv`: its header was read, then the data read waited for a writer forever
     (found by a review, h7b). Inside a folder it was already refused."""
