@@ -506,3 +506,22 @@ def test_a_ragged_csv_results_file_and_no_ledger_is_refused(tmp_path: Path):
     (tmp_path / "work").mkdir()
     with pytest.raises(LedgerError, match="cannot be read as an si-ingest results file"):
         Ledger.open(tmp_path / "r.csv", tmp_path / "work", writable=True)
+
+
+@pytest.mark.parametrize("suffix", [".journal", ".lock", ".ledger.parquet", ""])
+def test_a_ledger_path_that_is_not_a_regular_file_stops_the_run_at_once(tmp_path: Path, suffix: str, write_input):
+    """A FIFO where the journal (or lock file, snapshot, results file) belongs: the run had
+    waited forever to open it, sending nothing and never exiting (left open by session 7)."""
+    from .conftest import make_rows, run_cli
+
+    rows = write_input("a.csv", make_rows(3))
+    results = tmp_path / "r.csv"
+    os.mkfifo(tmp_path / f"r.csv{suffix}")
+    for argv in (
+        ["run", str(rows), "--results", str(results), "--base-url", "http://127.0.0.1:9/x"],
+        ["validate", str(rows), "--results", str(results)],
+        ["ledger", "check", str(results)],
+    ):
+        done = run_cli(*argv, timeout=15)
+        assert done.code == 2 and "is not a regular file" in done.stderr, (argv, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -40,6 +40,7 @@ class RunLock:
         self.previous = ""  # what the lock file held before this run took it over
 
     def acquire(self) -> None:
+        self._paths.refuse_odd_files()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,6 +81,19 @@ class LedgerPaths:
     def owned(self) -> tuple[Path, ...]:
         """The files of this results file and its ledger, which no other output may replace."""
         return (self.results, self.journal, self.snapshot, self.lock, self.v1_backup)
+
+    def refuse_odd_files(self) -> None:
+        """LedgerError where one of these files exists and is not a regular file (a pipe, a
+        device, a folder): opening a pipe to read waits for a writer, and a run had hung there
+        before its first request, forever."""
+        for path in self.owned:
+            try:
+                mode = path.stat().st_mode
+            except OSError:  # absent (or unreadable: its own open says so)
+                continue
+            if not stat.S_ISREG(mode):
+                what = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a special file"
+                raise LedgerError(f"{path} is not a regular file ({what}); move it away (nothing was sent)")
 
     def recovered(self) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
