@@ -21,6 +21,7 @@ from .config import (
     load_credentials,
     results_file,
 )
+from .entry import outcome_is
 from .errors import ConfigError, InputError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _dispatch(args)
     except PipelineError as exc:
+        outcome_is(exc.exit_code)  # before the line: a signal while it prints keeps this code
         print(f"si-ingest: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (entry.py makes it one)
@@ -167,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if signalled is not None:  # a signal that polars wrapped (raised inside one of its callbacks)
             print(f"si-ingest: {signalled}", file=sys.stderr)
             sys.exit(130)
+        outcome_is(crash.EXIT_INTERNAL)
         report = crash.write_report(exc, argv if argv is not None else sys.argv[1:])
         print(
             f"si-ingest: internal error ({type(exc).__name__}); the ledger is intact and a rerun resumes. "

@@ -197,6 +197,20 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 _LATE: list[int] = []  # signals noted after the run's work was done (`note_late`)
+_OUTCOME: list[int] = []  # the run's own exit code, once it is known (`outcome_is`)
+
+
+def outcome_is(code: int) -> None:
+    """The run's exit code, as soon as it is known (before its last lines are printed)."""
+    _OUTCOME[:] = [code]
+
+
+def late_exit_code() -> int:
+    """The exit code after a late signal: 130 where the run had ended 0 or 1 (or not yet said),
+    else the run's own (2, 3, 4 tell a scheduler what went wrong; 130 had hidden an account
+    error's 3 from a process stopped while it printed)."""
+    code = _OUTCOME[-1] if _OUTCOME else None
+    return EXIT_INTERRUPTED if code in (None, 0, 1) else code
 
 
 LATE_GRACE_S = 2.0
@@ -211,8 +225,8 @@ def note_late(signum: int, frame: FrameType | None) -> None:
     second signal: noting alone had left it for SIGKILL (found by a review, h8a)."""
     _LATE.append(signum)
     if len(_LATE) > 1:
-        os._exit(EXIT_INTERRUPTED)
-    timer = threading.Timer(LATE_GRACE_S, os._exit, (EXIT_INTERRUPTED,))
+        os._exit(late_exit_code())
+    timer = threading.Timer(LATE_GRACE_S, lambda: os._exit(late_exit_code()))
     timer.daemon = True  # a process that finishes first exits as it would
     timer.start()
 

@@ -26,6 +26,7 @@ import structlog
 from . import loader, report, results, stopping
 from .adaptive import AUTO_START
 from .config import Config, Credentials
+from .entry import outcome_is
 from .errors import (
     AbortError,
     ConfigError,
@@ -126,6 +127,7 @@ async def run(
             code = 0 if plan.invalid == 0 and plan.duplicate == 0 else 1
         else:
             code = abort.exit_code if abort else EXIT_INTERRUPTED if interrupted else summary.exit_code
+        outcome_is(code)  # a signal from now on keeps a 2 or 3 (entry.late_exit_code)
         document = report.run_document(
             command="validate" if dry_run else "run",
             started_at=started_at,

@@ -771,10 +771,12 @@ def test_two_sigterms_as_the_run_ends_never_kill_it_by_the_signal(sandbox, write
     assert set(codes) <= {0, 130}, codes
 
 
-def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(write_input, tmp_path):
+@pytest.mark.parametrize("ends", ["validate", "account error"])
+def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(sandbox, write_input, tmp_path, ends):
     """stdout a full pipe nobody reads: once the run's work was done a signal was only noted, and
     the process, blocked printing its summary, could be stopped by SIGKILL alone (found by a
-    review, h8a). It exits 130 within the grace."""
+    review, h8a). It exits within the grace: 130 where the run itself had ended 0 or 1, and its
+    own code where that tells more (an account error's 3 had become 130: left open by session 7)."""
     import fcntl
     import os
     import subprocess
@@ -782,14 +784,18 @@ def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(write_input, 
 
     rows = write_input("a.csv", make_rows(3))
     out = tmp_path / "r.csv"
+    argv, env = ["validate", str(rows), "--results", str(out)], CREDENTIAL_ENV
+    if ends == "account error":
+        argv = ["run", str(rows), "--results", str(out), "--base-url", sandbox().url]
+        env = CREDENTIAL_ENV | {"ZYNTRO_API_KEY": "not-the-key"}
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
     with contextlib.suppress(BlockingIOError):
         while True:
             os.write(write_end, b"x" * 4096)
     fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | CREDENTIAL_ENV
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "validate", str(rows), "--results", str(out)],
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZYNTRO_")} | env
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", *argv],
                             stdout=write_end, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     os.close(write_end)
     try:
@@ -797,7 +803,7 @@ def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(write_input, 
         time.sleep(1.0)  # in print() by now
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 130
+        assert proc.wait(10) == (130 if ends == "validate" else 3)
     finally:
         if proc.poll() is None:
             proc.kill()
