@@ -46,6 +46,12 @@ _NOT_TEXT = (
 )
 
 
+SAVE_AS_UTF8 = (
+    'save the file as UTF-8 (a spreadsheet\'s "CSV UTF-8"), or convert it, e.g. iconv -f cp1252 -t utf-8'
+    " (no row of it was sent)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     data: bytes  # whole records, each ending in a newline
@@ -77,7 +83,8 @@ def header(path: Path, separator: str = ",") -> list[str]:
     try:
         names = parse(first, None, separator, infer_schema=False).row(0)
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}") from exc
+        advice = f"; {SAVE_AS_UTF8}" if "utf-8" in str(exc) else ""
+        raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}{advice}") from exc
     columns = [str(n) if n is not None else "" for n in names]
     broken = [c for c in columns if "\n" in c or "\r" in c]
     if broken:  # a quote opened in the header and closed on a data line: that row had vanished into it
@@ -150,6 +157,19 @@ def parse(data: bytes, fields: int | None, separator: str = ",", **options: Any)
         fields = int(_scan(data if data.endswith(b"\n") else data + b"\n", ord(separator))[2][0])
     blank = (separator * (fields - 1) + "\n").encode()  # a record of empty fields, dropped again
     return pl.read_csv(blank + data, has_header=False, separator=separator, **options).slice(1)
+
+
+def not_utf8(block: Block, separator: str = ",") -> tuple[int, str] | None:
+    """(the 1-based data row, a few characters around it) of the block's first byte that is not
+    UTF-8, or None. Only asked after polars refused a block ("invalid utf-8 sequence", naming no
+    row): a spreadsheet's "CSV" in a Windows code page (`café` as 63 61 66 E9) is the usual cause."""
+    try:
+        block.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _, starts, _, blank, _ = _scan(block.data, ord(separator))
+        at = int(np.searchsorted(starts, exc.start, side="right")) - 1
+        return block.first_row + int(np.count_nonzero(~blank[: max(at, 0)])), _around(block.data, exc.start)
+    return None
 
 
 def _scan(data: bytes, sep: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int | None]:

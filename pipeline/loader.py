@@ -184,7 +184,17 @@ def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Ite
     pending: list[pl.DataFrame] = []
     held = 0
     for block in csv_blocks.blocks(file.path, len(file.header)):
-        frame = csv_blocks.parse(block.data, len(file.header), columns=wanted, infer_schema=False, raise_if_empty=False)
+        try:
+            frame = csv_blocks.parse(
+                block.data, len(file.header), columns=wanted, infer_schema=False, raise_if_empty=False
+            )
+        except pl.exceptions.ComputeError:
+            if (found := csv_blocks.not_utf8(block)) is None:
+                raise
+            row, around = found
+            raise InputError(
+                f"{file.path}: data row {row} is not UTF-8 text (`{around}`); {csv_blocks.SAVE_AS_UTF8}"
+            ) from None
         frame = frame.rename(dict(zip(frame.columns, names, strict=True)))
         if file.written_by_tool:
             frame = safe_csv.restore(frame)
