@@ -43,6 +43,7 @@ _NOT_TEXT = (
     (b"PAR1", "a Parquet file", "name it .parquet"),
     (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
+    (b"\x00\x05\x16\x07", "macOS file metadata (an AppleDouble `._` file copied from a Mac)", "delete it"),
 )
 
 

@@ -228,6 +228,10 @@ def test_text_that_starts_like_a_compressed_stream_is_read_as_text(tmp_path: Pat
         (lambda text: text.decode().encode("utf-16"), "its content is UTF-16 text, not CSV text; save it as UTF-8"),
         (lambda text: b"PK\x03\x04" + text, "its content is a zip archive (an .xlsx workbook?), not CSV text"),
         (lambda text: b"PAR1" + text, "its content is a Parquet file, not CSV text; name it .parquet"),
+        (  # a Mac's `._a.csv` beside `a.csv` in an input folder: it had said "missing required column"
+            lambda text: b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ",
+            "its content is macOS file metadata (an AppleDouble `._` file copied from a Mac), not CSV text; delete it",
+        ),
     ],
 )
 def test_a_csv_whose_content_is_not_text_stops_the_run_saying_what_it_is(tmp_path: Path, content, said):
