@@ -21,7 +21,7 @@ from .config import (
     load_credentials,
     results_file,
 )
-from .entry import outcome_is
+from .entry import outcome_is, signal_name
 from .errors import ConfigError, InputError, Interrupted, LedgerError, PipelineError
 from .limiter import steady_rate
 from .sandbox.args import add_sandbox_arguments
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"si-ingest: error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (entry.py makes it one)
-        print(f"si-ingest: interrupted by {exc.args[0] if exc.args else 'SIGINT'}", file=sys.stderr)
+        print(f"si-ingest: interrupted by {signal_name(exc)}", file=sys.stderr)
         code = 130
     except Exception as exc:  # a bug: one line, the traceback in a file, exit 4
         signalled = _signal_under(exc)

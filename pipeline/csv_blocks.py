@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import polars as pl
 
+from . import safe_csv
 from .errors import InputError, reason_of
 
 BLOCK_BYTES = 8 << 20
@@ -87,12 +88,17 @@ def header(path: Path, separator: str = ",") -> list[str]:
         advice = f"; {SAVE_AS_UTF8}" if "utf-8" in str(exc) else ""
         raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}{advice}") from exc
     columns = [str(n) if n is not None else "" for n in names]
-    broken = [c for c in columns if "\n" in c or "\r" in c]
-    if broken:  # a quote opened in the header and closed on a data line: that row had vanished into it
+    # a quote opened in the header and closed at the end of a data line: that row had vanished
+    # into the last name. A name may hold a line break (a spreadsheet cell "Planned<Alt+Enter>date"),
+    # but not a line break and then a record's separators (an error file the tool wrote keeps
+    # whatever names its input had, so it is read as it is)
+    broken = [c for c in columns if separator in c.replace("\r", "\n").partition("\n")[2]]
+    if broken and not safe_csv.written_by_tool(columns):
         shown = broken[0].replace("\r", " ").replace("\n", " ")
         raise InputError(
             f"{path}: the header line's name '{shown[:40]}{'...' if len(shown) > 40 else ''}' holds a line break"
-            " (a quote in it opens and only closes on a later line); fix the header (no row of it was sent)"
+            " and a data row after it (a quote in it opens and only closes on a later line); fix the header"
+            " (no row of it was sent)"
         )
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if repeated:

@@ -146,8 +146,21 @@ def _queued(stream: Any) -> Any:
     return _Queued(stream)
 
 
+_RAISED: list[str] = []  # the signals `_interrupt` raised, by name
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    _RAISED.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(_RAISED[-1])
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    """The signal behind a KeyboardInterrupt: its own argument, else the last one `_interrupt`
+    raised (an import interrupted inside an extension module can come back as a bare
+    KeyboardInterrupt: a SIGHUP had been reported as SIGINT), else SIGINT (Python's own)."""
+    if exc.args:
+        return str(exc.args[0])
+    return _RAISED[-1] if _RAISED else "SIGINT"
 
 
 def _open_standard_streams() -> None:
@@ -245,6 +258,6 @@ def _quiet_signals() -> list[int]:
 
 
 def _interrupted(exc: KeyboardInterrupt, when: str) -> None:
-    name = exc.args[0] if exc.args else "SIGINT"
+    name = signal_name(exc)
     print(f"si-ingest: interrupted by {name} {when}", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)

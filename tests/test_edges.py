@@ -808,3 +808,15 @@ def test_a_signal_stops_a_finished_run_blocked_writing_its_summary(sandbox, writ
         if proc.poll() is None:
             proc.kill()
         os.close(read_end)
+
+
+def test_a_signal_is_named_even_when_its_keyboardinterrupt_comes_back_bare():
+    """A SIGHUP while polars imported was reported as "interrupted by SIGINT" (seen once in the
+    suite): the KeyboardInterrupt raised for it came back without its argument."""
+    from pipeline import entry
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        entry._interrupt(signal.SIGHUP, None)
+    assert entry.signal_name(raised.value) == "SIGHUP"
+    assert entry.signal_name(KeyboardInterrupt()) == "SIGHUP"  # bare: the last one raised
+    assert entry.signal_name(KeyboardInterrupt("SIGTERM")) == "SIGTERM"
