@@ -517,11 +517,13 @@ def test_a_ledger_path_that_is_not_a_regular_file_stops_the_run_at_once(tmp_path
     rows = write_input("a.csv", make_rows(3))
     results = tmp_path / "r.csv"
     os.mkfifo(tmp_path / f"r.csv{suffix}")
-    for argv in (
-        ["run", str(rows), "--results", str(results), "--base-url", "http://127.0.0.1:9/x"],
-        ["validate", str(rows), "--results", str(results)],
-        ["ledger", "check", str(results)],
-    ):
+    commands = [["validate", str(rows), "--results", str(results)]]
+    if suffix == ".journal":  # the one every command opens; the others are checked by the same code
+        commands += [
+            ["run", str(rows), "--results", str(results), "--base-url", "http://127.0.0.1:9/x"],
+            ["ledger", "check", str(results)],
+        ]
+    for argv in commands:
         done = run_cli(*argv, timeout=15)
         assert done.code == 2 and "is not a regular file" in done.stderr, (argv, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
