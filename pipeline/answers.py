@@ -28,7 +28,9 @@ second email. Hence (README "Retry classification"):
 - HTTP 401/403                                                        -> AccountError
 - HTTP 404/405: no endpoint at the base URL                           -> EndpointError (exit 2)
   unless the body is the API's error JSON with a documented message (a 404 for NOT_FOUND):
-  then as that message says
+  then as that message says; and once the API has answered through this base URL, a 404/405
+  is a gateway without the route for a moment (an ingress during a deploy): "not processed"
+  -> TransientError (retry; had stopped the run with exit 2 after rows were created, h11a)
 - 3xx (never followed: a redirect would carry the credentials)        -> RedirectError: the run
   stops (exit 2); a 301/302/303 is also the answer to a POST that was processed (RFC 9110
   15.4.4), so that row is `unknown`; after a 307/308 it stays `pending`
@@ -167,6 +169,7 @@ class Classifier:
         self._retried = NOT_PROCESSED | (GATEWAY_ERRORS if retry_gateway_errors else frozenset())
         if not retry_503:
             self._retried -= {503}
+        self.api_answered = False  # an answer of the API's own came back: the base URL is right
 
     def classify(
         self,
@@ -215,6 +218,14 @@ class Classifier:
                 code = ErrorCode.HTTP_401 if http_status == 401 else ErrorCode.HTTP_403
             raise AccountError(code, f"{code}: {self._hints[code]}", http_status)
         if http_status in (404, 405) and not self._documented_error(payload):
+            if self.api_answered:
+                raise TransientError(
+                    f"HTTP_{http_status}",
+                    f"HTTP {http_status} from a gateway after the API had answered through this base URL (a route"
+                    f" missing for a moment, nothing processed): {self._snippet(body)}",
+                    http_status,
+                    parse_retry_after(headers.get("Retry-After")),
+                )
             raise EndpointError(
                 f"HTTP_{http_status}",
                 f"HTTP {http_status} from the API: there is no addSIRequest endpoint at this base URL;"
@@ -246,12 +257,14 @@ class Classifier:
                     " echoes a merged contact's id)",
                     http_status,
                 )
+            self.api_answered = True
             return Outcome(row_key, Status.CREATED, sir_id=sir_id, attempts=attempts, http_status=http_status)
         if status == "error" and payload is not None:
             code, message = self._error_codes(payload)
             if code in ACCOUNT_CODES:
                 raise AccountError(code, f"{code}: {self._hints[code]} (API said: {message})", http_status)
             verdict = Status.FAILED if code == ErrorCode.API_ERROR else Status.REJECTED
+            self.api_answered = True
             return Outcome(
                 row_key, verdict, error_code=code, error_message=message, attempts=attempts, http_status=http_status
             )

@@ -56,11 +56,12 @@ class Lane:
     final: Counter[str] = field(default_factory=Counter)
     unknown_streak: int = 0  # requests in a row that ended `unknown` (the ambiguous breaker)
     unreachable_streak: int = 0  # rows in a row that used up their tries never connecting
+    refused_streak: int = 0  # rows in a row that used up their tries on a gateway's "not processed" (503, 429...)
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
     def reached(self) -> None:
-        """An HTTP answer came: the streaks of `unknown` and of unreachable rows end."""
-        self.unknown_streak = self.unreachable_streak = 0
+        """An HTTP answer came: the streaks of `unknown`, unreachable and refused rows end."""
+        self.unknown_streak = self.unreachable_streak = self.refused_streak = 0
 
     def answered(self, outcome: Outcome) -> CircuitOpen | None:
         """An API answer. The breaker trips when the last N are all the same row-level error
@@ -82,7 +83,7 @@ class Lane:
         API's latency, a backend down behind it) would otherwise turn the whole export into rows
         to check by hand, one request each."""
         self.unknown_streak += 1
-        self.unreachable_streak = 0
+        self.unreachable_streak = self.refused_streak = 0
         if not self._trips(self.unknown_streak):
             return None
         return CircuitOpen(
@@ -100,21 +101,41 @@ class Lane:
 
     def gave_up(self, exc: TransientError, tries: int) -> CircuitOpen | None:
         """A row whose tries are used up on a failure that was not processed. AMBIGUOUS_BREAKER
-        rows in a row (at most --breaker) that never got a connection trip: the API cannot be
-        reached (down, a firewall, a wrong host or port), and each row would otherwise take its
-        --max-attempts tries with backoff: 100k rows had taken ~15 h against a refused port and
-        ~8 days against one that drops connections, a nightly run never ending."""
-        if exc.code not in UNREACHABLE:
-            self.unreachable_streak = 0
+        rows in a row (at most --breaker) trip, with no answer from the API between them:
+        - rows that never got a connection: the API cannot be reached (down, a firewall, a wrong
+          host or port), and each row would otherwise take its --max-attempts tries with backoff:
+          100k rows had taken ~15 h against a refused port and ~8 days against one that drops
+          connections, a nightly run never ending;
+        - rows that a gateway refused every time (503, 429, 408: "not processed"): a load balancer
+          with every backend down answers so at once (HAProxy's "No server is available", an ALB
+          with no healthy target), and 100k rows had taken ~18 h at a fixed rate and ~6 days in
+          auto mode, which slows down on each 503 (found by a review, h11a). A rate limit alone
+          does not trip it: rows that get through between the refused ones end the streak."""
+        if exc.code in UNREACHABLE:
+            self.refused_streak = 0
+            self.unreachable_streak += 1
+            if not self._trips(self.unreachable_streak):
+                return None
+            return CircuitOpen(
+                str(exc.code),
+                f"the last {self.unreachable_streak} rows never got a connection in {tries} tries each (last:"
+                f" {exc}): the API cannot be reached from here (down, a firewall, a wrong host or port in"
+                " --base-url, a proxy). Nothing was sent for them; they stay to send, with the rest, once it is"
+                " reachable",
+            )
+        self.unreachable_streak = 0
+        if exc.http_status is None:
+            self.refused_streak = 0
             return None
-        self.unreachable_streak += 1
-        if not self._trips(self.unreachable_streak):
+        self.refused_streak += 1
+        if not self._trips(self.refused_streak):
             return None
         return CircuitOpen(
             str(exc.code),
-            f"the last {self.unreachable_streak} rows never got a connection in {tries} tries each (last:"
-            f" {exc}): the API cannot be reached from here (down, a firewall, a wrong host or port in"
-            " --base-url, a proxy). Nothing was sent for them; they stay to send, with the rest, once it is reachable",
+            f"the last {self.refused_streak} rows were refused in {tries} tries each (last: {exc}), with no"
+            " answer from the API between them: the service behind --base-url is down or shedding every"
+            " request (a load balancer with no backend up, an outage), or its rate limit is far below"
+            " --rate. Nothing was created for them; they stay to send, with the rest, once it answers",
         )
 
 

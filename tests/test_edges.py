@@ -480,6 +480,54 @@ def test_a_run_started_with_a_standard_descriptor_closed_finishes(sandbox, write
     assert set(results_mod.read(out)["status"]) == {"created"} and box.stats()["requests"] == 6
 
 
+@pytest.mark.parametrize("rate", ["1000", "auto"])
+def test_a_gateway_refusing_every_request_stops_the_run(sandbox, write_input, tmp_path, rate):
+    """A load balancer with every backend down answers each request at once with its own 503
+    (HAProxy "No server is available", an ALB with no healthy target): no breaker counted it,
+    so every row took --max-attempts tries with backoff, 100k rows ~18 h at a fixed rate and
+    ~6 days in auto mode, a nightly run never ending (found by a review, h11a)."""
+    box = sandbox("--error-rate", "1", "--error-statuses", "503", "--retry-after", "0")
+    rows = write_input("a.csv", make_rows(60, seed=62))
+    out = tmp_path / "r.csv"
+    config = tmp_path / "c.toml"
+    config.write_text("[run]\nbackoff_base = 0.01\nbackoff_cap = 0.02\n")
+    streak = 10 if rate != "auto" else 3  # auto mode slows down on every 503: a shorter streak, a faster test
+    down = run_cli(
+        *run_args(box, [rows], out), "--config", str(config), "--concurrency", "2", "--max-attempts", "3",
+        "--rate", rate, "--breaker", str(streak),
+    )  # fmt: skip
+    assert down.code == 3, down.stderr
+    line = one_error(down.stderr.replace("si-ingest: aborted:", "si-ingest: error:"))
+    assert f"the last {streak} rows were refused in 3 tries each (last: HTTP 503" in line, line
+    counts = Counter(results_mod.read(out)["status"])
+    assert streak <= counts["failed"] <= streak + 1 and counts["failed"] + counts["pending"] == 60
+    assert counts["created"] == 0 and box.stats()["requests"] <= 3 * (streak + 1) + 2
+    up = sandbox()
+    again = run_cli(*run_args(up, [rows], out))
+    assert again.code == 0 and up.stats()["requests"] == 60  # nothing was created: every row goes once
+
+
+def test_a_gateways_404_after_the_api_answered_is_retried_not_a_wrong_base_url(sandbox, write_input, tmp_path):
+    """An ingress without the route for a moment (a deploy) answers 404 mid-run: the run had
+    stopped with exit 2 ("nothing was sent") after rows were created, blaming --base-url (found
+    by a review, h11a). Once the API has answered through the base URL, a 404 is a gateway's
+    "not processed": retried, and every row is created once."""
+    box = sandbox("--error-rate", "0.2", "--error-statuses", "404", "--seed", "7")
+    rows = write_input("a.csv", make_rows(40, seed=63))
+    out = tmp_path / "r.csv"
+    config = tmp_path / "c.toml"
+    config.write_text("[run]\nbackoff_base = 0.01\nbackoff_cap = 0.02\n")
+    done = run_cli(*run_args(box, [rows], out), "--config", str(config), "--concurrency", "1", "--max-attempts", "8")
+    created = results_mod.read(out)["status"].to_list()
+    first_404 = box.stats()["requests"] > 40
+    assert done.code == 0 and created == ["created"] * 40 and first_404, done.stderr
+    assert len(box.created()) == 40
+    # before any answer from the API, a 404 still means a wrong base URL: exit 2, nothing sent
+    wrong = sandbox("--error-rate", "1", "--error-statuses", "404")
+    refused = run_cli(*run_args(wrong, [rows], tmp_path / "r2.csv"))
+    assert refused.code == 2 and "no addSIRequest endpoint at this base URL" in refused.stderr
+
+
 def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_path):
     """Connection refused: no breaker counted it, so every row took --max-attempts tries with
     backoff (100k rows: ~15 h against a refused port, ~8 days against one that drops packets)."""

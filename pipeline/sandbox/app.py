@@ -65,7 +65,8 @@ _ATS_CONNECT_FAILED = (  # Apache Traffic Server's body_factory/default/connect#
     b'<H1>Could Not Connect</H1>\n<HR>\n\n<FONT FACE="Helvetica,Arial"><B>\n'
     b"Description: Could not connect to the requested server host.\n</B></FONT>\n<HR>\n</BODY>\n"
 )
-_HTML_5XX = {
+_HTML_5XX = {  # and a gateway's 404 (nginx's page): no route to the API, nothing processed
+    404: b"<html><head><title>404 Not Found</title></head><body><center><h1>404 Not Found</h1></center></body></html>",
     504: (
         b"<html><head><title>504 Gateway Time-out</title></head>"
         b"<body><h1>504 Gateway Time-out</h1>The server didn't respond in time.</body></html>"

@@ -35,8 +35,10 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         "--drop-after", type=_probability, default=0.0, help="probability of dropping it after creating the request"
     )
     sandbox.add_argument(
-        "--error-statuses", type=_statuses, default=(500, 502, 503), metavar="S,S",
-        help="which 5xx statuses --error-rate answers (default 500,502,503)",
+        "--error-statuses", type=lambda v: _statuses(v, (404, *range(500, 600))), default=(500, 502, 503),
+        metavar="S,S",
+        help="which statuses --error-rate answers: 5xx, or 404 (an ingress without the route for a moment)"
+        " (default 500,502,503)",
     )  # fmt: skip
     sandbox.add_argument(
         "--error-after", type=_probability, default=0.0,
