@@ -161,13 +161,18 @@ def write(
         missing = [c for c in RESULT_COLUMNS if c not in names]
         if missing:
             raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
-        recorded_as = pl.col("source_path" if "source_path" in names else "source").filter(
-            pl.lit("source_path" in names)
+        counted = scan.group_by("source", maintain_order=True).agg(rows=pl.len(), errors=not_created.sum())
+        # the distinct (source, path) pairs on their own: as a per-group `unique` of the path, every
+        # row's path was held first (1M results rows 492 MB, 5M 1,016 MB; found by a review, h11b)
+        pairs = (
+            scan.select("source", "source_path").drop_nulls("source_path").unique()
+            if "source_path" in names
+            else pl.LazyFrame(schema={"source": pl.String, "source_path": pl.String})
         )
-        groups = (
-            scan.group_by("source", maintain_order=True)
-            .agg(rows=pl.len(), errors=not_created.sum(), paths=recorded_as.unique(maintain_order=True).drop_nulls())
-            .collect(engine="streaming")
+        counted_df, pairs_df = pl.collect_all([counted, pairs], engine="streaming")
+        held_paths = pairs_df.sort("source_path").group_by("source").agg(paths=pl.col("source_path"))
+        groups = counted_df.join(held_paths, on="source", how="left", maintain_order="left").select(
+            "source", "rows", "errors", "paths"
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
