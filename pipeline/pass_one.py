@@ -17,10 +17,10 @@ from . import keys, loader
 from .background import Writer, read_ahead
 from .config import Config
 from .ledger.fold import Fold
-from .ledger.partition import write_run
+from .ledger.partition import write_ordered, write_run
 from .ledger.records import now_iso
 from .models import Status
-from .plan import IDENTITY, LOCAL, VERDICT_SCHEMA, Batch, Plan, resolve_verdicts
+from .plan import IDENTITY, LOCAL, STATE, VERDICT_SCHEMA, Batch, Plan, resolve_verdicts
 from .result_rows import Prerendered
 from .validate import checks, with_messages
 from .workfile import write_work_file
@@ -30,6 +30,7 @@ from .workfile import write_work_file
 # while the next batches validate: at 500k the 5M validate peaked at 370-390 MB (once 546),
 # at 250k 330-335 MB, and plan 10M stays linear (1M 3.0, 3M 2.8, 10M 2.9 us/row).
 KEY_RUN_ROWS = 250_000
+REPEAT_GROUP_ROWS = 16_384  # row groups of the repeats' verdicts (OrderedRuns reads them a group at a time)
 
 
 def build_plan(
@@ -93,10 +94,10 @@ def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Con
                 keys_held.append(key_rows)
                 held += key_rows.height
                 if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
-                    plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
+                    _key_run(plan, writer, keys_held, workdir, legacy)
                     keys_held, held = [], 0
         if keys_held:
-            plan.key_runs.append(_key_run(writer, keys_held, workdir, len(plan.key_runs)))
+            _key_run(plan, writer, keys_held, workdir, legacy)
 
 
 def _prerender(plan: Plan, rows: pl.DataFrame, verdicts: pl.DataFrame, stamp: str) -> None:
@@ -120,10 +121,39 @@ def _checked(batch: pl.DataFrame, config: Config, first: int) -> pl.DataFrame:
     return with_messages(checked, config.input.sir_statuses)
 
 
-def _key_run(writer: Writer, frames: list[pl.DataFrame], workdir: Path, index: int) -> Path:
+def _key_run(plan: Plan, writer: Writer, frames: list[pl.DataFrame], workdir: Path, legacy: bool) -> None:
+    """A key run (sorted by `kp`) written on the writer thread, with the rows whose key came
+    earlier in it set apart as repeats (`repeats-*.parquet`, verdicts in input order): pass 2
+    reads each partition whole, and a key shared by every row (a request_key filled with a batch
+    id, `N/A`) had put every copy into one partition (5M rows: 960 MB; found by a review, h11b).
+    Now a key is held once per run. Not with a format 1 ledger, whose alternate keys (`alt`)
+    share these runs."""
+    index = len(plan.key_runs)
     path = workdir / f"keys-{index:06d}.parquet"
-    writer.submit(write_work_file, path, write_run, pl.concat(frames), path)
-    return path
+    plan.key_runs.append(path)
+    frame = pl.concat(frames)
+    if legacy:
+        writer.submit(write_work_file, path, write_run, frame, path)
+        return
+    writer.submit(_write_run_and_repeats, frame, path, workdir / f"repeats-{index:06d}.parquet", plan.repeat_runs)
+
+
+def _write_run_and_repeats(frame: pl.DataFrame, path: Path, repeats: Path, written: list[Path]) -> None:
+    """`frame` (key rows in input order) as a key run of its first rows per key, and its other
+    rows as `duplicate` verdicts. Only rows whose 64-bit `kp` repeats are compared in full: for
+    an export with no repeats this costs one hash of `kp` per row."""
+    shared = frame.select(pl.col("kp").is_duplicated()).to_series()
+    again = pl.Series("again", [False] * frame.height, dtype=pl.Boolean)
+    if shared.any():
+        within = frame.filter(shared).select(again=~pl.col("row_key").is_first_distinct()).to_series()
+        again = again.scatter(shared.arg_true(), within)
+    verdicts = frame.filter(again).select(
+        "order", alt=pl.lit(False), dup=pl.lit(True), **{c: pl.lit(None, VERDICT_SCHEMA[c]) for c in STATE}
+    )
+    if verdicts.height:
+        write_work_file(repeats, write_ordered, verdicts, repeats, REPEAT_GROUP_ROWS)
+        written.append(repeats)  # read once the writer is done (the `with Writer()` block)
+    write_work_file(path, write_run, frame.filter(~again), path)
 
 
 def _legacy_rows(valid: pl.DataFrame) -> pl.DataFrame:

@@ -48,12 +48,12 @@ _KEY_SCHEMA: dict[str, pl.DataType] = {
     "kp": pl.UInt64(),
     "alt": pl.Boolean(),
 }
-_STATE = tuple(c for c in STATE_SCHEMA if c != "row_key")
+STATE = tuple(c for c in STATE_SCHEMA if c != "row_key")
 VERDICT_SCHEMA: dict[str, pl.DataType] = {
     "order": pl.Int64(),
     "alt": pl.Boolean(),
     "dup": pl.Boolean(),
-    **{c: STATE_SCHEMA[c] for c in _STATE},
+    **{c: STATE_SCHEMA[c] for c in STATE},
 }
 DUPLICATE_MESSAGE = "same row_key as an earlier row of this run"
 
@@ -71,6 +71,7 @@ class Plan:
     sendable: tuple[str, ...]  # earlier statuses that are sent again
     batches: list[Batch] = field(default_factory=list)
     key_runs: list[Path] = field(default_factory=list)
+    repeat_runs: list[Path] = field(default_factory=list)  # verdicts of rows repeating a key within a key run
     rows: int = 0
     valid: int = 0
     invalid: int = 0
@@ -150,7 +151,8 @@ class Plan:
             sir_id=pl.when(known).then(pl.col("sir_id")),
             error_code=pl.when(local).then(pl.col("error_code")).otherwise(pl.col("error_code_j")),
             error_message=pl.when(local).then(pl.col("error_message")).otherwise(pl.col("error_message_j")),
-            attempts=pl.col("attempts_j").fill_null(0),
+            # a repeat or an invalid row was never tried itself, whatever its key's own tries
+            attempts=pl.when(local).then(0).otherwise(pl.col("attempts_j").fill_null(0)),
             http_status=pl.when(known).then(pl.col("http_status")),
             updated_at=pl.when(known).then(pl.col("updated_at")).otherwise(pl.lit(stamp)),
             source_path=pl.col("source_path"),
@@ -251,6 +253,9 @@ class Plan:
             if not view.legacy_rows:  # every row's verdict is its own: count here, no merge needed
                 counts = [c + n for c, n in zip(counts, self._tally(found), strict=True)]
         view.verify_sweep()
+        paths += self.repeat_runs  # repeats within a key run, settled in pass 1 (pass_one._key_run)
+        repeats = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in self.repeat_runs)
+        counts[0] += repeats
         self._looked_up = (view, paths)
         self._counted = None if view.legacy_rows else (counts[0], counts[1], counts[2])
         return OrderedRuns(paths, VERDICT_SCHEMA, self.chunk_rows)
@@ -298,7 +303,7 @@ def resolve_verdicts(verdicts: pl.DataFrame) -> pl.DataFrame:
     merged = primary.join(legacy, on="order", how="full", coalesce=True, suffix="_legacy")
     use = pl.col("status").is_null() & pl.col("status_legacy").is_not_null()
     return merged.select(
-        "order", "dup", *(pl.when(use).then(pl.col(f"{c}_legacy")).otherwise(pl.col(c)).alias(c) for c in _STATE)
+        "order", "dup", *(pl.when(use).then(pl.col(f"{c}_legacy")).otherwise(pl.col(c)).alias(c) for c in STATE)
     ).sort("order")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -23,12 +24,15 @@ from pipeline.sandbox import DEFAULT_ORG_ID
 from .conftest import make_rows
 
 
-def planned(tmp_path: Path, source: Path, results: Path) -> tuple[Plan, Ledger]:
+def planned(tmp_path: Path, source: Path, results: Path, chunk_rows: int | None = None) -> tuple[Plan, Ledger]:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     ledger = Ledger.open(results, work, writable=False)
     files = loader.inspect(loader.discover([source]), {}, DEFAULT_ORG_ID)
-    return build_plan(files, ledger.view, Config(default_org_id=DEFAULT_ORG_ID), work), ledger
+    config = Config(default_org_id=DEFAULT_ORG_ID)
+    if chunk_rows is not None:
+        config = dataclasses.replace(config, input=dataclasses.replace(config.input, chunk_rows=chunk_rows))
+    return build_plan(files, ledger.view, config, work), ledger
 
 
 def keyed_rows(n: int) -> dict[str, list[str]]:
@@ -190,3 +194,26 @@ def test_a_full_disk_while_rendering_names_the_reason(tmp_path: Path, write_inpu
     with pytest.raises(LedgerError, match=r"cannot write results file .*r\.csv: No space left on device"):
         results_mod.render(plan, ledger.view, dest)
     assert not dest.exists() and list(tmp_path.glob(".r.csv.*.tmp")) == []
+
+
+def test_a_key_shared_by_many_rows_is_held_once_per_key_run(tmp_path: Path, write_input, monkeypatch):
+    """An export whose rows all carry one request_key (a batch id, `N/A`): every copy went into
+    one key partition, which pass 2 read whole with each row's key text (5M rows: 960 MB; 200k
+    rows of one 10 KB key: 3.2 GB; found by a review, h11b). Repeats within a key run are
+    settled in pass 1 (the first in input order stays), so a partition holds a key once per run;
+    the rows are still each `duplicate` but the first, in a run and in a dry run."""
+    from pipeline import pass_one
+
+    monkeypatch.setattr(pass_one, "KEY_RUN_ROWS", 40)
+    rows = make_rows(200, seed=8)
+    rows["request_key"] = ["batch-2026-11-27"] * 150 + [f"k{i}" for i in range(50)]
+    source = write_input("in.csv", rows)
+    dest = tmp_path / "r.csv"
+    plan, ledger = planned(tmp_path, source, dest, chunk_rows=40)
+    held = pl.scan_parquet(plan.key_runs).collect()
+    assert len(plan.key_runs) == 5  # batches of 40 rows; the shared key's 150 rows span the first 4
+    assert held.filter(pl.col("row_key") == "batch-2026-11-27").height == 4
+    assert (plan.duplicate, plan.to_send) == (149, 51)
+    results_mod.render(plan, ledger.view, dest)
+    statuses = results_mod.read(dest)["status"].to_list()
+    assert statuses == ["pending"] + ["duplicate"] * 149 + ["pending"] * 50
