@@ -32,6 +32,11 @@ LOADED_FIELDS: tuple[str, ...] = (*API_FIELDS, "request_key")
 SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
 DATETIME_TEXT = "%Y-%m-%d %H:%M:%S"
 ROW_INDEX = "__si_ingest_row"  # the data row number while reading (no clash with an input column)
+# A batch ends at `chunk_rows` rows or at this much CSV text, whichever comes first: a 50k-row
+# batch of 10 KB cells (a request_key, a context) had held 500 MB of text in every copy the
+# planner makes of it, and validate of 50k such rows peaked at 1.6 GB (found by a review, h11b).
+# An export's usual rows (~170 bytes) make batches of chunk_rows long before this.
+BATCH_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +189,7 @@ def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Ite
     wanted = [file.header.index(column) for column in columns]
     names = list(columns)
     pending: list[pl.DataFrame] = []
-    held = 0
+    held = held_bytes = 0
     for block in csv_blocks.blocks(file.path, len(file.header)):
         try:
             frame = csv_blocks.parse(
@@ -203,12 +208,16 @@ def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Ite
         rows = pl.int_range(block.first_row, block.first_row + frame.height, dtype=pl.Int64)
         pending.append(frame.with_columns(rows.alias(ROW_INDEX)))
         held += frame.height
-        if held >= chunk_rows:  # whole batches of chunk_rows; the rest waits for the next block
+        held_bytes += len(block.data)
+        if held < chunk_rows and held_bytes >= BATCH_BYTES:  # long rows: a batch is bounded in bytes too
+            yield pl.concat(pending)
+            pending, held, held_bytes = [], 0, 0
+        elif held >= chunk_rows:  # whole batches of chunk_rows; the rest waits for the next block
             joined = pl.concat(pending)
             whole = held - held % chunk_rows
             for offset in range(0, whole, chunk_rows):
                 yield joined.slice(offset, chunk_rows)
-            pending, held = [joined.slice(whole)], held - whole
+            pending, held, held_bytes = [joined.slice(whole)], held - whole, 0
     if held:
         yield pl.concat(pending)
 

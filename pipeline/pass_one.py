@@ -30,6 +30,7 @@ from .workfile import write_work_file
 # while the next batches validate: at 500k the 5M validate peaked at 370-390 MB (once 546),
 # at 250k 330-335 MB, and plan 10M stays linear (1M 3.0, 3M 2.8, 10M 2.9 us/row).
 KEY_RUN_ROWS = 250_000
+KEY_RUN_BYTES = 32 << 20  # ...or this much key text (SHA-256 keys: 32 bytes, so 1M rows; 10 KB request_keys: 3k)
 REPEAT_GROUP_ROWS = 16_384  # row groups of the repeats' verdicts (OrderedRuns reads them a group at a time)
 
 
@@ -61,7 +62,7 @@ def build_plan(
 def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Config, workdir: Path) -> None:
     legacy = view.legacy_rows > 0
     keys_held: list[pl.DataFrame] = []
-    held = 0
+    held = held_bytes = 0
     stamp, no_verdicts = now_iso(), resolve_verdicts(pl.DataFrame(schema=VERDICT_SCHEMA))  # for rows written now
     with Writer() as writer:  # spills and key runs written while the next batch validates
         for file in files:
@@ -93,9 +94,12 @@ def _pass_one(plan: Plan, files: list[loader.InputFile], view: Fold, config: Con
                     key_rows = pl.concat([key_rows, _legacy_rows(valid)])
                 keys_held.append(key_rows)
                 held += key_rows.height
-                if held >= KEY_RUN_ROWS:  # fewer, larger runs: every partition opens each run once
+                held_bytes += int(key_rows.get_column("row_key").str.len_bytes().sum() or 0)
+                # fewer, larger runs: every partition opens each run once; long request_keys
+                # (10 KB each) end a run early, before their text fills memory
+                if held >= KEY_RUN_ROWS or held_bytes >= KEY_RUN_BYTES:
                     _key_run(plan, writer, keys_held, workdir, legacy)
-                    keys_held, held = [], 0
+                    keys_held, held, held_bytes = [], 0, 0
         if keys_held:
             _key_run(plan, writer, keys_held, workdir, legacy)
 

@@ -403,3 +403,15 @@ def test_a_parquet_inputs_unused_columns_are_never_decoded(tmp_path: Path, monke
     monkeypatch.setattr(loader, "_parquet_chunks", spy)
     assert load([path])["sir_context"].to_list() == ["x"] * 3
     assert read and all("thumbnail" not in columns for columns in read)
+
+
+def test_a_batch_of_long_rows_ends_at_its_byte_budget(tmp_path: Path, monkeypatch):
+    """Rows of 10 KB made batches of chunk_rows all the same, 500 MB of text each (validate of 50k
+    such rows peaked at 1.6 GB; found by a review, h11b). A batch also ends at BATCH_BYTES."""
+    monkeypatch.setattr(loader, "BATCH_BYTES", 64 << 10)
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 16 << 10)
+    path = tmp_path / "long.csv"
+    path.write_text(HEADER + "\n" + "".join(f"o,c,f,{'x' * 1000},d,e\n" for _ in range(300)))
+    file = loader.inspect(loader.discover([path]), {}, None)[0]
+    sizes = [b.height for b in loader.batches(file, 50_000, None)]
+    assert sum(sizes) == 300 and len(sizes) > 3 and max(sizes) <= 100, sizes

@@ -217,3 +217,16 @@ def test_a_key_shared_by_many_rows_is_held_once_per_key_run(tmp_path: Path, writ
     results_mod.render(plan, ledger.view, dest)
     statuses = results_mod.read(dest)["status"].to_list()
     assert statuses == ["pending"] + ["duplicate"] * 149 + ["pending"] * 50
+
+
+def test_a_key_run_ends_at_its_byte_budget(tmp_path: Path, write_input, monkeypatch):
+    """10 KB request_keys: 250k of them (a key run's rows) had been held at once, 2.5 GB of key
+    text (found by a review, h11b). A run also ends at KEY_RUN_BYTES."""
+    from pipeline import pass_one
+
+    monkeypatch.setattr(pass_one, "KEY_RUN_BYTES", 50_000)
+    rows = make_rows(60, seed=9)
+    rows["request_key"] = [f"{i:04d}" + "k" * 10_000 for i in range(60)]
+    source = write_input("in.csv", rows)
+    plan, _ = planned(tmp_path, source, tmp_path / "r.csv", chunk_rows=10)
+    assert len(plan.key_runs) == 6 and plan.to_send == 60  # 10 keys of ~10 KB per run, not all 60
