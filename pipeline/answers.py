@@ -12,6 +12,9 @@ second email. Hence (README "Retry classification"):
   buffer_requests with lb retries put one request's body on another's retry; 10-14 of 60
   rows were `created` with another contact's sir_id, 6-9 of them never created at all).
   Best effort: only the contact is compared (`_mixed_up` says why), and only on successes.
+  Likewise a success repeating a sir_id this run was given for another row (of the last
+  GIVEN_WINDOW): a cache replayed an answer (nginx `proxy_cache_methods POST`), and the row
+  had been recorded `created` with another row's sir_id, never sent again (h11a).
   `api.check_echo = false` turns it off (a CRM that echoes a merged contact's id)
 - `status: error`, a documented message -> its code: account codes raise AccountError (the
   run stops), the others are `rejected`; an undocumented message is API_ERROR, `failed`
@@ -151,6 +154,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
+# sir_ids remembered to notice an answer replayed by a cache (a few MB, whatever the input): the
+# API gives each request its own, so a repeat is an answer given again, not a creation
+GIVEN_WINDOW = 1 << 16
+
+
 class Classifier:
     """Turns (HTTP status, headers, body) into an Outcome or a RequestError/AccountError."""
 
@@ -170,6 +178,7 @@ class Classifier:
         if not retry_503:
             self._retried -= {503}
         self.api_answered = False  # an answer of the API's own came back: the base URL is right
+        self._given: dict[int, None] = {}  # the last GIVEN_WINDOW sir_ids this run was given, oldest first
 
     def classify(
         self,
@@ -257,6 +266,20 @@ class Classifier:
                     " echoes a merged contact's id)",
                     http_status,
                 )
+            if sir_id in self._given:
+                raise MixedAnswer(
+                    ErrorCode.ANSWER_MISMATCH,
+                    f"a success answer repeats sir_id {sir_id}, which this run was already given for another row:"
+                    " something between here and the API replays answers (a cache storing POST answers, such"
+                    " as nginx proxy_cache_methods POST), so this row may not have been created, and rows"
+                    " already `created` or `rejected` in this run may be wrong too: the run stops, this row is"
+                    f" `unknown`. Fix the gateway, check the rows with sir_id {sir_id} in Zyntro, then"
+                    " --resend-unknown",
+                    http_status,
+                )
+            self._given[sir_id] = None
+            if len(self._given) > GIVEN_WINDOW:
+                del self._given[next(iter(self._given))]
             self.api_answered = True
             return Outcome(row_key, Status.CREATED, sir_id=sir_id, attempts=attempts, http_status=http_status)
         if status == "error" and payload is not None:

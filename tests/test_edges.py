@@ -265,14 +265,14 @@ def disk_full(target: str, *argv: str, cwd: Path) -> tuple[int, str]:
     [
         ("input-000000", "r.parquet"),  # a spill (validate writes a CSV's results in pass 1 instead)
         ("keys-000000", "r.csv"),
-        ("verdict-plan", "r.csv"),
+        ("repeats-000000", "r.csv"),  # the repeat's verdict (pass 1 sets a repeat within a key run apart)
         ("results.csv", "r.csv"),  # validate's results, written in pass 1 (result_rows.py)
     ],
 )
 def test_a_full_disk_while_writing_a_work_file_is_one_line_and_exit_2(write_input, tmp_path, work_file, results):
     out = tmp_path / results
     rows = make_rows(50)
-    for column in rows:  # a repeat: pass 2 has a verdict to write (a partition without one writes nothing)
+    for column in rows:  # a repeat: a verdict to write (none is written where there is no verdict)
         rows[column].append(rows[column][7])
     code, line = disk_full(work_file, "validate", str(write_input("a.csv", rows)), "--results", str(out),
                            cwd=tmp_path)  # fmt: skip
@@ -526,6 +526,27 @@ def test_a_gateways_404_after_the_api_answered_is_retried_not_a_wrong_base_url(s
     wrong = sandbox("--error-rate", "1", "--error-statuses", "404")
     refused = run_cli(*run_args(wrong, [rows], tmp_path / "r2.csv"))
     assert refused.code == 2 and "no addSIRequest endpoint at this base URL" in refused.stderr
+
+
+def test_an_answer_replayed_by_a_cache_stops_the_run(sandbox, write_input, tmp_path):
+    """A gateway caching POST answers (nginx `proxy_cache_methods POST`) gave later rows the first
+    row's success: they were recorded `created` with its sir_id, though nothing was created for
+    them, and never sent again (found by a review, h11a). A sir_id this run was already given for
+    another row stops the run (exit 3, ANSWER_MISMATCH); that row is `unknown`."""
+    box = sandbox("--replay-rate", "0.3", "--seed", "11")
+    planned = make_rows(40, seed=64)
+    planned["contact_id"] = [planned["contact_id"][0]] * 40  # one contact's actions: the echo matches
+    rows = write_input("a.csv", planned)
+    out = tmp_path / "r.csv"
+    done = run_cli(*run_args(box, [rows], out), "--concurrency", "1")
+    assert done.code == 3, done.stderr
+    line = one_error(done.stderr.replace("si-ingest: aborted:", "si-ingest: error:"))
+    assert "repeats sir_id" in line and "replays answers" in line, line
+    frame = results_mod.read(out)
+    created = frame.filter(pl.col("status") == "created")
+    assert created["sir_id"].n_unique() == created.height == len(box.created())  # each one real, once
+    replayed = frame.filter(pl.col("status") == "unknown")
+    assert replayed.height == 1 and replayed["error_code"].to_list() == ["ANSWER_MISMATCH"]
 
 
 def test_an_api_that_cannot_be_reached_stops_the_run(sandbox, write_input, tmp_path):

@@ -119,6 +119,7 @@ class SandboxConfig:
     record: Path | None = None
     odd_error_rate: float = 0.0  # probability of an error answer whose message the API does not document
     mixed_body_rate: float = 0.0  # probability a gateway put the previous request's body on this one
+    replay_rate: float = 0.0  # probability a cache answers with the last success again, creating nothing
     tls_cert: Path | None = None  # serve https with this certificate chain (PEM) and key
     tls_key: Path | None = None
     first_sir_id: int = 1000
@@ -144,6 +145,7 @@ class Sandbox:
         self._record: BinaryIO | None = None
         self._gate: SlidingWindow | LeakyBucket | None = None
         self._previous: bytes | None = None  # the last request's body (mixed_body_rate)
+        self._last_success: bytes | None = None  # the last success answer's body (replay_rate)
         self.url = ""
 
     def app(self) -> web.Application:
@@ -162,7 +164,7 @@ class Sandbox:
         self._state = _State()
         self._next_id = self.config.first_sir_id
         self._gate = self._make_gate()
-        self._previous = None
+        self._previous = self._last_success = None
         if self._record is not None:
             self._record.seek(0)
             self._record.truncate()
@@ -262,6 +264,9 @@ class Sandbox:
         if roll < cfg.odd_error_rate:
             return self._error(MSG_UNDOCUMENTED)
         roll -= cfg.odd_error_rate
+        if roll < cfg.replay_rate and self._last_success is not None:  # a cache storing POST answers
+            return self._answer(200, self._last_success, "application/json", dict(extra), kind="replayed")
+        roll -= cfg.replay_rate
         sent, mixed = body, roll < cfg.mixed_body_rate
         if mixed and self._previous is not None:  # Caddy: a retry with another request's buffered body
             body = self._previous
@@ -270,6 +275,8 @@ class Sandbox:
         roll = 1.0 if mixed else roll - cfg.mixed_body_rate  # this request's fault, no other
         answer = self._process(request, body)
         answer.headers.update(extra)
+        if answer.status == 200 and isinstance(answer.body, bytes) and b'"success"' in answer.body:
+            self._last_success = answer.body
         if roll < cfg.drop_after_rate:
             return self._drop("drop_after")
         roll -= cfg.drop_after_rate

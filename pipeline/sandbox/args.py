@@ -76,6 +76,11 @@ def add_sandbox_arguments(sandbox: argparse.ArgumentParser) -> None:
         help="probability that a gateway put the previous request's body on this one (Caddy's retry with"
         " buffer_requests): that request is created again and answered for",
     )  # fmt: skip
+    sandbox.add_argument(
+        "--replay-rate", type=_probability, default=0.0,
+        help="probability that a cache answers with the last success again and creates nothing (nginx"
+        " proxy_cache_methods POST)",
+    )  # fmt: skip
     sandbox.add_argument("--tls-cert", type=Path, help="serve https with this certificate (PEM; needs --tls-key)")
     sandbox.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     sandbox.add_argument(

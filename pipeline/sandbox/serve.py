@@ -43,6 +43,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         "keepalive_timeout": args.keepalive_timeout,
         "odd_error_rate": args.odd_error_rate,
         "mixed_body_rate": args.mixed_body,
+        "replay_rate": args.replay_rate,
         "connect_failed_rate": args.connect_failed,
         "limit_schedule": args.limit_schedule,
         "rate_headers": args.rate_headers,
