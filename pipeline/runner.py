@@ -119,7 +119,8 @@ async def run(
                         seal_it=not (dry_run and new_ledger),
                     )
             finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+                with signals.deferred():  # whole, whatever signal comes (then raised)
+                    shutil.rmtree(workdir, ignore_errors=True)
         interrupted = signals.count > 0
         summary = report.from_groups(dest, counts)
         abort = stats.abort if stats else None

@@ -373,6 +373,28 @@ def _in_process(monkeypatch, tmp_path, argv: list[str]) -> int:
     return int(exit_info.value.code)
 
 
+def test_a_signal_while_the_work_folder_is_removed_lets_it_go_whole(write_input, tmp_path, monkeypatch):
+    """SIGTERM near the end of a validate, while its work folder was being removed: the removal
+    stopped half way and up to 170 MB stayed behind (found by a review, h11b). It is finished,
+    then the run exits 130."""
+    import os
+    import shutil
+
+    rows = write_input("a.csv", make_rows(20))
+    seen: list[str] = []
+    original = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if str(path).endswith(".work") and not seen:
+            seen.append(str(path))
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    assert _in_process(monkeypatch, tmp_path, ["validate", str(rows), "--results", str(tmp_path / "r.csv")]) == 130
+    assert seen and not (tmp_path / "r.csv.work").exists()
+
+
 def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write_input, tmp_path, monkeypatch, capfd):
     """SIGTERM while the journal is folded: it had its default action there (killed, exit 143,
     no results file, the work folder left) and SIGINT skipped the results."""
