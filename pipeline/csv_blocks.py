@@ -133,6 +133,11 @@ def blocks(path: Path, columns: int, separator: str = ",") -> Iterator[Block]:
                 if not chunk:
                     raise InputError(f"{path}: data row {row} opens a quote that never closes")
                 if len(data) > MAX_RECORD_BYTES:
+                    if b'"' not in data:  # no quote to blame: one line longer than any record could be
+                        raise InputError(
+                            f"{path}: data row {row} runs over {MAX_RECORD_BYTES / 2**20:g} MiB without a line end;"
+                            " is it a CSV export? (no row of it was sent)"
+                        )
                     raise InputError(f"{path}: data row {row} opens a quote that never closes")
                 carry = data
                 continue

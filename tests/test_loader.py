@@ -415,3 +415,17 @@ def test_a_batch_of_long_rows_ends_at_its_byte_budget(tmp_path: Path, monkeypatc
     file = loader.inspect(loader.discover([path]), {}, None)[0]
     sizes = [b.height for b in loader.batches(file, 50_000, None)]
     assert sum(sizes) == 300 and len(sizes) > 3 and max(sizes) <= 100, sizes
+
+
+def test_a_record_longer_than_any_is_named_as_such_not_as_a_quote(tmp_path: Path, monkeypatch):
+    """An unquoted value over MAX_RECORD_BYTES was reported as "opens a quote that never
+    closes" in a file with no quote at all (found by a review, h11b)."""
+    monkeypatch.setattr(csv_blocks, "MAX_RECORD_BYTES", 64 << 10)
+    monkeypatch.setattr(csv_blocks, "BLOCK_BYTES", 16 << 10)
+    path = tmp_path / "long.csv"
+    path.write_text(HEADER + "\no,c,f,x,d,e\n" + f"o,c,f,{'x' * 100_000},d,e\n")
+    with pytest.raises(InputError, match=r"long\.csv: data row 2 runs over 0\.0625 MiB without a line end"):
+        load([path])
+    path.write_text(HEADER + "\no,c,f,x,d,e\n" + f'o,c,f,"{"x" * 100_000},d,e\n')
+    with pytest.raises(InputError, match=r"data row 2 opens a quote that never closes"):
+        load([path])
