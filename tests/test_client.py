@@ -268,9 +268,11 @@ async def test_a_slow_connect_does_not_count_against_the_answer_deadline(monkeyp
         await asyncio.sleep(0.6)
         return await real_resolve(self, host, port, family)
 
+    given = iter(range(7, 100))
+
     async def ok(request):
         await asyncio.sleep(0.2)
-        return web.json_response({"status": "success", "data": {"sir_id": 7}})
+        return web.json_response({"status": "success", "data": {"sir_id": next(given)}})  # each its own, as the API
 
     monkeypatch.setattr(DefaultResolver, "resolve", slow_resolve)
     async with real_server(ok) as base:
@@ -279,7 +281,7 @@ async def test_a_slow_connect_does_not_count_against_the_answer_deadline(monkeyp
             outcome = await client.send(ROW, 1)
             assert outcome.status == "created" and outcome.sir_id == 7
             started = time.monotonic()  # the connection is reused now: the deadline is read_timeout again
-            assert (await client.send(ROW, 1)).sir_id == 7
+            assert (await client.send(ROW, 1)).sir_id == 8
             assert time.monotonic() - started < 0.4
 
 
@@ -721,3 +723,22 @@ async def test_a_deadline_that_fires_before_the_connection_is_a_timeout_not_a_ca
         finally:
             for filler in fillers:
                 filler.close()
+
+
+def test_a_repeated_sir_id_is_a_replayed_answer_within_the_window_only(monkeypatch):
+    """The same sir_id twice in a run is an answer given again (a cache), never a creation; the
+    memory of sir_ids is a bounded window, so one given long ago is forgotten."""
+    from pipeline import answers
+    from pipeline.errors import MixedAnswer
+
+    monkeypatch.setattr(answers, "GIVEN_WINDOW", 3)
+    classifier = answers.Classifier(check_echo=False)
+
+    def answer(sir_id: int):
+        body = b'{"status": "success", "data": {"sir_id": %d}}' % sir_id
+        return classifier.classify("k", 200, {}, body, 1)
+
+    assert [answer(i).sir_id for i in (1, 2, 3)] == [1, 2, 3]
+    with pytest.raises(MixedAnswer, match="repeats sir_id 2"):
+        answer(2)
+    assert answer(4).sir_id == 4 and answer(1).sir_id == 1  # 1 had left the window of 3
