@@ -13,8 +13,9 @@ second email. Hence (README "Retry classification"):
   rows were `created` with another contact's sir_id, 6-9 of them never created at all).
   Best effort: only the contact is compared (`_mixed_up` says why), and only on successes.
   Likewise a success repeating a sir_id this run was given for another row (of the last
-  GIVEN_WINDOW): a cache replayed an answer (nginx `proxy_cache_methods POST`), and the row
-  had been recorded `created` with another row's sir_id, never sent again (h11a).
+  GIVEN_WINDOW) and echoing another flag or channel than this row's: a cache replayed an
+  answer (nginx `proxy_cache_methods POST`), and the row had been recorded `created` with
+  another row's sir_id, never sent again (h11a). The repeat alone is not enough (`_not_for`).
   `api.check_echo = false` turns it off (a CRM that echoes a merged contact's id)
 - `status: error`, a documented message -> its code: account codes raise AccountError (the
   run stops), the others are `rejected`; an undocumented message is API_ERROR, `failed`
@@ -190,6 +191,7 @@ class Classifier:
         *,
         complete: bool = True,
         contact_id: str | None = None,
+        request: bytes | None = None,
     ) -> Outcome:
         """`complete` False: the body was longer than BODY_CAP and `body` is its start;
         `contact_id`: the request's, which a success answer must echo (`_mixed_up`)."""
@@ -266,7 +268,7 @@ class Classifier:
                     " echoes a merged contact's id)",
                     http_status,
                 )
-            if sir_id in self._given:
+            if sir_id in self._given and _not_for(data, request):
                 raise MixedAnswer(
                     ErrorCode.ANSWER_MISMATCH,
                     f"a success answer repeats sir_id {sir_id}, which this run was already given for another row:"
@@ -344,6 +346,24 @@ def _status(payload: Any) -> str | None:
 
 
 _UUID_IN = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.IGNORECASE)
+
+
+def _not_for(data: Any, request: bytes | None) -> bool:
+    """Whether a success (with a sir_id this run was given before) echoes another flag or channel
+    than `request` carried. Both must hold to call it a replayed answer: a test double may give
+    every request the documented sir_id 456, and a server may echo a flag as its label (then
+    the flag and channel it echoes are the same for every request, and rarely this one's)."""
+    try:
+        sent = orjson.loads(request) if request else None
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(sent, dict) or not isinstance(data, dict):
+        return False
+    for field in ("sir_flag", "sir_channel"):
+        echoed, mine = data.get(field), sent.get(field)
+        if isinstance(echoed, str) and isinstance(mine, str) and echoed.strip().lower() != mine.strip().lower():
+            return True
+    return False
 
 
 def _mixed_up(echoed: str, sent: str) -> bool:

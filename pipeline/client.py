@@ -234,7 +234,14 @@ class ZyntroClient:
         if self._on_headers is not None:
             self._on_headers(headers)
         return self._classifier.classify(
-            row.row_key, status, headers, payload, attempts, complete=complete, contact_id=row.contact_id
+            row.row_key,
+            status,
+            headers,
+            payload,
+            attempts,
+            complete=complete,
+            contact_id=row.contact_id,
+            request=row.body,
         )
 
 

@@ -734,11 +734,12 @@ def test_a_repeated_sir_id_is_a_replayed_answer_within_the_window_only(monkeypat
     monkeypatch.setattr(answers, "GIVEN_WINDOW", 3)
     classifier = answers.Classifier(check_echo=False)
 
-    def answer(sir_id: int):
-        body = b'{"status": "success", "data": {"sir_id": %d}}' % sir_id
-        return classifier.classify("k", 200, {}, body, 1)
+    def answer(sir_id: int, flag: str = "keep_warm", sent: str = "keep_warm"):
+        body = b'{"status": "success", "data": {"sir_id": %d, "sir_flag": "%s"}}' % (sir_id, flag.encode())
+        return classifier.classify("k", 200, {}, body, 1, request=b'{"sir_flag": "%s"}' % sent.encode())
 
     assert [answer(i).sir_id for i in (1, 2, 3)] == [1, 2, 3]
     with pytest.raises(MixedAnswer, match="repeats sir_id 2"):
-        answer(2)
-    assert answer(4).sir_id == 4 and answer(1).sir_id == 1  # 1 had left the window of 3
+        answer(2, flag="keep_warm", sent="engagement_signal")  # another row's answer
+    assert answer(2, flag="Keep_Warm").sir_id == 2  # the repeat alone: a test double's fixed sir_id, say
+    assert answer(4).sir_id == 4 and answer(1, sent="engagement_signal").sir_id == 1  # 1 had left the window
