@@ -89,10 +89,11 @@ def header(path: Path, separator: str = ",") -> list[str]:
         raise InputError(f"{path}: cannot read its header line: {reason_of(exc)}{advice}") from exc
     columns = [str(n) if n is not None else "" for n in names]
     # a quote opened in the header and closed at the end of a data line: that row had vanished
-    # into the last name. A name may hold a line break (a spreadsheet cell "Planned<Alt+Enter>date"),
-    # but not a line break and then a record's separators (an error file the tool wrote keeps
-    # whatever names its input had, so it is read as it is)
-    broken = [c for c in columns if separator in c.replace("\r", "\n").partition("\n")[2]]
+    # into the last name. A name may hold a line break and a comma (a spreadsheet cell "Planned
+    # <Alt+Enter>(date, local)"), but not a line break and then a whole record's separators (an
+    # error file the tool wrote keeps whatever names its input had, so it is read as it is)
+    after = (c.replace("\r", "\n").partition("\n")[2] for c in columns)
+    broken = [c for c, tail in zip(columns, after, strict=True) if tail.count(separator) >= max(len(columns) - 1, 1)]
     if broken and not safe_csv.written_by_tool(columns):
         shown = broken[0].replace("\r", " ").replace("\n", " ")
         raise InputError(

@@ -329,7 +329,7 @@ def test_a_header_name_holding_a_line_break_stops_the_run(tmp_path: Path):
     done = run_cli("validate", str(path), "--results", str(tmp_path / "r.csv"))
     assert done.code == 2 and "holds a line break" in done.stderr and not (tmp_path / "r.csv").exists()
     # a spreadsheet cell with a line break in a name (Alt+Enter) is a name, and row 1 is read
-    path.write_text(f'{header},"planned\ndate"\no,c,f,d,e,x,n1\no,c2,f,d,e,x,n2\n')
+    path.write_text(f'{header},"planned\n(date, local)"\no,c,f,d,e,x,n1\no,c2,f,d,e,x,n2\n')
     assert load([path]).height == 2
 
 
