@@ -2,6 +2,7 @@ import gzip
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -292,18 +293,16 @@ def test_a_quote_inside_a_field_stops_the_run_naming_the_row(tmp_path: Path, row
         load([path])
 
 
+def three_rows(**columns: list[Any]) -> pl.DataFrame:
+    """Three rows with placeholder API fields (only the loader reads them), and `columns`."""
+    fields = {"org_id": "o", "contact_id": "c", "sir_flag": "f", "sir_planned_dt": "d", "sir_channel": "e"}
+    base = {name: [value] * 3 for name, value in fields.items()}
+    return pl.DataFrame(base | columns)
+
+
 def test_quotes_as_csv_writes_them_are_read_whole(tmp_path: Path):
     path = tmp_path / "q.csv"
-    frame = pl.DataFrame(
-        {
-            "org_id": ["o"] * 3,
-            "contact_id": ["c"] * 3,
-            "sir_flag": ["f"] * 3,
-            "sir_planned_dt": ["d"] * 3,
-            "sir_channel": ["e"] * 3,
-            "sir_context": ['Sizes 5" x, 7" y', '"quoted"', 'a ""b"" c'],
-        }
-    )
+    frame = three_rows(sir_context=['Sizes 5" x, 7" y', '"quoted"', 'a ""b"" c'])
     frame.write_csv(path)
     assert load([path])["sir_context"].to_list() == frame["sir_context"].to_list()
 
@@ -380,17 +379,7 @@ def test_a_parquet_inputs_unused_columns_are_never_decoded(tmp_path: Path, monke
     1.1 GB for 100k rows instead of 150 MB (found by a review, h11b). Only the mapped columns
     are read, as for a CSV."""
     path = tmp_path / "a.parquet"
-    frame = pl.DataFrame(
-        {
-            "org_id": ["o"] * 3,
-            "contact_id": ["c"] * 3,
-            "sir_flag": ["f"] * 3,
-            "sir_planned_dt": ["d"] * 3,
-            "sir_channel": ["e"] * 3,
-            "sir_context": ["x"] * 3,
-            "thumbnail": [b"\x00" * 5000] * 3,
-        }
-    )
+    frame = three_rows(sir_context=["x"] * 3, thumbnail=[b"\x00" * 5000] * 3)
     frame.write_parquet(path)
     read: list[list[str]] = []
     chunks = loader._parquet_chunks
