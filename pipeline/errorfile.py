@@ -141,7 +141,7 @@ class _Cursor:
                 raise InputError(f"the results rows of {self._source} are not in input order; rerun `si-ingest run`")
             self._held = joined
         taken = self._held.filter(pl.col("source_row") <= row)
-        self._held = self._held.slice(taken.height)
+        self._held = self._held.slice(taken.height).rechunk()  # not a view holding every batch read
         return taken
 
     @property
@@ -154,58 +154,77 @@ def write(
 ) -> int:
     """Write the error file of `results_path` to `dest` (.parquet, else CSV); returns its rows."""
     _check_dest(results_path, dest)
-    scan = results.scan(results_path)
-    not_created = pl.col("status") != Status.CREATED.value
-    try:
-        names = scan.collect_schema().names()
-        missing = [c for c in RESULT_COLUMNS if c not in names]
-        if missing:
-            raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
-        counted = scan.group_by("source", maintain_order=True).agg(rows=pl.len(), errors=not_created.sum())
-        # the distinct (source, path) pairs on their own: as a per-group `unique` of the path, every
-        # row's path was held first (1M results rows 492 MB, 5M 1,016 MB; found by a review, h11b)
-        pairs = (
-            scan.select("source", "source_path").drop_nulls("source_path").unique()
-            if "source_path" in names
-            else pl.LazyFrame(schema={"source": pl.String, "source_path": pl.String})
-        )
-        counted_df, pairs_df = pl.collect_all([counted, pairs], engine="streaming")
-        held_paths = pairs_df.sort("source_path").group_by("source").agg(paths=pl.col("source_path"))
-        groups = counted_df.join(held_paths, on="source", how="left", maintain_order="left").select(
-            "source", "rows", "errors", "paths"
-        )
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
-    for source, held in zip(groups["source"], groups["paths"], strict=True):
-        if held is not None and len(held) > 1:  # their rows had been read as one file's: "not in input order"
-            raise InputError(
-                f"the run's inputs {held[0]} and {held[1]} are both named {source}; the results cannot tell their"
-                " rows apart for an error file: give the inputs different names and run again"
-            )
-    counts = {source: (rows, errors) for source, rows, errors, _ in groups.iter_rows()}
-    recorded = [Path(held[0]) for held in groups["paths"] if held is not None and len(held)]
-    paths = list(inputs) if inputs else run_inputs(results_path, recorded)
-    for path in paths:
-        if not path.exists():
-            raise InputError(f"input {path} does not exist")
-    files = _files(paths, counts)
+    if not results_path.exists():
+        raise InputError(f"results file {results_path} does not exist")
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".work", dir=dest.parent))
     try:
-        staged = work / "errors.parquet"
-        try:
-            scan.filter(not_created).select("source", *_ERROR_SCHEMA).sink_parquet(staged)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+        counts, held, staged = _read_results(results_path, work)
+        for source, paths_of in held.items():
+            if len(paths_of) > 1:  # their rows had been read as one file's: "not in input order"
+                first, second = sorted(paths_of)[:2]
+                raise InputError(
+                    f"the run's inputs {first} and {second} are both named {source}; the results cannot tell"
+                    " their rows apart for an error file: give the inputs different names and run again"
+                )
+        recorded = [Path(next(iter(paths_of))) for paths_of in held.values() if paths_of]
+        paths = list(inputs) if inputs else run_inputs(results_path, recorded)
+        for path in paths:
+            if not path.exists():
+                raise InputError(f"input {path} does not exist")
+        files = _files(paths, counts)
         target = _Target.of(files, parquet=dest.name.endswith(".parquet"))
         rows = _ErrorRows(files, counts, staged, work, target, chunk_rows)
         try:
             parts = rows.stage()
-            results.sink(pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=target.schema), dest)
+            results.sink_parts(parts, dest, target.schema)
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise InputError(f"cannot write error file {dest}: {reason_of(exc)}") from exc
         return rows.written
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_READ = ("source", *_ERROR_SCHEMA)  # status among them
+
+
+def _read_results(results_path: Path, work: Path) -> tuple[dict[str, tuple[int, int]], dict[str, set[str]], list[Path]]:
+    """One pass over the results file, batch by batch: (rows, rows not created) per source in
+    run order, the input paths each source was recorded with, and the rows not created staged
+    as Parquet parts in `work`. `loader.written_batches`, never `pl.scan_csv`: the streaming
+    read and a per-source `unique` of the paths had held every row (report --errors of 1M
+    results rows 492 MB, 5M 1,016 MB; found by a review, h11b)."""
+    counts: dict[str, tuple[int, int]] = {}
+    held: dict[str, set[str]] = {}
+    staged: list[Path] = []
+    try:
+        names = loader.written_header(results_path)
+        missing = [c for c in RESULT_COLUMNS if c not in names]
+        if missing:
+            raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
+        columns = [*_READ, *(["source_path"] if "source_path" in names else [])]
+        for batch in loader.written_batches(results_path, columns, loader.WRITTEN_ROWS):
+            batch = batch.with_columns(pl.col("source_row").cast(pl.Int64))
+            not_created = pl.col("status") != Status.CREATED.value
+            for source, rows, errors in (
+                batch.group_by("source", maintain_order=True).agg(pl.len(), not_created.sum()).iter_rows()
+            ):
+                before = counts.get(source, (0, 0))
+                counts[source] = (before[0] + rows, before[1] + errors)
+            if "source_path" in columns:
+                for source, path in batch.select("source", "source_path").drop_nulls().unique().iter_rows():
+                    held.setdefault(source, set()).add(path)
+            errors_of = batch.filter(not_created).select("source", *_ERROR_SCHEMA).cast(_ERROR_SCHEMA)  # type: ignore[arg-type]
+            if errors_of.height:
+                part = work / f"errors-{len(staged):06d}.parquet"
+                write_work_file(part, errors_of.write_parquet, part)
+                staged.append(part)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputError(f"results file {results_path} cannot be read: {str(exc).splitlines()[0]}") from exc
+    if not staged:  # no row to fix: one empty part, so the parts are never no file at all
+        part = work / "errors-000000.parquet"
+        pl.DataFrame(schema={"source": pl.String, **_ERROR_SCHEMA}).write_parquet(part)
+        staged.append(part)
+    return counts, held, staged
 
 
 def _check_dest(results_path: Path, dest: Path) -> None:
@@ -259,7 +278,7 @@ class _ErrorRows:
 
     files: Sequence[loader.InputFile]
     counts: dict[str, tuple[int, int]]  # source -> (rows in the results, rows not created)
-    staged: Path
+    staged: list[Path]
     work: Path
     target: _Target
     chunk_rows: int

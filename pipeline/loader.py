@@ -329,10 +329,7 @@ def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iter
     selected. A Parquet file is read in slices, as stored. A column the file lacks raises
     InputError; so does a CSV record with the wrong field count.
     """
-    if path.name.endswith(".parquet"):
-        header = tuple(pl.scan_parquet(path).collect_schema().names())
-    else:
-        header = tuple(safe_csv.restore_name(name) for name in csv_blocks.header(path))
+    header = written_header(path)
     missing = [c for c in columns if c not in header]
     if missing:
         raise InputError(f"{path} has no column {missing[0]!r}")
@@ -340,6 +337,13 @@ def written_batches(path: Path, columns: Sequence[str], chunk_rows: int) -> Iter
     chunks = _parquet_chunks(file, chunk_rows, columns) if file.is_parquet else _csv_chunks(file, chunk_rows, columns)
     for chunk in chunks:
         yield chunk.select(columns)
+
+
+def written_header(path: Path) -> tuple[str, ...]:
+    """The column names of a file the tool wrote (a CSV's neutralised names restored)."""
+    if path.name.endswith(".parquet"):
+        return tuple(pl.scan_parquet(path).collect_schema().names())
+    return tuple(safe_csv.restore_name(name) for name in csv_blocks.header(path))
 
 
 def count_written(path: Path, column: str, values: Sequence[str]) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from . import results
+from . import loader
 from .errors import InputError
 from .models import RESULT_COLUMNS, Status
 
@@ -35,16 +35,21 @@ class Summary:
 
 
 def summarize(path: Path) -> Summary:
-    """Counts of a results file, read streaming (only two columns, never the whole file)."""
-    scan = results.scan(path)
+    """Counts of a results file, read batch by batch (two columns; `loader.written_batches`, not
+    polars' streaming CSV read, whose read-ahead grows with the file)."""
+    if not path.exists():
+        raise InputError(f"results file {path} does not exist")
+    counts: Counter[tuple[str | None, str | None]] = Counter()
     try:
-        missing = [c for c in RESULT_COLUMNS if c not in scan.collect_schema().names()]
+        missing = [c for c in RESULT_COLUMNS if c not in loader.written_header(path)]
         if missing:
             raise InputError(f"{path} is not an si-ingest results file (no column {missing[0]})")
-        groups = scan.group_by("status", "error_code").len().collect(engine="streaming")
+        for batch in loader.written_batches(path, ["status", "error_code"], loader.WRITTEN_ROWS):
+            for status, code, rows in batch.group_by("status", "error_code").len().iter_rows():
+                counts[(status, code)] += rows
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"results file {path} cannot be read: {str(exc).splitlines()[0]}") from exc
-    return from_groups(path, groups.iter_rows())
+    return from_groups(path, ((status, code, rows) for (status, code), rows in counts.items()))
 
 
 def from_groups(path: Path, groups: Iterable[tuple[str | None, str | None, int]]) -> Summary:

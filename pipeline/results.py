@@ -7,7 +7,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import polars as pl
 from polars.io.plugins import register_io_source
@@ -148,6 +148,22 @@ def sink(frame: pl.LazyFrame, dest: Path) -> None:
             frame.sink_parquet(tmp)
         else:
             safe_csv.neutralise(frame).sink_csv(tmp)
+
+    _replace(dest, build)
+
+
+def sink_parts(parts: list[Path], dest: Path, schema: pl.Schema | dict[str, Any]) -> None:
+    """Parquet `parts` (each a batch) into `dest` as `sink` writes a frame. A CSV is written part
+    by part: polars' streaming CSV sink read ahead of its writer, and an error file of 5M rows
+    peaked at 568 MB against 275 MB for 1M (found by a review, h11b)."""
+    if dest.name.endswith(".parquet") or not parts:
+        sink(pl.scan_parquet(parts) if parts else pl.LazyFrame(schema=schema), dest)
+        return
+
+    def build(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            for index, part in enumerate(parts):
+                safe_csv.neutralise(pl.read_parquet(part)).write_csv(fh, include_header=index == 0)
 
     _replace(dest, build)
 
