@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ BREAKER_HINTS: dict[str, str] = {
     ErrorCode.MISSING_FIELDS: "the API finds required fields missing in every row: check the column mapping",
 }
 AMBIGUOUS_BREAKER = 10  # stop after this many requests in a row end `unknown` (at most --breaker)
+# Rows refused in a row trip only where the API has not answered for this long (or never in this
+# run): a rate limit refuses in bursts between answers (a 1 s window at half the run's rate, one
+# try per row, refused 10 rows in a row every second: review h12), a service that is down does not
+REFUSED_QUIET_S = 10.0
 UNREACHABLE = (ErrorCode.CONNECT_ERROR, ErrorCode.CONNECT_TIMEOUT)  # nothing ever left: no connection
 
 
@@ -57,11 +62,13 @@ class Lane:
     unknown_streak: int = 0  # requests in a row that ended `unknown` (the ambiguous breaker)
     unreachable_streak: int = 0  # rows in a row that used up their tries never connecting
     refused_streak: int = 0  # rows in a row that used up their tries on a gateway's "not processed" (503, 429...)
+    answered_at: float | None = None  # time.monotonic() of the last HTTP answer from the API (None: none yet)
     paused_until: float = 0.0  # the end of the last long pause a server asked for (logged once)
 
     def reached(self) -> None:
         """An HTTP answer came: the streaks of `unknown`, unreachable and refused rows end."""
         self.unknown_streak = self.unreachable_streak = self.refused_streak = 0
+        self.answered_at = time.monotonic()
 
     def answered(self, outcome: Outcome) -> CircuitOpen | None:
         """An API answer. The breaker trips when the last N are all the same row-level error
@@ -110,7 +117,8 @@ class Lane:
           with every backend down answers so at once (HAProxy's "No server is available", an ALB
           with no healthy target), and 100k rows had taken ~18 h at a fixed rate and ~6 days in
           auto mode, which slows down on each 503 (found by a review, h11a). A rate limit alone
-          does not trip it: rows that get through between the refused ones end the streak."""
+          does not trip it: the streak counts only where the API has not answered for
+          REFUSED_QUIET_S (or at all in this run), and an answer ends it."""
         if exc.code in UNREACHABLE:
             self.refused_streak = 0
             self.unreachable_streak += 1
@@ -128,7 +136,8 @@ class Lane:
             self.refused_streak = 0
             return None
         self.refused_streak += 1
-        if not self._trips(self.refused_streak):
+        quiet = self.answered_at is None or time.monotonic() - self.answered_at >= REFUSED_QUIET_S
+        if not quiet or not self._trips(self.refused_streak):
             return None
         return CircuitOpen(
             str(exc.code),

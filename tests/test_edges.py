@@ -529,6 +529,19 @@ def test_a_gateway_refusing_every_request_stops_the_run(sandbox, write_input, tm
     assert again.code == 0 and up.stats()["requests"] == 24  # nothing was created: every row goes once
 
 
+def test_an_ordinary_rate_limit_never_trips_the_refused_rows_breaker(sandbox, write_input, tmp_path):
+    """A 1 s window at half the run's rate, one try per row: in each second 10 rows pass and the
+    next 10 draw 429s in a row, which the first version of the refused-rows breaker took for a
+    service that is down (exit 3 after 10 rows, every night; found by a review, h12). The API
+    answers every second, so the run goes on: the rows refused end `failed`, exit 1."""
+    box = sandbox("--rate-limit", "10", "--retry-after", "0")
+    rows = write_input("a.csv", make_rows(45, seed=65))
+    out = tmp_path / "r.csv"
+    done = run_cli(*run_args(box, [rows], out), "--rate", "20", "--max-attempts", "1")
+    counts = Counter(results_mod.read(out)["status"])
+    assert done.code == 1 and counts["pending"] == 0 and counts["created"] == len(box.created()) >= 20, done.stderr
+
+
 def test_a_gateways_404_after_the_api_answered_is_retried_not_a_wrong_base_url(sandbox, write_input, tmp_path):
     """An ingress without the route for a moment (a deploy) answers 404 mid-run: the run had
     stopped with exit 2 ("nothing was sent") after rows were created, blaming --base-url (found
