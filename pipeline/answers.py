@@ -160,6 +160,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 GIVEN_WINDOW = 1 << 16
 
 
+class Reached:
+    """Whether an answer of the API's own has come back through the base URL in this run: one
+    for every org's classifier, since they share the base URL (a multi-org run's org B had taken
+    its first 404 for a wrong base URL after org A's rows were created: review h12)."""
+
+    def __init__(self) -> None:
+        self.yes = False
+
+
 class Classifier:
     """Turns (HTTP status, headers, body) into an Outcome or a RequestError/AccountError."""
 
@@ -171,6 +180,7 @@ class Classifier:
         retry_503: bool = True,
         hints: Mapping[str, str] | None = None,
         check_echo: bool = True,
+        reached: Reached | None = None,
     ) -> None:
         self._secrets = tuple(s for s in secrets if s)
         self._check_echo = check_echo
@@ -178,7 +188,7 @@ class Classifier:
         self._retried = NOT_PROCESSED | (GATEWAY_ERRORS if retry_gateway_errors else frozenset())
         if not retry_503:
             self._retried -= {503}
-        self.api_answered = False  # an answer of the API's own came back: the base URL is right
+        self.reached = reached or Reached()  # an answer of the API's own came back: the base URL is right
         self._given: dict[int, None] = {}  # the last GIVEN_WINDOW sir_ids this run was given, oldest first
 
     def classify(
@@ -229,7 +239,7 @@ class Classifier:
                 code = ErrorCode.HTTP_401 if http_status == 401 else ErrorCode.HTTP_403
             raise AccountError(code, f"{code}: {self._hints[code]}", http_status)
         if http_status in (404, 405) and not self._documented_error(payload):
-            if self.api_answered:
+            if self.reached.yes:
                 raise TransientError(
                     f"HTTP_{http_status}",
                     f"HTTP {http_status} from a gateway after the API had answered through this base URL (a route"
@@ -282,14 +292,14 @@ class Classifier:
             self._given[sir_id] = None
             if len(self._given) > GIVEN_WINDOW:
                 del self._given[next(iter(self._given))]
-            self.api_answered = True
+            self.reached.yes = True
             return Outcome(row_key, Status.CREATED, sir_id=sir_id, attempts=attempts, http_status=http_status)
         if status == "error" and payload is not None:
             code, message = self._error_codes(payload)
             if code in ACCOUNT_CODES:
                 raise AccountError(code, f"{code}: {self._hints[code]} (API said: {message})", http_status)
             verdict = Status.FAILED if code == ErrorCode.API_ERROR else Status.REJECTED
-            self.api_answered = True
+            self.reached.yes = True
             return Outcome(
                 row_key, verdict, error_code=code, error_message=message, attempts=attempts, http_status=http_status
             )

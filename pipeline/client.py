@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .answers import BODY_CAP, Classifier, code_for_message, parse_retry_after
+from .answers import BODY_CAP, Classifier, Reached, code_for_message, parse_retry_after
 from .config import Credentials
 from .errors import AmbiguousError, CancelledBeforeSending, ProxyError, TLSError, TransientError
 from .models import ErrorCode, Outcome, Row
@@ -146,6 +146,7 @@ class ZyntroClient:
         ca_bundle: str | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
         hints: Mapping[str, str] | None = None,
+        reached: Reached | None = None,
     ) -> None:
         self._on_headers = on_headers
         self.url = base_url.rstrip("/") + "/addSIRequest"
@@ -164,6 +165,7 @@ class ZyntroClient:
             retry_503=retry_503,
             hints=hints,
             check_echo=check_echo,
+            reached=reached,
         )
         self._concurrency = concurrency
         self._read_timeout = read_timeout

@@ -153,10 +153,11 @@ async def open_lanes(
     config: Config, credentials: Credentials, stop: StopEvent
 ) -> AsyncIterator[tuple[Lane | None, dict[str, Lane]]]:
     """(the default lane or None when there is no default key, {org_id: its lane}), clients open."""
-    from .answers import account_hints
+    from .answers import Reached, account_hints
     from .client import ZyntroClient  # aiohttp, loaded only for a run that sends
 
     loop = asyncio.get_running_loop()
+    reached = Reached()  # one base URL for every org: an answer through it counts for all
     async with contextlib.AsyncExitStack() as stack:
 
         async def lane(creds: Credentials, rate: float | Literal["auto"], lane_stop: StopEvent, key_env: str) -> Lane:
@@ -175,6 +176,7 @@ async def open_lanes(
                 ca_bundle=str(config.api.ca_bundle) if config.api.ca_bundle else None,
                 on_headers=controller.headers if controller is not None else None,
                 hints=account_hints(key_env, config.credentials.developer_secret_env),
+                reached=reached,
             )
             await stack.enter_async_context(client)
             return Lane(client, limiter, lane_stop, controller)

@@ -251,3 +251,24 @@ def test_the_library_result_type_resolves_its_hints_and_a_run_that_sends_nothing
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["pipeline.submit.SubmitStats", "|", "None", "False"]
+
+
+def test_a_gateways_404_after_another_orgs_rows_were_created_is_retried(sandbox, write_input, tmp_path):
+    """One base URL for every org: once the API has answered through it, a 404 is a gateway's
+    missing route for a moment. Each org's lane had known only its own answers, so org B's first
+    request drawing a 404 stopped the run with exit 2 after org A's rows were created (found by
+    a review, h12)."""
+    box = sandbox("--account", f"key-a:{ORG_A}", "--account", f"key-b:{ORG_B}", "--error-rate", "0.3",
+                  "--error-statuses", "404", "--seed", "7")  # fmt: skip
+    env = {"KEY_A": "key-a", "KEY_B": "key-b", "ZYNTRO_DEVELOPER_SECRET": CREDENTIAL_ENV["ZYNTRO_DEVELOPER_SECRET"]}
+    rows = make_rows(40, seed=32)
+    rows["org_id"] = [ORG_A] * 20 + [ORG_B] * 20
+    out = tmp_path / "r.csv"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[run]\nbackoff_base = 0.01\nbackoff_cap = 0.02\n[orgs."{ORG_A}"]\napi_key_env = "KEY_A"\n'
+        f'[orgs."{ORG_B}"]\napi_key_env = "KEY_B"\n'
+    )
+    args = run_args(box, [write_input("a.csv", rows)], out, "--config", str(config), "--concurrency", "1")
+    result = run_cli(*args, "--max-attempts", "8", env=env)
+    assert result.code == 0 and len(box.created()) == 40, result.stderr
