@@ -359,8 +359,8 @@ _UUID_IN = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9
 
 
 def _not_for(data: Any, request: bytes | None) -> bool:
-    """Whether a success (with a sir_id this run was given before) echoes another flag or channel
-    than `request` carried. Both must hold to call it a replayed answer: a test double may give
+    """Whether a success (with a sir_id this run was given before) echoes another flag, channel or
+    planned time than `request` carried. Both must hold to call it a replayed answer: a test double may give
     every request the documented sir_id 456, and a server may echo a flag as its label (then
     the flag and channel it echoes are the same for every request, and rarely this one's)."""
     try:
@@ -373,7 +373,14 @@ def _not_for(data: Any, request: bytes | None) -> bool:
         echoed, mine = data.get(field), sent.get(field)
         if isinstance(echoed, str) and isinstance(mine, str) and echoed.strip().lower() != mine.strip().lower():
             return True
-    return False
+    # the planned time by its digits, as far as both go (an echo to the minute, or of the date alone,
+    # is the same time); rows of one contact, flag and channel on other days had gone unseen (h12)
+    echoed_dt, mine_dt = (
+        re.sub(r"\D", "", v) if isinstance(v, str) else ""
+        for v in (data.get("sir_planned_dt"), sent.get("sir_planned_dt"))
+    )
+    shared = min(len(echoed_dt), len(mine_dt), 12)
+    return shared >= 8 and echoed_dt[:shared] != mine_dt[:shared]
 
 
 def _mixed_up(echoed: str, sent: str) -> bool:

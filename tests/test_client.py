@@ -743,3 +743,12 @@ def test_a_repeated_sir_id_is_a_replayed_answer_within_the_window_only(monkeypat
         answer(2, flag="keep_warm", sent="engagement_signal")  # another row's answer
     assert answer(2, flag="Keep_Warm").sir_id == 2  # the repeat alone: a test double's fixed sir_id, say
     assert answer(4).sir_id == 4 and answer(1, sent="engagement_signal").sir_id == 1  # 1 had left the window
+
+    def dated(sir_id: int, echoed: str, sent: str):
+        body = b'{"status": "success", "data": {"sir_id": %d, "sir_planned_dt": "%s"}}' % (sir_id, echoed.encode())
+        return classifier.classify("k", 200, {}, body, 1, request=b'{"sir_planned_dt": "%s"}' % sent.encode())
+
+    assert dated(9, "2026-12-01 08:00:00", "2026-12-01 08:00:00").sir_id == 9
+    assert dated(9, "2026-12-01 08:00", "2026-12-01 08:00:00").sir_id == 9  # echoed to the minute: the same time
+    with pytest.raises(MixedAnswer, match="repeats sir_id 9"):  # one contact, flag and channel, another day
+        dated(9, "2026-12-01 08:00:00", "2026-12-02 08:00:00")
