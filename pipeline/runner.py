@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ async def run(
                         seal_it=not (dry_run and new_ledger),
                     )
             finally:
-                with signals.deferred():  # whole, whatever signal comes (then raised)
+                with signals.deferred(failing=sys.exc_info()[1] is not None):  # whole, whatever signal comes
                     shutil.rmtree(workdir, ignore_errors=True)
         interrupted = signals.count > 0
         summary = report.from_groups(dest, counts)

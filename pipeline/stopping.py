@@ -65,17 +65,18 @@ class RunSignals:
                 signal.signal(signum, self.handler)
 
     @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
+    def deferred(self, *, failing: bool = False) -> Iterator[None]:
         """A signal that would stop the run at once waits until the block is done: the work
         folder's removal, cut half way by a SIGTERM near the end of a validate, had left up to
-        170 MB behind (2 of 68 random trials; found by a review, h11b)."""
+        170 MB behind (2 of 68 random trials; found by a review, h11b). It is raised then, unless
+        the run is `failing` already: its own error (exit 2, 4) tells more than 130."""
         self._deferring = True
         try:
             yield
         finally:
             self._deferring = False
-        if self._deferred is not None:
-            deferred, self._deferred = self._deferred, None
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None and not failing:
             raise deferred
 
     def handler(self, signum: int, frame: FrameType | None) -> None:

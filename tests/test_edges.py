@@ -373,14 +373,18 @@ def _in_process(monkeypatch, tmp_path, argv: list[str]) -> int:
     return int(exit_info.value.code)
 
 
-def test_a_signal_while_the_work_folder_is_removed_lets_it_go_whole(write_input, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", [False, True])
+def test_a_signal_while_the_work_folder_is_removed_lets_it_go_whole(write_input, tmp_path, monkeypatch, failing):
     """SIGTERM near the end of a validate, while its work folder was being removed: the removal
     stopped half way and up to 170 MB stayed behind (found by a review, h11b). It is finished,
-    then the run exits 130."""
+    then the run exits 130; or with its own error's code, where it was failing already (a bad
+    row: exit 2, not 130; review h12)."""
     import os
     import shutil
 
     rows = write_input("a.csv", make_rows(20))
+    if failing:  # a short last row stops the run in pass 1: exit 2
+        rows.write_text(rows.read_text() + "x,y\n")
     seen: list[str] = []
     original = shutil.rmtree
 
@@ -391,8 +395,8 @@ def test_a_signal_while_the_work_folder_is_removed_lets_it_go_whole(write_input,
         return original(path, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "rmtree", rmtree)
-    assert _in_process(monkeypatch, tmp_path, ["validate", str(rows), "--results", str(tmp_path / "r.csv")]) == 130
-    assert seen and not (tmp_path / "r.csv.work").exists()
+    code = _in_process(monkeypatch, tmp_path, ["validate", str(rows), "--results", str(tmp_path / "r.csv")])
+    assert code == (2 if failing else 130) and seen and not (tmp_path / "r.csv.work").exists()
 
 
 def test_a_signal_after_the_last_request_still_writes_the_results(sandbox, write_input, tmp_path, monkeypatch, capfd):
