@@ -180,8 +180,13 @@ def _parquet_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str] | N
     lf = pl.scan_parquet(file.path)
     lf = (lf.select(columns) if columns is not None else lf).with_row_index(ROW_INDEX, offset=1)
     total = lf.select(pl.len()).collect().item()
-    for offset in range(0, total, chunk_rows):
-        yield lf.slice(offset, chunk_rows).collect()
+    offset, step = 0, min(chunk_rows, 1024)  # a first slice to learn the rows' size: BATCH_BYTES holds here too
+    while offset < total:
+        frame = lf.slice(offset, step).collect()
+        yield frame
+        offset += frame.height
+        per_row = frame.estimated_size() / max(frame.height, 1)
+        step = max(1, min(chunk_rows, int(BATCH_BYTES / max(per_row, 1.0))))
 
 
 def _csv_chunks(file: InputFile, chunk_rows: int, columns: Sequence[str]) -> Iterator[pl.DataFrame]:

@@ -418,3 +418,16 @@ def test_a_record_longer_than_any_is_named_as_such_not_as_a_quote(tmp_path: Path
     path.write_text(HEADER + "\no,c,f,x,d,e\n" + f'o,c,f,"{"x" * 100_000},d,e\n')
     with pytest.raises(InputError, match=r"data row 2 opens a quote that never closes"):
         load([path])
+
+
+def test_a_parquet_batch_of_long_rows_ends_at_its_byte_budget(tmp_path: Path, monkeypatch):
+    """Parquet batches were bounded by rows alone (found by a review, h12): long cells made
+    batches of chunk_rows whatever their size. Their size is learnt from a first slice."""
+    monkeypatch.setattr(loader, "BATCH_BYTES", 64 << 10)
+    path = tmp_path / "long.parquet"
+    three_rows(sir_context=["x" * 1000] * 3).select(pl.all().repeat_by(1000).explode()).write_parquet(path)
+    file = loader.inspect(loader.discover([path]), {}, None)[0]
+    sizes = [b.height for b in loader.batches(file, 50_000, None)]
+    assert sum(sizes) == 3000 and sizes[0] == 1024 and max(sizes[1:]) <= 100, sizes
+    frame = load([path])
+    assert frame["source_row"].to_list() == list(range(1, 3001))
