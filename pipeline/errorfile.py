@@ -166,7 +166,7 @@ def write(
                     f"the run's inputs {first} and {second} are both named {source}; the results cannot tell"
                     " their rows apart for an error file: give the inputs different names and run again"
                 )
-        recorded = [Path(next(iter(paths_of))) for paths_of in held.values() if paths_of]
+        recorded = [Path(next(iter(held[source]))) for source in counts if held.get(source)]  # in run order
         paths = list(inputs) if inputs else run_inputs(results_path, recorded)
         for path in paths:
             if not path.exists():
@@ -211,7 +211,8 @@ def _read_results(results_path: Path, work: Path) -> tuple[dict[str, tuple[int, 
                 before = counts.get(source, (0, 0))
                 counts[source] = (before[0] + rows, before[1] + errors)
             if "source_path" in columns:
-                for source, path in batch.select("source", "source_path").drop_nulls().unique().iter_rows():
+                pairs = batch.select("source", "source_path").drop_nulls().unique(maintain_order=True)
+                for source, path in pairs.iter_rows():
                     held.setdefault(source, set()).add(path)
             errors_of = batch.filter(not_created).select("source", *_ERROR_SCHEMA).cast(_ERROR_SCHEMA)  # type: ignore[arg-type]
             if errors_of.height:

@@ -14,7 +14,7 @@ from pipeline import errorfile, loader, report, results
 from pipeline.errors import InputError
 from pipeline.safe_csv import TRIGGERS
 
-from .conftest import make_rows, run_cli, server_contexts
+from .conftest import DEFAULT_ORG_ID, make_rows, run_cli, server_contexts
 
 ERROR_COLUMNS = ["status", "error_code", "error_message"]
 # the input's own columns, ignored ones first and between, as an export would have them
@@ -283,3 +283,24 @@ def test_two_inputs_with_one_name_are_named_when_an_error_file_cannot_part_them(
     assert run_cli("validate", str(tmp_path / "f"), str(tmp_path / "g"), "--results", str(out)).code == 1
     refused = run_cli("report", str(out), "--errors", str(tmp_path / "e.csv"))
     assert refused.code == 2 and "f/a.csv and " in refused.stderr and "g/a.csv are both named a.csv" in refused.stderr
+
+
+def test_inputs_recorded_in_the_results_keep_the_runs_order(write_input, tmp_path):
+    """With no run document (every validate, a run without --summary-json) the inputs come from
+    the results' recorded paths: they had come back in no fixed order, and each call wrote the
+    inputs' rows and columns in another order (found by a review, h13)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in "abc":
+        rows = make_rows(12, seed=ord(name), prefix=name)
+        rows["sir_flag"] = ["bad"] * 12
+        rows[f"extra_{name}"] = ["x"] * 12
+        pl.DataFrame(rows).write_csv(folder / f"{name}.csv")
+    out = tmp_path / "res.csv"
+    assert run_cli("validate", str(folder), "--results", str(out), env={"ZYNTRO_ORG_ID": DEFAULT_ORG_ID}).code == 1
+    for attempt in range(4):
+        dest = tmp_path / f"errors{attempt}.csv"
+        assert errorfile.write(out, dest) == 36
+        frame = pl.read_csv(dest, infer_schema=False)
+        assert [c for c in frame.columns if c.startswith("extra_")] == ["extra_a", "extra_b", "extra_c"]
+        assert frame["sir_context"].to_list() == [f"{n} {i}" for n in "abc" for i in range(12)]
