@@ -14,7 +14,7 @@ from pipeline import results as results_mod
 from pipeline.sandbox import DEFAULT_ORG_ID as ORG_ID
 
 from .conftest import make_rows, run_cli, wait_for
-from .test_resume import cli_process
+from .test_resume import cli_process, sending
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "ledger_v1"
 
@@ -86,8 +86,7 @@ def test_a_journal_lost_mid_run_stops_sending_and_the_next_run_resends_nothing(s
     rows = write_input("a.csv", make_rows(n, seed=21))
     out = tmp_path / "r.csv"
     journal = tmp_path / "r.csv.journal"
-    proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
-    wait_for(lambda: box.stats()["created"] >= 5, timeout=30)
+    proc = sending(box, rows, out, "--rate", "100", "--concurrency", "4", created=5)
     early = journal.read_bytes()
     wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
     if change == "deleted":
@@ -418,8 +417,7 @@ def test_records_saved_by_a_run_that_lost_its_journal_are_never_passed_over(sand
     folder = tmp_path / "night"
     folder.mkdir()
     out = folder / "r.csv"
-    proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
-    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    proc = sending(box, rows, out, "--rate", "100", "--concurrency", "4")
     folder.rename(tmp_path / "night.old")
     if not remade:
         _, stderr = proc.communicate(timeout=60)  # nowhere to save them: it had been a crash, exit 4
@@ -448,8 +446,7 @@ def test_a_second_run_is_refused_though_the_lock_file_was_removed(sandbox, write
     box = sandbox("--latency", "20-40")
     rows = write_input("a.csv", make_rows(n, seed=23))
     out = tmp_path / "r.csv"
-    first = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "4"))
-    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    first = sending(box, rows, out, "--rate", "100", "--concurrency", "4")
     (tmp_path / "r.csv.lock").unlink()
     second = run_cli(*run_args(box, [rows], out))
     assert second.code == 2 and "another si-ingest run is writing to r.csv.journal" in second.stderr, second.stderr

@@ -33,6 +33,13 @@ def cli_process(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
+def sending(box, rows: Path, out: Path, *extra: str, created: int = 20) -> subprocess.Popen:
+    """A run of `rows` into `out` in the background, once the sandbox has created `created` rows."""
+    proc = cli_process(*run_args(box, [rows], out, *extra))
+    wait_for(lambda: box.stats()["created"] >= created, timeout=30)
+    return proc
+
+
 def run_args(box, inputs: list[Path], out: Path, *extra: str) -> list[str]:
     return ["run", *map(str, inputs), "--base-url", box.url, "--results", str(out), *extra]
 
@@ -132,8 +139,7 @@ def test_a_signal_finishes_in_flight_and_exits_130(sandbox, write_input, tmp_pat
     box = sandbox("--latency", "50-150")
     rows = write_input("a.csv", make_rows(n, seed=5))
     out = tmp_path / "r.csv"
-    proc = cli_process(*run_args(box, [rows], out, "--rate", "100", "--concurrency", "16"))
-    wait_for(lambda: box.stats()["created"] >= 20, timeout=30)
+    proc = sending(box, rows, out, "--rate", "100", "--concurrency", "16")
     terminate(proc, out, signals=1, signum=signum)
     assert results_mod.read(out).height == n  # the results are written
     counts = check_against_server(box, out, n)
