@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         late = _quiet_signals()
         if isinstance(sys.stderr, _Queued):
             sys.stderr.close()
-    sys.exit(EXIT_INTERRUPTED if late and code in (0, 1, None) else code)
+    sys.exit(EXIT_INTERRUPTED if late and code in (0, 1, None) else code)  # as late_exit_code
 
 
 _LATE: list[int] = []  # signals noted after the run's work was done (`note_late`)
@@ -249,8 +249,9 @@ def _quiet_signals() -> list[int]:
     they are ignored: the interpreter puts the default action back for its own handlers as it
     shuts down, and two SIGTERMs just after the summary (a supervisor escalating) had killed it
     there, exit 143, after every result was written (found by a review, h7c)."""
-    names = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
-    kept = [s for s in names if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    from .stopping import RUN_SIGNALS
+
+    kept = [s for s in RUN_SIGNALS if signal.getsignal(s) not in (signal.SIG_IGN, None)]
     for signum in kept:
         signal.signal(signum, note_late)
     atexit.register(lambda: [signal.signal(s, signal.SIG_IGN) for s in kept])

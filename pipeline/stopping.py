@@ -28,6 +28,8 @@ from typing import Any
 
 from .errors import Interrupted
 
+# the signals that stop a run: SIGHUP (the terminal gone) counts as SIGTERM where there is one
+RUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 FINISHING = "every request has finished; writing the results; signal again to stop at once"
 
 
@@ -48,8 +50,7 @@ class RunSignals:
         nobody else handles (`_ours`): an ignored SIGHUP (nohup) stays ignored, and a library
         caller's own handlers (a host's `loop.add_signal_handler`) stay its own; replaced, then
         removed with the loop's, they had left the host's signal doing nothing at all."""
-        candidates = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
-        self.handled = tuple(s for s in candidates if _ours(signal.getsignal(s)))
+        self.handled = tuple(s for s in RUN_SIGNALS if _ours(signal.getsignal(s)))
         self._previous = {s: signal.signal(s, self.handler) for s in self.handled}
         try:
             yield self
@@ -107,15 +108,17 @@ def after_the_run() -> None:
     traceback). Anyone else's handlers are left as they are."""
     from .entry import note_late
 
-    for signum in (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())):
-        handler = signal.getsignal(signum)
-        if callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry":
+    for signum in RUN_SIGNALS:
+        if _the_command_lines(signal.getsignal(signum)):
             signal.signal(signum, note_late)
 
 
 def _ours(handler: Any) -> bool:
     """A signal's handler the run may take over: the default action, Python's KeyboardInterrupt,
     or the command line's own (entry.py); not SIG_IGN, nor anyone else's."""
-    if handler in (signal.SIG_DFL, signal.default_int_handler):
-        return True
+    return handler in (signal.SIG_DFL, signal.default_int_handler) or _the_command_lines(handler)
+
+
+def _the_command_lines(handler: Any) -> bool:
+    """A handler the command line put in place (entry.py)."""
     return callable(handler) and getattr(handler, "__module__", None) == "pipeline.entry"
