@@ -147,7 +147,7 @@ def _write_run_and_repeats(frame: pl.DataFrame, path: Path, repeats: Path, writt
     rows as `duplicate` verdicts. Only rows whose 64-bit `kp` repeats are compared in full: for
     an export with no repeats this costs one hash of `kp` per row."""
     shared = frame.select(pl.col("kp").is_duplicated()).to_series()
-    again = pl.Series("again", [False] * frame.height, dtype=pl.Boolean)
+    again = pl.repeat(False, frame.height, dtype=pl.Boolean, eager=True)  # not a Python list per row
     if shared.any():
         within = frame.filter(shared).select(again=~pl.col("row_key").is_first_distinct()).to_series()
         again = again.scatter(shared.arg_true(), within)

@@ -37,7 +37,7 @@ from .errors import (
     RedirectError,
     TransientError,
 )
-from .lanes import Lane
+from .lanes import UNREACHABLE, Lane
 from .ledger import Journal, now_iso
 from .limiter import RateLimiter, StopEvent
 from .models import ErrorCode, Outcome, Row, Status
@@ -197,7 +197,7 @@ class Submitter:
             except TransientError as exc:
                 last = exc
                 self.stats.telemetry.answered(sent, THROTTLED if exc.http_status == 429 else ERROR)
-                if exc.code in (ErrorCode.CONNECT_ERROR, ErrorCode.CONNECT_TIMEOUT):
+                if exc.code in UNREACHABLE:
                     self.stats.telemetry.never_connected += 1
                 self._throttled(exc, sent_at, lane)
                 final = attempt == self._retry.max_attempts
