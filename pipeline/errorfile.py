@@ -30,7 +30,7 @@ from .config import DEFAULT_CHUNK_ROWS
 from .errors import InputError, reason_of
 from .ledger import LedgerPaths
 from .ledger.store import same_file
-from .models import RESULT_COLUMNS, Status
+from .models import Status
 from .report import run_document_path
 from .safe_csv import ERROR_COLUMNS, restore_name
 from .workfile import write_work_file
@@ -198,9 +198,7 @@ def _read_results(results_path: Path, work: Path) -> tuple[dict[str, tuple[int, 
     staged: list[Path] = []
     try:
         names = loader.written_header(results_path)
-        missing = [c for c in RESULT_COLUMNS if c not in names]
-        if missing:
-            raise InputError(f"{results_path} is not an si-ingest results file (no column {missing[0]})")
+        results.require_columns(results_path, names)
         columns = [*_READ, *(["source_path"] if "source_path" in names else [])]
         for batch in loader.written_batches(results_path, columns, loader.WRITTEN_ROWS):
             batch = batch.with_columns(pl.col("source_row").cast(pl.Int64))

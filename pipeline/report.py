@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import polars as pl
 
-from . import loader
+from . import loader, results
 from .errors import InputError
-from .models import RESULT_COLUMNS, Status
+from .models import Status
 
 STATUS_ORDER = tuple(s.value for s in Status)
 
@@ -41,9 +41,7 @@ def summarize(path: Path) -> Summary:
         raise InputError(f"results file {path} does not exist")
     counts: Counter[tuple[str | None, str | None]] = Counter()
     try:
-        missing = [c for c in RESULT_COLUMNS if c not in loader.written_header(path)]
-        if missing:
-            raise InputError(f"{path} is not an si-ingest results file (no column {missing[0]})")
+        results.require_columns(path, loader.written_header(path))
         for batch in loader.written_batches(path, ["status", "error_code"], loader.WRITTEN_ROWS):
             for status, code, rows in batch.group_by("status", "error_code").len().iter_rows():
                 counts[(status, code)] += rows

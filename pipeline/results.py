@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -199,7 +199,12 @@ def read(path: Path) -> pl.DataFrame:
         frame = scan(path).collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InputError(f"results file {path} cannot be read: {str(exc).splitlines()[0]}") from exc
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
+    require_columns(path, frame.columns)
+    return frame
+
+
+def require_columns(path: Path, names: Sequence[str]) -> None:
+    """InputError unless `names`, the columns of `path`, hold every results column."""
+    missing = [c for c in RESULT_COLUMNS if c not in names]
     if missing:
         raise InputError(f"{path} is not an si-ingest results file (no column {missing[0]})")
-    return frame
